@@ -1,0 +1,38 @@
+/*
+ * ap_keys: API key material. Keys are never stored: Redis holds the SHA-256
+ * of each key, and logs and listings show only the masked form.
+ */
+#ifndef AP_KEYS_H
+#define AP_KEYS_H
+
+#include <stddef.h>
+
+#define AP_SHA256_HEX 65 /* 64 hex digits + NUL */
+#define AP_KEY_ID_LEN 17 /* 16 hex digits + NUL */
+#define AP_MASK_LEN 32
+
+/* Hex SHA-256 of `len` bytes into out (AP_SHA256_HEX bytes). */
+void ap_sha256_hex(const void *data, size_t len, char *out);
+
+/* Raw SHA-256 (32 bytes). */
+void ap_sha256(const void *data, size_t len, unsigned char out[32]);
+
+/*
+ * The original's masked form: first 8 characters, "...", last 4. Keys of 12
+ * characters or fewer would be shown almost whole, so they mask to "***".
+ */
+void ap_key_mask(const char *key, char *out, size_t n);
+
+/* A new key "sk-" + 48 hex digits (192 bits from the CSPRNG) into out (>= 52 bytes). 0, or -1 if the CSPRNG failed. */
+int ap_key_generate(char *out, size_t n);
+
+/* A new opaque key id (16 hex digits). */
+int ap_key_id_generate(char *out);
+
+/* Random hex string of 2*nbytes digits (out >= 2*nbytes+1). */
+int ap_random_hex(char *out, size_t nbytes);
+
+/* Constant-time equality of two secrets of any lengths (compares their digests). */
+int ap_secret_equal(const char *a, const char *b);
+
+#endif

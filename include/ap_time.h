@@ -1,0 +1,32 @@
+/*
+ * ap_time: usage time buckets and timestamps.
+ * Buckets are computed in a fixed UTC offset (USAGE_TZ), not a named zone: the
+ * original used +08:00 with no DST, and a fixed offset keeps every replica's
+ * buckets identical whatever the host's zone.
+ */
+#ifndef AP_TIME_H
+#define AP_TIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Wall clock in milliseconds since the epoch. */
+int64_t ap_now_ms(void);
+
+/* Monotonic clock in milliseconds (for durations and timers). */
+int64_t ap_mono_ms(void);
+
+/* "YYYY-MM-DD" of `t` shifted by `offset` seconds into day (>= 11 bytes). */
+void ap_time_day(time_t t, long offset, char *day);
+
+/* "YYYY-MM-DD HH:00" of `t` shifted by `offset` into hour (>= 17 bytes). */
+void ap_time_hour(time_t t, long offset, char *hour);
+
+/* ISO 8601 with the offset, e.g. "2026-02-11T10:00:00+08:00" (>= 26 bytes). */
+void ap_time_iso(time_t t, long offset, char *out, size_t n);
+
+/* Parses ISO 8601 ("...Z", "...+08:00", fractional seconds allowed) to epoch seconds; -1 if malformed. */
+int ap_time_parse_iso(const char *s, time_t *out);
+
+#endif
