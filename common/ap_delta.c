@@ -1,0 +1,213 @@
+/*
+ * Usage delta accumulator; see ap_delta.h.
+ * Entries live in a glibc tsearch tree (a red-black tree from libc, so no
+ * hand-written map) keyed by "op \x1f key \x1f field".
+ */
+#include "ap_delta.h"
+
+#include "ap_store.h"
+
+#include <search.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct delta_entry {
+    char *id;  /* owned: op, key and field joined with \x1f */
+    int64_t v;
+};
+
+struct ap_delta {
+    void *root;
+    size_t count;
+};
+
+static int delta_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct delta_entry *)a)->id, ((const struct delta_entry *)b)->id);
+}
+
+static void delta_entry_free(void *p)
+{
+    struct delta_entry *e = p;
+    free(e->id);
+    free(e);
+}
+
+struct ap_delta *ap_delta_new(void)
+{
+    return calloc(1, sizeof(struct ap_delta));
+}
+
+void ap_delta_free(struct ap_delta *d)
+{
+    if (d == NULL)
+        return;
+    tdestroy(d->root, delta_entry_free);
+    free(d);
+}
+
+static int delta_apply(struct ap_delta *d, char op, const char *key, const char *field, int64_t v)
+{
+    size_t kl = strlen(key), fl = strlen(field);
+    struct delta_entry *e = malloc(sizeof(*e));
+    if (e == NULL)
+        return -1;
+    e->id = malloc(kl + fl + 4);
+    if (e->id == NULL) {
+        free(e);
+        return -1;
+    }
+    e->id[0] = op;
+    e->id[1] = '\x1f';
+    memcpy(e->id + 2, key, kl);
+    e->id[2 + kl] = '\x1f';
+    memcpy(e->id + 3 + kl, field, fl + 1);
+    e->v = v;
+
+    struct delta_entry **slot = tsearch(e, &d->root, delta_cmp);
+    if (slot == NULL) {
+        delta_entry_free(e);
+        return -1;
+    }
+    if (*slot != e) {
+        struct delta_entry *old = *slot;
+        if (op == 'i')
+            old->v += v;
+        else if (op == 'm' && v > old->v)
+            old->v = v;
+        delta_entry_free(e);
+    } else {
+        d->count++;
+    }
+    return 0;
+}
+
+int ap_delta_incr(struct ap_delta *d, const char *key, const char *field, int64_t by)
+{
+    return by == 0 ? 0 : delta_apply(d, 'i', key, field, by);
+}
+
+int ap_delta_max(struct ap_delta *d, const char *key, const char *field, int64_t v)
+{
+    return delta_apply(d, 'm', key, field, v);
+}
+
+int ap_delta_sadd(struct ap_delta *d, const char *key, const char *member)
+{
+    return delta_apply(d, 's', key, member, 0);
+}
+
+size_t ap_delta_count(const struct ap_delta *d)
+{
+    return d->count;
+}
+
+void ap_batch_free(struct ap_batch *b)
+{
+    if (b == NULL)
+        return;
+    for (int i = 0; i < b->argc; i++)
+        free(b->argv[i]);
+    free(b->argv);
+    free(b->lens);
+    free(b);
+}
+
+struct delta_walk {
+    struct delta_entry **items;
+    size_t n;
+};
+
+static void delta_collect(const void *node, VISIT which, void *arg)
+{
+    struct delta_walk *w = arg;
+    if (which == postorder || which == leaf)
+        w->items[w->n++] = *(struct delta_entry *const *)node;
+}
+
+static int batch_set(struct ap_batch *b, int i, const char *s, size_t len)
+{
+    b->argv[i] = malloc(len + 1);
+    if (b->argv[i] == NULL)
+        return -1;
+    memcpy(b->argv[i], s, len);
+    b->argv[i][len] = '\0';
+    b->lens[i] = len;
+    return 0;
+}
+
+/* Appends one entry as op, key, field, value. */
+static int batch_add_entry(struct ap_batch *b, int *i, const struct delta_entry *e)
+{
+    const char *k = e->id + 2;
+    const char *sep = strchr(k, '\x1f');
+    char num[24];
+    int nl = snprintf(num, sizeof(num), "%lld", (long long)e->v);
+    if (batch_set(b, (*i)++, e->id, 1) < 0 || batch_set(b, (*i)++, k, (size_t)(sep - k)) < 0 ||
+        batch_set(b, (*i)++, sep + 1, strlen(sep + 1)) < 0 || batch_set(b, (*i)++, num, (size_t)nl) < 0)
+        return -1;
+    return 0;
+}
+
+struct ap_batch *ap_delta_take(struct ap_delta *d, size_t max_ops, const char *const *head, int nhead)
+{
+    struct delta_walk w = {calloc(d->count ? d->count : 1, sizeof(*w.items)), 0};
+    struct ap_batch *b = calloc(1, sizeof(*b));
+    size_t take = d->count < max_ops ? d->count : max_ops;
+    size_t argc = (size_t)nhead + 4 * take;
+    if (w.items == NULL || b == NULL)
+        goto fail;
+    b->argv = calloc(argc, sizeof(char *));
+    b->lens = calloc(argc, sizeof(size_t));
+    if (b->argv == NULL || b->lens == NULL)
+        goto fail;
+    twalk_r(d->root, delta_collect, &w);
+
+    int i = 0;
+    for (; i < nhead; i++) {
+        if (batch_set(b, i, head[i], strlen(head[i])) < 0)
+            goto fail;
+        b->argc = i + 1;
+    }
+    b->nhead = nhead;
+    for (size_t k = 0; k < take; k++) {
+        if (batch_add_entry(b, &i, w.items[k]) < 0)
+            goto fail;
+        b->argc = i;
+    }
+    b->nops = take;
+    /* Only now, with the batch complete, remove its entries from the tree. */
+    for (size_t k = 0; k < take; k++) {
+        tdelete(w.items[k], &d->root, delta_cmp);
+        delta_entry_free(w.items[k]);
+    }
+    d->count -= take;
+    free(w.items);
+    return b;
+fail:
+    free(w.items);
+    ap_batch_free(b);
+    return NULL;
+}
+
+struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *dedupe_key, long ttl)
+{
+    char ttls[24];
+    if (d->count == 0)
+        return NULL;
+    snprintf(ttls, sizeof(ttls), "%ld", ttl);
+    const char *head[] = {"EVAL", ap_script_flush, "0", dedupe_key, ttls};
+    return ap_delta_take(d, max_ops, head, 5);
+}
+
+int ap_delta_put_back(struct ap_delta *d, const struct ap_batch *b)
+{
+    for (int i = b->nhead; i + 3 < b->argc; i += 4) {
+        char op = b->argv[i][0];
+        int64_t v = strtoll(b->argv[i + 3], NULL, 10);
+        if (delta_apply(d, op, b->argv[i + 1], b->argv[i + 2], v) < 0)
+            return -1;
+    }
+    return 0;
+}

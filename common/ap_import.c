@@ -1,0 +1,255 @@
+/* keys.json import; see ap_import.h. */
+#include "ap_import.h"
+
+#include "ap_delta.h"
+#include "ap_keys.h"
+#include "ap_store.h"
+#include "ap_time.h"
+
+#include <cJSON.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t imp_num(const cJSON *obj, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return cJSON_IsNumber(v) && v->valuedouble > 0 ? (int64_t)v->valuedouble : 0;
+}
+
+/* "total" of a by_model entry; the original's older entries had input/output instead. */
+static int64_t imp_model_total(const cJSON *m)
+{
+    if (cJSON_GetObjectItemCaseSensitive(m, "total") != NULL)
+        return imp_num(m, "total");
+    return imp_num(m, "input") + imp_num(m, "output");
+}
+
+/* Adds one by_model map into hash `key` with field prefix `pre` ("" or "k:<id>:"). */
+static void imp_models(struct ap_delta *d, const char *key, const char *pre, const cJSON *by_model)
+{
+    const cJSON *m;
+    char f[AP_MODEL_MAX + 80], model[AP_MODEL_MAX];
+    cJSON_ArrayForEach(m, by_model) {
+        if (!cJSON_IsObject(m) || m->string == NULL)
+            continue;
+        ap_store_model_name(m->string, model, sizeof(model));
+        snprintf(f, sizeof(f), "%sm:%s:total", pre, model);
+        ap_delta_incr(d, key, f, imp_model_total(m));
+        snprintf(f, sizeof(f), "%sm:%s:requests", pre, model);
+        ap_delta_incr(d, key, f, imp_num(m, "requests"));
+        if (*pre == '\0' && cJSON_GetObjectItemCaseSensitive(m, "input") != NULL) {
+            snprintf(f, sizeof(f), "m:%s:input", model);
+            ap_delta_incr(d, key, f, imp_num(m, "input"));
+            snprintf(f, sizeof(f), "m:%s:output", model);
+            ap_delta_incr(d, key, f, imp_num(m, "output"));
+        }
+    }
+}
+
+static int imp_is_day(const char *s)
+{
+    int y, m, dd, n = 0;
+    return sscanf(s, "%4d-%2d-%2d%n", &y, &m, &dd, &n) == 3 && n == 10 && s[10] == '\0';
+}
+
+static int imp_is_hour(const char *s)
+{
+    int y, m, dd, h, n = 0;
+    return sscanf(s, "%4d-%2d-%2d %2d:00%n", &y, &m, &dd, &h, &n) == 4 && n == 16 && s[16] == '\0';
+}
+
+static void imp_daily(struct ap_delta *d, const char *id, const cJSON *daily)
+{
+    const cJSON *day;
+    char k[AP_STORE_KEY_MAX], pre[40], f[80];
+    snprintf(pre, sizeof(pre), "k:%s:", id);
+    cJSON_ArrayForEach(day, daily) {
+        if (!cJSON_IsObject(day) || day->string == NULL || !imp_is_day(day->string))
+            continue;
+        const cJSON *bm = cJSON_GetObjectItemCaseSensitive(day, "by_model");
+        int64_t in = imp_num(day, "input"), out = imp_num(day, "output"), req = imp_num(day, "requests");
+        ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day->string);
+        ap_delta_incr(d, k, "input", in);
+        ap_delta_incr(d, k, "output", out);
+        ap_delta_incr(d, k, "requests", req);
+        imp_models(d, k, "", bm);
+        ap_store_key(k, sizeof(k), "u:d:%s", day->string);
+        ap_delta_incr(d, k, "input", in);
+        ap_delta_incr(d, k, "output", out);
+        ap_delta_incr(d, k, "requests", req);
+        imp_models(d, k, "", bm);
+        imp_models(d, k, pre, bm);
+        snprintf(f, sizeof(f), "k:%s:input", id);
+        ap_delta_incr(d, k, f, in);
+        snprintf(f, sizeof(f), "k:%s:output", id);
+        ap_delta_incr(d, k, f, out);
+        snprintf(f, sizeof(f), "k:%s:requests", id);
+        ap_delta_incr(d, k, f, req);
+        ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:kdays:%s", id), day->string);
+        ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:days"), day->string);
+    }
+}
+
+static void imp_hourly(struct ap_delta *d, const char *id, const cJSON *hourly)
+{
+    const cJSON *hour, *m;
+    char k[AP_STORE_KEY_MAX], pre[40];
+    snprintf(pre, sizeof(pre), "k:%s:", id);
+    cJSON_ArrayForEach(hour, hourly) {
+        if (!cJSON_IsObject(hour) || hour->string == NULL || !imp_is_hour(hour->string))
+            continue;
+        const cJSON *bm = cJSON_GetObjectItemCaseSensitive(hour, "by_model");
+        int64_t req = 0;
+        cJSON_ArrayForEach(m, bm) req += imp_num(m, "requests");
+        ap_store_key(k, sizeof(k), "u:kh:%s:%s", id, hour->string);
+        ap_delta_incr(d, k, "requests", req);
+        imp_models(d, k, "", bm);
+        ap_store_key(k, sizeof(k), "u:h:%s", hour->string);
+        ap_delta_incr(d, k, "requests", req);
+        imp_models(d, k, "", bm);
+        imp_models(d, k, pre, bm);
+        ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:khours:%s", id), hour->string);
+        ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:hours"), hour->string);
+    }
+}
+
+static void imp_usage(struct ap_delta *d, const char *id, const cJSON *usage)
+{
+    char k[AP_STORE_KEY_MAX];
+    int64_t in = imp_num(usage, "total_input"), out = imp_num(usage, "total_output");
+    int64_t req = imp_num(usage, "total_requests");
+    const char *keys[2] = {ap_store_key(k, sizeof(k), "u:k:%s", id), NULL};
+    for (int i = 0; i < 2; i++) {
+        const char *key = i == 0 ? keys[0] : ap_store_key(k, sizeof(k), "u:all");
+        ap_delta_incr(d, key, "input", in);
+        ap_delta_incr(d, key, "output", out);
+        ap_delta_incr(d, key, "requests", req);
+    }
+    const cJSON *lu = cJSON_GetObjectItemCaseSensitive(usage, "last_used");
+    time_t t;
+    if (cJSON_IsString(lu) && ap_time_parse_iso(lu->valuestring, &t) == 0)
+        ap_delta_max(d, ap_store_key(k, sizeof(k), "u:k:%s", id), "last_used_ms", (int64_t)t * 1000);
+    imp_daily(d, id, cJSON_GetObjectItemCaseSensitive(usage, "daily"));
+    imp_hourly(d, id, cJSON_GetObjectItemCaseSensitive(usage, "hourly"));
+    imp_models(d, ap_store_key(k, sizeof(k), "u:km:%s", id), "",
+               cJSON_GetObjectItemCaseSensitive(usage, "total_by_model"));
+}
+
+/* The EVAL for one key entry; `seq` orders keys without a usable "created". */
+static struct ap_batch *imp_key(const char *key, const cJSON *info, size_t seq)
+{
+    char hash[AP_SHA256_HEX], id[AP_KEY_ID_LEN], masked[AP_MASK_LEN], enabled[2], cms[24];
+    const cJSON *en = cJSON_GetObjectItemCaseSensitive(info, "enabled");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(info, "name");
+    const cJSON *created = cJSON_GetObjectItemCaseSensitive(info, "created");
+    time_t t = 0;
+
+    ap_sha256_hex(key, strlen(key), hash);
+    ap_key_mask(key, masked, sizeof(masked));
+    if (ap_key_id_generate(id) < 0)
+        return NULL;
+    /* The original wrote 1 or true; a missing flag meant enabled. */
+    int on = en == NULL || cJSON_IsTrue(en) || (cJSON_IsNumber(en) && en->valuedouble != 0);
+    snprintf(enabled, sizeof(enabled), "%d", on);
+    if (cJSON_IsString(created))
+        ap_time_parse_iso(created->valuestring, &t);
+    snprintf(cms, sizeof(cms), "%lld", (long long)t * 1000 + (long long)seq);
+
+    struct ap_delta *d = ap_delta_new();
+    if (d == NULL)
+        return NULL;
+    imp_usage(d, id, cJSON_GetObjectItemCaseSensitive(info, "usage"));
+    const char *head[] = {"EVAL", ap_script_import_key, "0", ap_store_prefix(), hash, id,
+                          cJSON_IsString(name) ? name->valuestring : "unnamed", enabled,
+                          cJSON_IsString(created) ? created->valuestring : "", masked, cms};
+    struct ap_batch *b = ap_delta_take(d, SIZE_MAX, head, 11);
+    ap_delta_free(d);
+    return b;
+}
+
+int ap_import_parse(const char *json, size_t len, struct ap_import *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (root == NULL) {
+        snprintf(err, errlen, "not valid JSON");
+        return -1;
+    }
+    const cJSON *keys = cJSON_GetObjectItemCaseSensitive(root, "keys");
+    if (!cJSON_IsObject(keys)) {
+        snprintf(err, errlen, "no \"keys\" object");
+        cJSON_Delete(root);
+        return -1;
+    }
+    const cJSON *ak = cJSON_GetObjectItemCaseSensitive(root, "admin_key");
+    if (cJSON_IsString(ak) && ak->valuestring[0] != '\0')
+        out->admin_key = strdup(ak->valuestring);
+
+    size_t n = (size_t)cJSON_GetArraySize(keys), seq = 0;
+    out->cmds = calloc(n ? n : 1, sizeof(*out->cmds));
+    if (out->cmds == NULL) {
+        cJSON_Delete(root);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    const cJSON *k;
+    cJSON_ArrayForEach(k, keys) {
+        if (!cJSON_IsObject(k) || k->string == NULL || k->string[0] == '\0') {
+            out->skipped++;
+            continue;
+        }
+        struct ap_batch *b = imp_key(k->string, k, seq++);
+        if (b == NULL) {
+            out->skipped++;
+            continue;
+        }
+        out->cmds[out->ncmds++] = b;
+    }
+    cJSON_Delete(root);
+    return 0;
+}
+
+int ap_import_file(const char *path, struct ap_import *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot open %s", path);
+        return -1;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 65536 > cap) {
+            char *nb = realloc(buf, cap = len + 65536 + cap);
+            if (nb == NULL)
+                break;
+            buf = nb;
+        }
+        size_t r = fread(buf + len, 1, cap - len, f);
+        len += r;
+        if (r == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || buf == NULL) {
+        free(buf);
+        snprintf(err, errlen, "cannot read %s", path);
+        return -1;
+    }
+    int rc = ap_import_parse(buf, len, out, err, errlen);
+    free(buf);
+    return rc;
+}
+
+void ap_import_free(struct ap_import *imp)
+{
+    for (size_t i = 0; i < imp->ncmds; i++)
+        ap_batch_free(imp->cmds[i]);
+    free(imp->cmds);
+    free(imp->admin_key);
+    memset(imp, 0, sizeof(*imp));
+}

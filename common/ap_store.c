@@ -1,0 +1,277 @@
+/*
+ * Redis data model: key names, the per-request counter expansion, and the Lua
+ * scripts. Scripts run with 0 declared keys and build key names from ARGV[1]
+ * (the prefix): fine for a standalone Redis, which is what DESIGN.md asks for;
+ * a Redis Cluster would need hash tags here.
+ * Every script that changes a key record publishes the new state on
+ * {p}events in the same atomic step, so no replica can miss a change that
+ * was stored (a replica that was disconnected reloads on resubscribe).
+ */
+#include "ap_store.h"
+
+#include "ap_delta.h"
+#include "ap_time.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static char store_prefix[64] = "ap:";
+
+void ap_store_set_prefix(const char *prefix)
+{
+    snprintf(store_prefix, sizeof(store_prefix), "%s", prefix);
+}
+
+const char *ap_store_prefix(void)
+{
+    return store_prefix;
+}
+
+char *ap_store_key(char *out, size_t n, const char *fmt, ...)
+{
+    size_t pl = strlen(store_prefix);
+    if (pl >= n)
+        pl = n - 1;
+    memcpy(out, store_prefix, pl);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out + pl, n - pl, fmt, ap);
+    va_end(ap);
+    return out;
+}
+
+void ap_store_model_name(const char *model, char *out, size_t n)
+{
+    size_t o = 0;
+    if (model == NULL || model[0] == '\0')
+        model = "unknown";
+    for (const char *s = model; *s != '\0' && o + 1 < n; s++)
+        out[o++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '_' : *s;
+    out[o] = '\0';
+}
+
+/* Token totals (and the request or error count) into one hash. */
+static int record_totals(struct ap_delta *d, const char *key, const struct ap_usage_rec *r)
+{
+    const struct ap_usage *u = &r->usage;
+    if (ap_delta_incr(d, key, r->ok ? "requests" : "errors", 1) < 0 ||
+        ap_delta_incr(d, key, "input", u->input) < 0 || ap_delta_incr(d, key, "output", u->output) < 0 ||
+        ap_delta_incr(d, key, "cache_creation", u->cache_creation) < 0 ||
+        ap_delta_incr(d, key, "cache_read", u->cache_read) < 0)
+        return -1;
+    return 0;
+}
+
+/* Per-model counters "<pre>m:<model>:{total,requests,input,output}" into one hash. */
+static int record_model(struct ap_delta *d, const char *key, const char *pre, const char *model,
+                        const struct ap_usage *u, int full)
+{
+    char f[AP_MODEL_MAX + 64];
+    snprintf(f, sizeof(f), "%sm:%s:total", pre, model);
+    if (ap_delta_incr(d, key, f, u->input + u->output) < 0)
+        return -1;
+    snprintf(f, sizeof(f), "%sm:%s:requests", pre, model);
+    if (ap_delta_incr(d, key, f, 1) < 0)
+        return -1;
+    if (!full)
+        return 0;
+    snprintf(f, sizeof(f), "%sm:%s:input", pre, model);
+    if (ap_delta_incr(d, key, f, u->input) < 0)
+        return -1;
+    snprintf(f, sizeof(f), "%sm:%s:output", pre, model);
+    return ap_delta_incr(d, key, f, u->output);
+}
+
+int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
+{
+    char day[11], hour[17], model[AP_MODEL_MAX], k[AP_STORE_KEY_MAX], pre[64];
+    const char *id = r->key_id;
+    const struct ap_usage *u = &r->usage;
+    time_t t = (time_t)(r->when_ms / 1000);
+
+    ap_time_day(t, r->tz_offset, day);
+    ap_time_hour(t, r->tz_offset, hour);
+    ap_store_model_name(r->model, model, sizeof(model));
+    snprintf(pre, sizeof(pre), "k:%s:", id);
+
+    int rc = 0;
+    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:all"), r);
+    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:k:%s", id), r);
+    rc |= ap_delta_max(d, k, "last_used_ms", r->when_ms);
+    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day), r);
+    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:d:%s", day), r);
+    if (!r->ok)
+        return rc < 0 ? -1 : 0;
+
+    rc |= record_model(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day), "", model, u, 1);
+    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:kh:%s:%s", id, hour), r);
+    rc |= record_model(d, k, "", model, u, 1);
+    rc |= record_model(d, ap_store_key(k, sizeof(k), "u:km:%s", id), "", model, u, 1);
+    rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:kdays:%s", id), day);
+    rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:khours:%s", id), hour);
+
+    ap_store_key(k, sizeof(k), "u:d:%s", day);
+    rc |= record_model(d, k, "", model, u, 1);
+    rc |= record_model(d, k, pre, model, u, 0);
+    char f[96];
+    snprintf(f, sizeof(f), "k:%s:input", id);
+    rc |= ap_delta_incr(d, k, f, u->input);
+    snprintf(f, sizeof(f), "k:%s:output", id);
+    rc |= ap_delta_incr(d, k, f, u->output);
+    snprintf(f, sizeof(f), "k:%s:requests", id);
+    rc |= ap_delta_incr(d, k, f, 1);
+
+    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:h:%s", hour), r);
+    rc |= record_model(d, k, "", model, u, 1);
+    rc |= record_model(d, k, pre, model, u, 0);
+    rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:days"), day);
+    rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:hours"), hour);
+    return rc < 0 ? -1 : 0;
+}
+
+/* ---- Lua ---- */
+
+/* Applies op/key/field/value quads from ARGV[start] on: i = HINCRBY, m = keep max, s = SADD. */
+#define LUA_APPLY_OPS(start)                                                   \
+    "local i = " start "\n"                                                    \
+    "while i + 3 <= #ARGV do\n"                                                \
+    "  local op, k, f, v = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]\n"         \
+    "  if op == 'i' then redis.call('HINCRBY', k, f, v)\n"                     \
+    "  elseif op == 'm' then\n"                                                \
+    "    local cur = tonumber(redis.call('HGET', k, f) or '0') or 0\n"         \
+    "    if tonumber(v) > cur then redis.call('HSET', k, f, v) end\n"          \
+    "  elseif op == 's' then redis.call('SADD', k, f) end\n"                   \
+    "  i = i + 4\n"                                                            \
+    "end\n"
+
+/* ARGV[2] is a key id or '', ARGV[3] a key's sha256 or ''; sets h (hash) and rk (record key). */
+#define LUA_RESOLVE                                                            \
+    "local p = ARGV[1]\n"                                                      \
+    "local h = false\n"                                                        \
+    "if ARGV[2] ~= '' then h = redis.call('GET', p..'keyid:'..ARGV[2]) end\n"  \
+    "if not h and ARGV[3] ~= '' then h = ARGV[3] end\n"                        \
+    "if not h or redis.call('EXISTS', p..'key:'..h) == 0 then return false end\n" \
+    "local rk = p..'key:'..h\n"
+
+#define LUA_PUBLISH_KEY(extra)                                                 \
+    "local rec = redis.call('HMGET', rk, 'id', 'name', 'enabled')\n"           \
+    "redis.call('PUBLISH', p..'events', cjson.encode({type='key', hash=h, "     \
+    "id=rec[1], name=rec[2], enabled=(rec[3]=='1')" extra "}))\n"
+
+/* ARGV: dedupe key, ttl, quads... Returns 1 if applied, 0 if this batch was applied before. */
+const char ap_script_flush[] =
+    "if not redis.call('SET', ARGV[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then return 0 end\n"
+    LUA_APPLY_OPS("3")
+    "return 1\n";
+
+/* ARGV: prefix, sha256, id, name, created (ISO), masked, created_ms. Returns 1, or 0 if it exists. */
+const char ap_script_key_create[] =
+    "local p, h = ARGV[1], ARGV[2]\n"
+    "local rk = p..'key:'..h\n"
+    "if redis.call('EXISTS', rk) == 1 then return 0 end\n"
+    "redis.call('HSET', rk, 'id', ARGV[3], 'name', ARGV[4], 'enabled', '1', 'created', ARGV[5], 'masked', ARGV[6])\n"
+    "redis.call('SET', p..'keyid:'..ARGV[3], h)\n"
+    "redis.call('ZADD', p..'keys', ARGV[7], ARGV[3])\n"
+    "redis.call('HSET', p..'keynames', ARGV[3], ARGV[4])\n"
+    LUA_PUBLISH_KEY("")
+    "return 1\n";
+
+/* ARGV: prefix, id, sha256, '1'|'0'. Returns {id, name} or nil. */
+const char ap_script_key_set_enabled[] =
+    LUA_RESOLVE
+    "redis.call('HSET', rk, 'enabled', ARGV[4])\n"
+    LUA_PUBLISH_KEY("")
+    "return {rec[1], rec[2]}\n";
+
+/* ARGV: prefix, id, sha256. Returns {id, name} or nil. Usage history is kept. */
+const char ap_script_key_delete[] =
+    LUA_RESOLVE
+    LUA_PUBLISH_KEY(", deleted=true")
+    "redis.call('DEL', rk)\n"
+    "if rec[1] then redis.call('DEL', p..'keyid:'..rec[1]); redis.call('ZREM', p..'keys', rec[1]) end\n"
+    "return {rec[1], rec[2]}\n";
+
+/* ARGV: prefix, id, sha256. Returns {hash, record fields...} or nil. */
+const char ap_script_key_get[] =
+    LUA_RESOLVE
+    "return {h, redis.call('HGETALL', rk)}\n";
+
+/* ARGV: prefix. Returns {{record, totals}, ...} in creation order. */
+const char ap_script_keys_list[] =
+    "local p = ARGV[1]\n"
+    "local out = {}\n"
+    "for _, id in ipairs(redis.call('ZRANGE', p..'keys', 0, -1)) do\n"
+    "  local h = redis.call('GET', p..'keyid:'..id)\n"
+    "  if h then\n"
+    "    out[#out+1] = {redis.call('HGETALL', p..'key:'..h), redis.call('HGETALL', p..'u:k:'..id)}\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* ARGV: prefix, id, sha256. Returns {record, totals, {day, hash, ...}, {hour, hash, ...}, by_model} or nil. */
+const char ap_script_key_usage[] =
+    LUA_RESOLVE
+    "local id = redis.call('HGET', rk, 'id')\n"
+    "local function buckets(set, pre)\n"
+    "  local out = {}\n"
+    "  for _, b in ipairs(redis.call('SMEMBERS', p..set..id)) do\n"
+    "    out[#out+1] = b\n"
+    "    out[#out+1] = redis.call('HGETALL', p..pre..id..':'..b)\n"
+    "  end\n"
+    "  return out\n"
+    "end\n"
+    "return {redis.call('HGETALL', rk), redis.call('HGETALL', p..'u:k:'..id),\n"
+    "        buckets('u:kdays:', 'u:kd:'), buckets('u:khours:', 'u:kh:'),\n"
+    "        redis.call('HGETALL', p..'u:km:'..id)}\n";
+
+/* ARGV: prefix. Returns {totals, number of keys, number of enabled keys}. */
+const char ap_script_usage_total[] =
+    "local p = ARGV[1]\n"
+    "local ids = redis.call('ZRANGE', p..'keys', 0, -1)\n"
+    "local active = 0\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local h = redis.call('GET', p..'keyid:'..id)\n"
+    "  if h and redis.call('HGET', p..'key:'..h, 'enabled') == '1' then active = active + 1 end\n"
+    "end\n"
+    "return {redis.call('HGETALL', p..'u:all'), #ids, active}\n";
+
+/* ARGV: prefix, day or ''. Returns {id->name, {day, hash, ...}}. */
+const char ap_script_usage_daily[] =
+    "local p = ARGV[1]\n"
+    "local days = ARGV[2] ~= '' and {ARGV[2]} or redis.call('SMEMBERS', p..'u:days')\n"
+    "local out = {}\n"
+    "for _, d in ipairs(days) do\n"
+    "  local hsh = redis.call('HGETALL', p..'u:d:'..d)\n"
+    "  if #hsh > 0 then out[#out+1] = d; out[#out+1] = hsh end\n"
+    "end\n"
+    "return {redis.call('HGETALL', p..'keynames'), out}\n";
+
+/* ARGV: prefix, day prefix or ''. Returns {id->name, {hour, hash, ...}}. */
+const char ap_script_usage_hourly[] =
+    "local p, want = ARGV[1], ARGV[2]\n"
+    "local out = {}\n"
+    "for _, h in ipairs(redis.call('SMEMBERS', p..'u:hours')) do\n"
+    "  if want == '' or string.sub(h, 1, #want) == want then\n"
+    "    out[#out+1] = h; out[#out+1] = redis.call('HGETALL', p..'u:h:'..h)\n"
+    "  end\n"
+    "end\n"
+    "return {redis.call('HGETALL', p..'keynames'), out}\n";
+
+/*
+ * ARGV: prefix, sha256, id, name, enabled, created, masked, created_ms, then
+ * usage quads. Imports once per key hash, ever (deleting the key later does
+ * not make a re-import resurrect it). Returns 1 if imported, 0 if not needed.
+ */
+const char ap_script_import_key[] =
+    "local p, h = ARGV[1], ARGV[2]\n"
+    "if redis.call('SADD', p..'imported', h) == 0 then return 0 end\n"
+    "local rk = p..'key:'..h\n"
+    "if redis.call('EXISTS', rk) == 1 then return 0 end\n"
+    "redis.call('HSET', rk, 'id', ARGV[3], 'name', ARGV[4], 'enabled', ARGV[5], 'created', ARGV[6], 'masked', ARGV[7])\n"
+    "redis.call('SET', p..'keyid:'..ARGV[3], h)\n"
+    "redis.call('ZADD', p..'keys', ARGV[8], ARGV[3])\n"
+    "redis.call('HSET', p..'keynames', ARGV[3], ARGV[4])\n"
+    LUA_APPLY_OPS("9")
+    LUA_PUBLISH_KEY("")
+    "return 1\n";

@@ -1,0 +1,401 @@
+/*
+ * Admin JSON views; see ap_views.h. Field layouts are those of ap_store.h.
+ * Extra fields beyond the original's (cache tokens, errors, per-model input
+ * and output) are added next to the original ones, never instead of them.
+ */
+#include "ap_views.h"
+
+#include "ap_time.h"
+
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int view_is_array(const redisReply *r, size_t min)
+{
+    return r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= min;
+}
+
+static const char *view_str(const redisReply *r)
+{
+    return (r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)) ? r->str : NULL;
+}
+
+const char *ap_view_hget(const redisReply *hash, const char *field)
+{
+    if (!view_is_array(hash, 0))
+        return NULL;
+    for (size_t i = 0; i + 1 < hash->elements; i += 2) {
+        const char *f = view_str(hash->element[i]);
+        if (f != NULL && strcmp(f, field) == 0)
+            return view_str(hash->element[i + 1]);
+    }
+    return NULL;
+}
+
+static double view_num(const redisReply *hash, const char *field)
+{
+    const char *v = ap_view_hget(hash, field);
+    return v ? strtod(v, NULL) : 0;
+}
+
+static void view_last_used(cJSON *obj, const redisReply *totals, long tz)
+{
+    const char *ms = ap_view_hget(totals, "last_used_ms");
+    if (ms == NULL) {
+        cJSON_AddNullToObject(obj, "last_used");
+        return;
+    }
+    char iso[40];
+    ap_time_iso((time_t)(strtoll(ms, NULL, 10) / 1000), tz, iso, sizeof(iso));
+    cJSON_AddStringToObject(obj, "last_used", iso);
+}
+
+/* Adds n to obj[name] (creating it as 0 first). */
+static void view_add(cJSON *obj, const char *name, double n)
+{
+    cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (it == NULL)
+        cJSON_AddNumberToObject(obj, name, n);
+    else
+        cJSON_SetNumberValue(it, it->valuedouble + n);
+}
+
+static cJSON *view_child(cJSON *obj, const char *name)
+{
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return c ? c : cJSON_AddObjectToObject(obj, name);
+}
+
+/*
+ * Splits "m:<model>:<stat>" (after `pre`) into model and stat; model names may
+ * themselves contain ':', so the stat is what follows the last one.
+ */
+static int view_model_field(const char *f, const char *pre, char *model, size_t n, const char **stat)
+{
+    size_t pl = strlen(pre);
+    if (strncmp(f, pre, pl) != 0 || strncmp(f + pl, "m:", 2) != 0)
+        return -1;
+    const char *m = f + pl + 2;
+    const char *last = strrchr(m, ':');
+    if (last == NULL || last == m || (size_t)(last - m) >= n)
+        return -1;
+    memcpy(model, m, (size_t)(last - m));
+    model[last - m] = '\0';
+    *stat = last + 1;
+    return 0;
+}
+
+/* Accumulates the m:<model>:<stat> fields of `hash` (after `pre`) into by_model. */
+static void view_models_into(cJSON *by_model, const redisReply *hash, const char *pre)
+{
+    char model[256];
+    const char *stat;
+    for (size_t i = 0; i + 1 < hash->elements; i += 2) {
+        const char *f = view_str(hash->element[i]);
+        const char *v = view_str(hash->element[i + 1]);
+        if (f == NULL || v == NULL || view_model_field(f, pre, model, sizeof(model), &stat) < 0)
+            continue;
+        if (strcmp(stat, "total") && strcmp(stat, "requests") && strcmp(stat, "input") && strcmp(stat, "output"))
+            continue;
+        cJSON *m = view_child(by_model, model);
+        if (!cJSON_HasObjectItem(m, "total"))
+            cJSON_AddNumberToObject(m, "total", 0);
+        if (!cJSON_HasObjectItem(m, "requests"))
+            cJSON_AddNumberToObject(m, "requests", 0);
+        view_add(m, stat, strtod(v, NULL));
+    }
+}
+
+static double view_total_of(const cJSON *o)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "total");
+    if (t != NULL)
+        return t->valuedouble;
+    const cJSON *i = cJSON_GetObjectItemCaseSensitive(o, "input");
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(o, "output");
+    return (i ? i->valuedouble : 0) + (u ? u->valuedouble : 0);
+}
+
+static int view_cmp_total_desc(const void *a, const void *b)
+{
+    double x = view_total_of(*(cJSON *const *)a), y = view_total_of(*(cJSON *const *)b);
+    return (x < y) - (x > y);
+}
+
+/* Reorders the members of an object or array by "total" (or input+output) descending. */
+static void view_sort_by_total(cJSON *obj)
+{
+    int n = cJSON_GetArraySize(obj);
+    if (n < 2)
+        return;
+    cJSON **items = malloc((size_t)n * sizeof(*items));
+    if (items == NULL)
+        return;
+    for (int i = 0; i < n; i++)
+        items[i] = cJSON_DetachItemFromArray(obj, 0);
+    qsort(items, (size_t)n, sizeof(*items), view_cmp_total_desc);
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(obj, items[i]); /* keeps each item's name: works for objects too */
+    free(items);
+}
+
+static int view_cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Bucket names of a flat {name, hash, ...} reply, sorted ascending; returns the count. */
+static size_t view_sorted_buckets(const redisReply *flat, const redisReply ***hashes, const char ***names)
+{
+    size_t n = flat->elements / 2;
+    *names = calloc(n ? n : 1, sizeof(char *));
+    *hashes = calloc(n ? n : 1, sizeof(redisReply *));
+    if (*names == NULL || *hashes == NULL)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        (*names)[i] = view_str(flat->element[2 * i]) ? view_str(flat->element[2 * i]) : "";
+    qsort(*names, n, sizeof(char *), view_cmp_str);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            if (view_str(flat->element[2 * j]) != NULL && strcmp(view_str(flat->element[2 * j]), (*names)[i]) == 0)
+                (*hashes)[i] = flat->element[2 * j + 1];
+    return n;
+}
+
+static cJSON *view_key_entry(const redisReply *rec, const redisReply *tot, long tz)
+{
+    const char *en = ap_view_hget(rec, "enabled");
+    const char *s;
+    cJSON *k = cJSON_CreateObject();
+    cJSON_AddStringToObject(k, "key", (s = ap_view_hget(rec, "masked")) ? s : "***");
+    cJSON_AddStringToObject(k, "id", (s = ap_view_hget(rec, "id")) ? s : "");
+    cJSON_AddStringToObject(k, "name", (s = ap_view_hget(rec, "name")) ? s : "");
+    cJSON_AddBoolToObject(k, "enabled", en != NULL && strcmp(en, "1") == 0);
+    if ((s = ap_view_hget(rec, "created")) != NULL)
+        cJSON_AddStringToObject(k, "created", s);
+    else
+        cJSON_AddNullToObject(k, "created");
+    cJSON_AddNumberToObject(k, "total_input", view_num(tot, "input"));
+    cJSON_AddNumberToObject(k, "total_output", view_num(tot, "output"));
+    cJSON_AddNumberToObject(k, "total_requests", view_num(tot, "requests"));
+    view_last_used(k, tot, tz);
+    cJSON_AddNumberToObject(k, "total_cache_creation", view_num(tot, "cache_creation"));
+    cJSON_AddNumberToObject(k, "total_cache_read", view_num(tot, "cache_read"));
+    cJSON_AddNumberToObject(k, "total_errors", view_num(tot, "errors"));
+    return k;
+}
+
+cJSON *ap_view_keys_list(const redisReply *rep, long tz)
+{
+    if (!view_is_array(rep, 0))
+        return NULL;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *keys = cJSON_AddArrayToObject(root, "keys");
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *e = rep->element[i];
+        if (view_is_array(e, 2))
+            cJSON_AddItemToArray(keys, view_key_entry(e->element[0], e->element[1], tz));
+    }
+    return root;
+}
+
+cJSON *ap_view_key_usage(const redisReply *rep, long tz)
+{
+    if (!view_is_array(rep, 5))
+        return NULL;
+    const redisReply *rec = rep->element[0], *tot = rep->element[1];
+    const char *s, *en = ap_view_hget(rec, "enabled");
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "name", (s = ap_view_hget(rec, "name")) ? s : "");
+    cJSON_AddStringToObject(root, "id", (s = ap_view_hget(rec, "id")) ? s : "");
+    cJSON_AddBoolToObject(root, "enabled", en != NULL && strcmp(en, "1") == 0);
+    cJSON *u = cJSON_AddObjectToObject(root, "usage");
+    cJSON_AddNumberToObject(u, "total_input", view_num(tot, "input"));
+    cJSON_AddNumberToObject(u, "total_output", view_num(tot, "output"));
+    cJSON_AddNumberToObject(u, "total_requests", view_num(tot, "requests"));
+    view_last_used(u, tot, tz);
+    cJSON_AddNumberToObject(u, "total_cache_creation", view_num(tot, "cache_creation"));
+    cJSON_AddNumberToObject(u, "total_cache_read", view_num(tot, "cache_read"));
+    cJSON_AddNumberToObject(u, "total_errors", view_num(tot, "errors"));
+
+    const redisReply **hashes;
+    const char **names;
+    cJSON *daily = cJSON_AddObjectToObject(u, "daily");
+    size_t n = view_sorted_buckets(rep->element[2], &hashes, &names);
+    for (size_t i = 0; i < n; i++) {
+        if (hashes[i] == NULL)
+            continue;
+        cJSON *d = cJSON_AddObjectToObject(daily, names[i]);
+        cJSON_AddNumberToObject(d, "input", view_num(hashes[i], "input"));
+        cJSON_AddNumberToObject(d, "output", view_num(hashes[i], "output"));
+        cJSON_AddNumberToObject(d, "requests", view_num(hashes[i], "requests"));
+        cJSON_AddNumberToObject(d, "cache_creation", view_num(hashes[i], "cache_creation"));
+        cJSON_AddNumberToObject(d, "cache_read", view_num(hashes[i], "cache_read"));
+        cJSON *bm = cJSON_AddObjectToObject(d, "by_model");
+        view_models_into(bm, hashes[i], "");
+        view_sort_by_total(bm);
+    }
+    free(hashes);
+    free(names);
+
+    cJSON *hourly = cJSON_AddObjectToObject(u, "hourly");
+    n = view_sorted_buckets(rep->element[3], &hashes, &names);
+    for (size_t i = 0; i < n; i++) {
+        if (hashes[i] == NULL)
+            continue;
+        cJSON *h = cJSON_AddObjectToObject(hourly, names[i]);
+        cJSON *bm = cJSON_AddObjectToObject(h, "by_model");
+        view_models_into(bm, hashes[i], "");
+        view_sort_by_total(bm);
+    }
+    free(hashes);
+    free(names);
+
+    cJSON *tbm = cJSON_AddObjectToObject(u, "total_by_model");
+    view_models_into(tbm, rep->element[4], "");
+    view_sort_by_total(tbm);
+    return root;
+}
+
+cJSON *ap_view_usage_total(const redisReply *rep)
+{
+    if (!view_is_array(rep, 3))
+        return NULL;
+    const redisReply *all = rep->element[0];
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddNumberToObject(root, "total_input_tokens", view_num(all, "input"));
+    cJSON_AddNumberToObject(root, "total_output_tokens", view_num(all, "output"));
+    cJSON_AddNumberToObject(root, "total_requests", view_num(all, "requests"));
+    cJSON_AddNumberToObject(root, "total_keys", (double)rep->element[1]->integer);
+    cJSON_AddNumberToObject(root, "active_keys", (double)rep->element[2]->integer);
+    cJSON_AddNumberToObject(root, "total_cache_creation_tokens", view_num(all, "cache_creation"));
+    cJSON_AddNumberToObject(root, "total_cache_read_tokens", view_num(all, "cache_read"));
+    cJSON_AddNumberToObject(root, "total_errors", view_num(all, "errors"));
+    return root;
+}
+
+/* Per-key fields "k:<id>:..." of a rollup hash: by_tenant (name -> models) and, for days, the keys list. */
+static void view_tenants(const redisReply *hash, const redisReply *names, cJSON *by_tenant, cJSON *keys)
+{
+    for (size_t i = 0; i + 1 < hash->elements; i += 2) {
+        const char *f = view_str(hash->element[i]);
+        if (f == NULL || strncmp(f, "k:", 2) != 0)
+            continue;
+        const char *idend = strchr(f + 2, ':');
+        if (idend == NULL || idend - (f + 2) >= 64)
+            continue;
+        char id[64], pre[72];
+        memcpy(id, f + 2, (size_t)(idend - (f + 2)));
+        id[idend - (f + 2)] = '\0';
+        const char *name = ap_view_hget(names, id);
+        if (name == NULL)
+            name = id;
+        if (strncmp(idend + 1, "m:", 2) == 0) {
+            if (by_tenant == NULL || cJSON_HasObjectItem(by_tenant, name))
+                continue;
+            snprintf(pre, sizeof(pre), "k:%s:", id);
+            cJSON *t = cJSON_AddObjectToObject(by_tenant, name);
+            view_models_into(t, hash, pre);
+            view_sort_by_total(t);
+            continue;
+        }
+        if (keys == NULL)
+            continue;
+        cJSON *k = NULL, *it;
+        cJSON_ArrayForEach(it, keys) {
+            const cJSON *kid = cJSON_GetObjectItemCaseSensitive(it, "id");
+            if (cJSON_IsString(kid) && strcmp(kid->valuestring, id) == 0)
+                k = it;
+        }
+        if (k == NULL) {
+            k = cJSON_CreateObject();
+            cJSON_AddStringToObject(k, "name", name);
+            cJSON_AddNumberToObject(k, "input", 0);
+            cJSON_AddNumberToObject(k, "output", 0);
+            cJSON_AddNumberToObject(k, "requests", 0);
+            cJSON_AddStringToObject(k, "id", id);
+            cJSON_AddItemToArray(keys, k);
+        }
+        const char *stat = idend + 1;
+        if (!strcmp(stat, "input") || !strcmp(stat, "output") || !strcmp(stat, "requests"))
+            view_add(k, stat, strtod(view_str(hash->element[i + 1]) ? view_str(hash->element[i + 1]) : "0", NULL));
+    }
+}
+
+/* The per-key model breakdown of each day's "keys" entries, from by_tenant. */
+static void view_keys_models(cJSON *keys, const cJSON *by_tenant)
+{
+    cJSON *k;
+    cJSON_ArrayForEach(k, keys) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(k, "name");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(by_tenant, name->valuestring);
+        cJSON_AddItemToObject(k, "by_model", t ? cJSON_Duplicate(t, 1) : cJSON_CreateObject());
+    }
+}
+
+cJSON *ap_view_usage_daily(const redisReply *rep)
+{
+    if (!view_is_array(rep, 2) || !view_is_array(rep->element[1], 0))
+        return NULL;
+    const redisReply *names = rep->element[0];
+    const redisReply **hashes;
+    const char **days;
+    size_t n = view_sorted_buckets(rep->element[1], &hashes, &days);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "days");
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *h = hashes[i];
+        if (h == NULL)
+            continue;
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddStringToObject(d, "date", days[i]);
+        cJSON_AddNumberToObject(d, "total_input", view_num(h, "input"));
+        cJSON_AddNumberToObject(d, "total_output", view_num(h, "output"));
+        cJSON_AddNumberToObject(d, "total_requests", view_num(h, "requests"));
+        cJSON_AddNumberToObject(d, "total_cache_creation", view_num(h, "cache_creation"));
+        cJSON_AddNumberToObject(d, "total_cache_read", view_num(h, "cache_read"));
+        cJSON *bm = cJSON_AddObjectToObject(d, "by_model");
+        view_models_into(bm, h, "");
+        view_sort_by_total(bm);
+        cJSON *bt = cJSON_AddObjectToObject(d, "by_tenant");
+        cJSON *keys = cJSON_AddArrayToObject(d, "keys");
+        view_tenants(h, names, bt, keys);
+        view_keys_models(keys, bt);
+        view_sort_by_total(keys);
+        cJSON_AddItemToArray(arr, d);
+    }
+    free(hashes);
+    free(days);
+    return root;
+}
+
+cJSON *ap_view_usage_hourly(const redisReply *rep)
+{
+    if (!view_is_array(rep, 2) || !view_is_array(rep->element[1], 0))
+        return NULL;
+    const redisReply *names = rep->element[0];
+    const redisReply **hashes;
+    const char **hours;
+    size_t n = view_sorted_buckets(rep->element[1], &hashes, &hours);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "hours");
+    for (size_t i = 0; i < n; i++) {
+        if (hashes[i] == NULL)
+            continue;
+        cJSON *h = cJSON_CreateObject();
+        cJSON_AddStringToObject(h, "hour", hours[i]);
+        cJSON *bm = cJSON_AddObjectToObject(h, "by_model");
+        view_models_into(bm, hashes[i], "");
+        view_sort_by_total(bm);
+        cJSON *bt = cJSON_AddObjectToObject(h, "by_tenant");
+        view_tenants(hashes[i], names, bt, NULL);
+        cJSON_AddNumberToObject(h, "total_input", view_num(hashes[i], "input"));
+        cJSON_AddNumberToObject(h, "total_output", view_num(hashes[i], "output"));
+        cJSON_AddNumberToObject(h, "total_requests", view_num(hashes[i], "requests"));
+        cJSON_AddItemToArray(arr, h);
+    }
+    free(hashes);
+    free(hours);
+    return root;
+}

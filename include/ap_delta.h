@@ -1,0 +1,55 @@
+/*
+ * ap_delta: usage deltas waiting to be written to Redis, merged by
+ * (operation, key, field) so memory grows with the number of distinct
+ * counters touched, not with the number of requests.
+ *
+ * A batch taken out of the accumulator is immutable and carries its own
+ * idempotency key: re-sending it after a lost reply is applied at most once
+ * (ap_script_flush). Pure data structure, no I/O.
+ */
+#ifndef AP_DELTA_H
+#define AP_DELTA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ap_delta;
+
+struct ap_batch {
+    int argc;      /* the caller's head arguments, then op/key/field/value quads */
+    char **argv;   /* owned, each string owned */
+    size_t *lens;  /* owned */
+    int nhead;     /* arguments before the first quad */
+    size_t nops;
+};
+
+struct ap_delta *ap_delta_new(void);
+void ap_delta_free(struct ap_delta *d); /* NULL allowed */
+
+/* HINCRBY key field by (merged with earlier increments). 0 or -1 (no memory). */
+int ap_delta_incr(struct ap_delta *d, const char *key, const char *field, int64_t by);
+/* HSET key field v if v is greater than what is stored (merged: keeps the max). */
+int ap_delta_max(struct ap_delta *d, const char *key, const char *field, int64_t v);
+/* SADD key member. */
+int ap_delta_sadd(struct ap_delta *d, const char *key, const char *member);
+
+/* Number of pending operations. */
+size_t ap_delta_count(const struct ap_delta *d);
+
+/*
+ * Moves up to max_ops pending operations into a new batch: the `nhead`
+ * strings of `head` (e.g. EVAL, script, numkeys, script arguments) followed by
+ * one op/key/field/value quad per operation (none when nothing is pending).
+ * Returns NULL on allocation failure (the operations then stay).
+ */
+struct ap_batch *ap_delta_take(struct ap_delta *d, size_t max_ops, const char *const *head, int nhead);
+
+/* The usage flush batch: ap_script_flush with `dedupe_key` kept `ttl` seconds; NULL when nothing is pending. */
+struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *dedupe_key, long ttl);
+
+/* Adds a batch's operations back (used when a batch cannot be sent as is). */
+int ap_delta_put_back(struct ap_delta *d, const struct ap_batch *b);
+
+void ap_batch_free(struct ap_batch *b); /* NULL allowed */
+
+#endif

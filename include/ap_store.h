@@ -1,0 +1,74 @@
+/*
+ * ap_store: the Redis data model (README "Redis data model") — key names and
+ * the Lua scripts that read and write them. Everything about where data lives
+ * in Redis is in this file and common/ap_store.c; nothing else spells a key.
+ *
+ *   {p}key:<sha256>           HASH  id name enabled created masked     (one per API key)
+ *   {p}keyid:<id>             STR   sha256 of the key with that id
+ *   {p}keys                   ZSET  ids by creation time
+ *   {p}keynames               HASH  id -> name (kept after deletion, for history)
+ *   {p}imported               SET   sha256 of keys imported from keys.json
+ *   {p}u:all                  HASH  input output cache_creation cache_read requests errors
+ *   {p}u:k:<id>               HASH  same, plus last_used_ms
+ *   {p}u:kd:<id>:<day>        HASH  totals + m:<model>:{total,requests,input,output}
+ *   {p}u:kh:<id>:<hour>       HASH  totals + m:<model>:...
+ *   {p}u:km:<id>              HASH  m:<model>:...   (total_by_model)
+ *   {p}u:kdays:<id> / u:khours:<id>   SET of buckets with usage for that key
+ *   {p}u:d:<day>              HASH  totals + m:<model>:... + k:<id>:{input,output,requests}
+ *                                   + k:<id>:m:<model>:{total,requests}
+ *   {p}u:h:<hour>             HASH  totals + m:<model>:... + k:<id>:m:<model>:...
+ *   {p}u:days / u:hours       SET   buckets with usage
+ *   {p}flush:<batch id>       STR   idempotency mark of an applied usage batch
+ *   {p}events                 pub/sub channel (JSON messages)
+ * <day> is "YYYY-MM-DD" and <hour> "YYYY-MM-DD HH:00", both in USAGE_TZ.
+ */
+#ifndef AP_STORE_H
+#define AP_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ap_usage.h"
+
+struct ap_delta;
+
+#define AP_STORE_KEY_MAX 512
+#define AP_MODEL_MAX 128
+
+/* Sets the key prefix (default "ap:"); the string is copied. */
+void ap_store_set_prefix(const char *prefix);
+const char *ap_store_prefix(void);
+
+/* snprintf-style: prefix + formatted suffix into out. Returns out. */
+char *ap_store_key(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* One finished request, as accounting sees it. */
+struct ap_usage_rec {
+    const char *key_id;
+    const char *model;     /* served model; NULL or "" -> "unknown" */
+    struct ap_usage usage;
+    int64_t when_ms;       /* completion time */
+    long tz_offset;        /* USAGE_TZ, seconds east of UTC */
+    int ok;                /* 2xx: counted as a request; else counted in errors */
+};
+
+/* Expands a finished request into its counter updates (every view's counters). 0 or -1. */
+int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r);
+
+/* Makes a model name safe to use inside field names: bounded, no control characters. */
+void ap_store_model_name(const char *model, char *out, size_t n);
+
+/* Lua scripts (EVAL with 0 keys; ARGV described in ap_store.c). */
+extern const char ap_script_flush[];
+extern const char ap_script_key_create[];
+extern const char ap_script_key_set_enabled[];
+extern const char ap_script_key_delete[];
+extern const char ap_script_key_get[];
+extern const char ap_script_keys_list[];
+extern const char ap_script_key_usage[];
+extern const char ap_script_usage_total[];
+extern const char ap_script_usage_daily[];
+extern const char ap_script_usage_hourly[];
+extern const char ap_script_import_key[];
+
+#endif

@@ -1,0 +1,24 @@
+/*
+ * ap_views: the admin API's JSON documents (DESIGN.md section 3), built from
+ * the replies of the ap_store read scripts. Shared by the proxy (async
+ * replies) and the admin command line (sync replies): both get a redisReply.
+ * Each function returns a new cJSON object owned by the caller, or NULL when
+ * the reply does not have the script's shape.
+ */
+#ifndef AP_VIEWS_H
+#define AP_VIEWS_H
+
+#include <hiredis/hiredis.h>
+
+struct cJSON;
+
+struct cJSON *ap_view_keys_list(const redisReply *rep, long tz_offset);
+struct cJSON *ap_view_key_usage(const redisReply *rep, long tz_offset);
+struct cJSON *ap_view_usage_total(const redisReply *rep);
+struct cJSON *ap_view_usage_daily(const redisReply *rep);
+struct cJSON *ap_view_usage_hourly(const redisReply *rep);
+
+/* Field of an HGETALL reply, or NULL. */
+const char *ap_view_hget(const redisReply *hash, const char *field);
+
+#endif
