@@ -2,11 +2,13 @@
 #include "ap_import.h"
 
 #include "ap_delta.h"
+#include "ap_file.h"
 #include "ap_keys.h"
 #include "ap_store.h"
 #include "ap_time.h"
 
 #include <cJSON.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,31 +215,11 @@ int ap_import_parse(const char *json, size_t len, struct ap_import *out, char *e
 
 int ap_import_file(const char *path, struct ap_import *out, char *err, size_t errlen)
 {
+    char *buf;
+    size_t len;
     memset(out, 0, sizeof(*out));
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, errlen, "cannot open %s", path);
-        return -1;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 65536 > cap) {
-            char *nb = realloc(buf, cap = len + 65536 + cap);
-            if (nb == NULL)
-                break;
-            buf = nb;
-        }
-        size_t r = fread(buf + len, 1, cap - len, f);
-        len += r;
-        if (r == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || buf == NULL) {
-        free(buf);
-        snprintf(err, errlen, "cannot read %s", path);
+    if (ap_file_read(path, &buf, &len) < 0) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
         return -1;
     }
     int rc = ap_import_parse(buf, len, out, err, errlen);

@@ -154,10 +154,14 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
     "if not h or redis.call('EXISTS', p..'key:'..h) == 0 then return false end\n" \
     "local rk = p..'key:'..h\n"
 
+/*
+ * Every change bumps the record's "ver"; replicas ignore data older than what
+ * they hold, so a stale read racing with an event cannot undo the event.
+ */
 #define LUA_PUBLISH_KEY(extra)                                                 \
-    "local rec = redis.call('HMGET', rk, 'id', 'name', 'enabled')\n"           \
+    "local rec = redis.call('HMGET', rk, 'id', 'name', 'enabled', 'ver')\n"    \
     "redis.call('PUBLISH', p..'events', cjson.encode({type='key', hash=h, "     \
-    "id=rec[1], name=rec[2], enabled=(rec[3]=='1')" extra "}))\n"
+    "id=rec[1], name=rec[2], enabled=(rec[3]=='1'), ver=tonumber(rec[4])" extra "}))\n"
 
 /* ARGV: dedupe key, ttl, quads... Returns 1 if applied, 0 if this batch was applied before. */
 const char ap_script_flush[] =
@@ -170,7 +174,7 @@ const char ap_script_key_create[] =
     "local p, h = ARGV[1], ARGV[2]\n"
     "local rk = p..'key:'..h\n"
     "if redis.call('EXISTS', rk) == 1 then return 0 end\n"
-    "redis.call('HSET', rk, 'id', ARGV[3], 'name', ARGV[4], 'enabled', '1', 'created', ARGV[5], 'masked', ARGV[6])\n"
+    "redis.call('HSET', rk, 'id', ARGV[3], 'name', ARGV[4], 'enabled', '1', 'created', ARGV[5], 'masked', ARGV[6], 'ver', 1)\n"
     "redis.call('SET', p..'keyid:'..ARGV[3], h)\n"
     "redis.call('ZADD', p..'keys', ARGV[7], ARGV[3])\n"
     "redis.call('HSET', p..'keynames', ARGV[3], ARGV[4])\n"
@@ -181,12 +185,14 @@ const char ap_script_key_create[] =
 const char ap_script_key_set_enabled[] =
     LUA_RESOLVE
     "redis.call('HSET', rk, 'enabled', ARGV[4])\n"
+    "redis.call('HINCRBY', rk, 'ver', 1)\n"
     LUA_PUBLISH_KEY("")
     "return {rec[1], rec[2]}\n";
 
 /* ARGV: prefix, id, sha256. Returns {id, name} or nil. Usage history is kept. */
 const char ap_script_key_delete[] =
     LUA_RESOLVE
+    "redis.call('HINCRBY', rk, 'ver', 1)\n"
     LUA_PUBLISH_KEY(", deleted=true")
     "redis.call('DEL', rk)\n"
     "if rec[1] then redis.call('DEL', p..'keyid:'..rec[1]); redis.call('ZREM', p..'keys', rec[1]) end\n"
@@ -268,7 +274,7 @@ const char ap_script_import_key[] =
     "if redis.call('SADD', p..'imported', h) == 0 then return 0 end\n"
     "local rk = p..'key:'..h\n"
     "if redis.call('EXISTS', rk) == 1 then return 0 end\n"
-    "redis.call('HSET', rk, 'id', ARGV[3], 'name', ARGV[4], 'enabled', ARGV[5], 'created', ARGV[6], 'masked', ARGV[7])\n"
+    "redis.call('HSET', rk, 'id', ARGV[3], 'name', ARGV[4], 'enabled', ARGV[5], 'created', ARGV[6], 'masked', ARGV[7], 'ver', 1)\n"
     "redis.call('SET', p..'keyid:'..ARGV[3], h)\n"
     "redis.call('ZADD', p..'keys', ARGV[8], ARGV[3])\n"
     "redis.call('HSET', p..'keynames', ARGV[3], ARGV[4])\n"

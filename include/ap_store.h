@@ -3,7 +3,7 @@
  * the Lua scripts that read and write them. Everything about where data lives
  * in Redis is in this file and common/ap_store.c; nothing else spells a key.
  *
- *   {p}key:<sha256>           HASH  id name enabled created masked     (one per API key)
+ *   {p}key:<sha256>           HASH  id name enabled created masked ver (one per API key)
  *   {p}keyid:<id>             STR   sha256 of the key with that id
  *   {p}keys                   ZSET  ids by creation time
  *   {p}keynames               HASH  id -> name (kept after deletion, for history)

@@ -1,0 +1,180 @@
+/*
+ * api-proxy: one stateless replica. Wires configuration, the event loop,
+ * Redis, curl and the HTTP server together, and shuts down gracefully:
+ * SIGTERM/SIGINT stop the listener, let in-flight requests and streams
+ * finish (up to SHUTDOWN_GRACE_SECONDS), flush usage, exit 0.
+ */
+#include "px.h"
+
+#include "ap_curl.h"
+#include "ap_fallback.h"
+#include "ap_log.h"
+#include "ap_store.h"
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DRAIN_POLL_MS 50
+
+struct main_state {
+    struct px_ctx ctx;
+    struct event *sigterm;
+    struct event *sigint;
+    struct event *drain;        /* polls until in-flight work is done */
+    int64_t drain_deadline_ms;  /* monotonic */
+};
+
+static int64_t main_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void main_on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_state *m = arg;
+    struct px_ctx *ctx = &m->ctx;
+    (void)fd;
+    (void)what;
+    int busy = ctx->stats.active > 0;
+    int unflushed = px_usage_pending(ctx->usage) > 0 && ap_redis_up(ctx->redis);
+    if ((busy || unflushed) && main_mono_ms() < m->drain_deadline_ms) {
+        px_usage_kick(ctx->usage);
+        return;
+    }
+    if (busy)
+        ap_warn(NULL, "shutdown: grace period over with %d requests still in flight", ctx->stats.active);
+    event_base_loopexit(ctx->base, NULL);
+}
+
+static void main_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct main_state *m = arg;
+    struct px_ctx *ctx = &m->ctx;
+    (void)what;
+    if (ctx->draining) {
+        ap_warn(NULL, "second signal: exiting now");
+        event_base_loopexit(ctx->base, NULL);
+        return;
+    }
+    ap_info(NULL, "signal %d: draining (%d requests in flight)", (int)sig, ctx->stats.active);
+    ctx->draining = 1;
+    px_http_stop_accepting(ctx);
+    m->drain_deadline_ms = main_mono_ms() + ctx->cfg.shutdown_grace_s * 1000;
+    m->drain = event_new(ctx->base, -1, EV_PERSIST, main_on_drain, m);
+    struct timeval tv = {0, DRAIN_POLL_MS * 1000};
+    event_add(m->drain, &tv);
+    main_on_drain(-1, 0, m);
+}
+
+static int main_setup(struct main_state *m)
+{
+    struct px_ctx *ctx = &m->ctx;
+    char err[512];
+
+    if (px_config_load(&ctx->cfg) < 0)
+        return -1;
+    ap_store_set_prefix(ctx->cfg.redis_prefix);
+    ctx->fallback = ap_fallback_load(ctx->cfg.fallback_path, err, sizeof(err));
+    if (ctx->fallback == NULL) {
+        ap_error(NULL, "FALLBACK_CONFIG: %s", err);
+        return -1;
+    }
+    if (ctx->cfg.keys_file[0] != '\0') {
+        int failed;
+        ctx->import = px_import_new(ctx, ctx->cfg.keys_file, &failed);
+        if (failed)
+            return -1;
+    }
+    ctx->admin_key = ctx->cfg.admin_key ? ctx->cfg.admin_key : (char *)px_import_admin_key(ctx->import);
+    if (ctx->admin_key == NULL)
+        ap_warn(NULL, "ADMIN_KEY is not set: the admin API will answer 503");
+
+    ctx->base = event_base_new();
+    if (ctx->base == NULL)
+        return -1;
+    ctx->dns = evdns_base_new(ctx->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (ctx->dns == NULL)
+        ctx->dns = evdns_base_new(ctx->base, 0);
+    ctx->curl = ap_curl_new(ctx->base);
+    ctx->keys = px_keys_new(ctx);
+    ctx->usage = px_usage_new(ctx);
+    char channel[128];
+    ap_store_key(channel, sizeof(channel), "events");
+    struct ap_redis_cbs cbs = {px_events_on_up, px_events_on_down, px_events_on_message, ctx};
+    ctx->redis = ap_redis_new(ctx->base, ctx->dns, &ctx->cfg.redis, channel, &cbs);
+    if (ctx->dns == NULL || ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->redis == NULL)
+        return -1;
+    if (px_http_start(ctx) < 0)
+        return -1;
+    ap_redis_start(ctx->redis);
+
+    m->sigterm = evsignal_new(ctx->base, SIGTERM, main_on_signal, m);
+    m->sigint = evsignal_new(ctx->base, SIGINT, main_on_signal, m);
+    if (m->sigterm == NULL || m->sigint == NULL)
+        return -1;
+    event_add(m->sigterm, NULL);
+    event_add(m->sigint, NULL);
+    ap_info(NULL, "api-proxy %s up: upstream %s, redis %s:%d, %zu tiers (fallback %s)", ctx->cfg.instance_id,
+            ctx->cfg.upstream_url, ctx->cfg.redis.host, ctx->cfg.redis.port, ctx->fallback->ntiers,
+            ctx->fallback->enabled ? "on" : "off");
+    return 0;
+}
+
+static void main_teardown(struct main_state *m)
+{
+    struct px_ctx *ctx = &m->ctx;
+    if (m->drain)
+        event_free(m->drain);
+    if (m->sigterm)
+        event_free(m->sigterm);
+    if (m->sigint)
+        event_free(m->sigint);
+    if (ctx->http)
+        evhttp_free(ctx->http);
+    /* Redis first: its pending callbacks (usage, keys) still need their owners. */
+    ap_redis_free(ctx->redis);
+    px_usage_free(ctx->usage);
+    px_keys_free(ctx->keys);
+    ap_curl_free(ctx->curl);
+    px_import_free(ctx->import);
+    ap_fallback_free(ctx->fallback);
+    if (ctx->dns)
+        evdns_base_free(ctx->dns, 0);
+    if (ctx->base)
+        event_base_free(ctx->base);
+    px_config_free(&ctx->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    static struct main_state m;
+    (void)argv;
+    ap_log_init("proxy");
+    if (argc > 1) {
+        fprintf(stderr, "usage: api-proxy (configured by environment variables, see README.md)\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        ap_error(NULL, "curl_global_init failed");
+        return 1;
+    }
+    int rc = 0;
+    if (main_setup(&m) < 0) {
+        ap_error(NULL, "startup failed; exiting");
+        rc = 1;
+    } else {
+        event_base_dispatch(m.ctx.base);
+        ap_info(NULL, "stopped");
+    }
+    main_teardown(&m);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,413 @@
+/*
+ * Admin API (DESIGN.md section 3): key management and usage views. Each
+ * endpoint is one EVAL of an ap_store script (one round trip, atomic), and
+ * the JSON is built by ap_views, shared with the admin command line. One
+ * admin_call per request carries the async state and is freed by the reply
+ * callback.
+ */
+#include "px.h"
+
+#include "ap_import.h"
+#include "ap_delta.h"
+#include "ap_keys.h"
+#include "ap_log.h"
+#include "ap_store.h"
+#include "ap_time.h"
+#include "ap_views.h"
+
+#include <cJSON.h>
+#include <openssl/crypto.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum admin_kind {
+    ADMIN_KEYS_LIST, ADMIN_KEY_CREATE, ADMIN_KEY_USAGE, ADMIN_KEY_ENABLE, ADMIN_KEY_DISABLE,
+    ADMIN_KEY_DELETE, ADMIN_USAGE, ADMIN_USAGE_DAILY, ADMIN_USAGE_HOURLY, ADMIN_IMPORT,
+};
+
+struct admin_call {
+    struct px_ctx *ctx;             /* borrowed */
+    struct evhttp_request *req;     /* borrowed until the reply is sent */
+    enum admin_kind kind;
+    char name[256];
+    char secret[64];                /* the new key, shown once; wiped on free */
+    char id[AP_KEY_ID_LEN];
+    size_t waiting, imported, failed; /* ADMIN_IMPORT: one reply per key */
+    struct ap_import imp;           /* ADMIN_IMPORT: owned */
+};
+
+static void admin_call_free(struct admin_call *c)
+{
+    OPENSSL_cleanse(c->secret, sizeof(c->secret));
+    ap_import_free(&c->imp);
+    free(c);
+}
+
+static void admin_unavailable(struct evhttp_request *req)
+{
+    px_reply_error(req, PX_FMT_ADMIN, 503, "Redis is unavailable; try again shortly");
+}
+
+static void admin_on_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct admin_call *c = priv;
+    redisReply *rep = reply;
+    long tz = c->ctx->cfg.tz_offset;
+    cJSON *doc = NULL;
+    (void)ac;
+
+    if (rep == NULL) {
+        admin_unavailable(c->req);
+        admin_call_free(c);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        ap_error(NULL, "admin: Redis refused a command: %s", rep->str);
+        px_reply_error(c->req, PX_FMT_ADMIN, 500, "storage error");
+        admin_call_free(c);
+        return;
+    }
+    switch (c->kind) {
+    case ADMIN_KEYS_LIST:
+        doc = ap_view_keys_list(rep, tz);
+        break;
+    case ADMIN_KEY_USAGE:
+        doc = rep->type == REDIS_REPLY_NIL ? NULL : ap_view_key_usage(rep, tz);
+        break;
+    case ADMIN_USAGE:
+        doc = ap_view_usage_total(rep);
+        break;
+    case ADMIN_USAGE_DAILY:
+        doc = ap_view_usage_daily(rep);
+        break;
+    case ADMIN_USAGE_HOURLY:
+        doc = ap_view_usage_hourly(rep);
+        break;
+    case ADMIN_KEY_CREATE:
+        if (rep->integer != 1) {
+            px_reply_error(c->req, PX_FMT_ADMIN, 500, "key collision; try again");
+            admin_call_free(c);
+            return;
+        }
+        doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "api_key", c->secret);
+        cJSON_AddStringToObject(doc, "id", c->id);
+        cJSON_AddStringToObject(doc, "name", c->name);
+        ap_info(NULL, "admin: created key %s (%s)", c->id, c->name);
+        break;
+    case ADMIN_KEY_ENABLE:
+    case ADMIN_KEY_DISABLE:
+    case ADMIN_KEY_DELETE:
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2)
+            break;
+        doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "status", c->kind == ADMIN_KEY_ENABLE    ? "enabled"
+                                               : c->kind == ADMIN_KEY_DISABLE ? "disabled"
+                                                                              : "deleted");
+        cJSON_AddStringToObject(doc, "name", rep->element[1]->str ? rep->element[1]->str : "");
+        cJSON_AddStringToObject(doc, "id", rep->element[0]->str ? rep->element[0]->str : "");
+        ap_info(NULL, "admin: key %s %s", rep->element[0]->str ? rep->element[0]->str : "?",
+                cJSON_GetObjectItem(doc, "status")->valuestring);
+        break;
+    case ADMIN_IMPORT:
+        if (rep->integer == 1)
+            c->imported++;
+        if (--c->waiting > 0)
+            return;
+        doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "status", "ok");
+        cJSON_AddNumberToObject(doc, "keys", (double)c->imp.ncmds);
+        cJSON_AddNumberToObject(doc, "imported", (double)c->imported);
+        cJSON_AddNumberToObject(doc, "already_present", (double)(c->imp.ncmds - c->imported));
+        cJSON_AddNumberToObject(doc, "skipped", (double)c->imp.skipped);
+        break;
+    }
+    if (doc == NULL && (c->kind == ADMIN_KEY_USAGE || c->kind == ADMIN_KEY_ENABLE ||
+                        c->kind == ADMIN_KEY_DISABLE || c->kind == ADMIN_KEY_DELETE))
+        px_reply_error(c->req, PX_FMT_ADMIN, 404, "Key not found");
+    else if (doc == NULL)
+        px_reply_error(c->req, PX_FMT_ADMIN, 500, "unexpected reply from storage");
+    else
+        px_reply_json(c->req, 200, doc);
+    admin_call_free(c);
+}
+
+static struct admin_call *admin_call_new(struct px_ctx *ctx, struct evhttp_request *req, enum admin_kind kind)
+{
+    struct admin_call *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        px_reply_error(req, PX_FMT_ADMIN, 500, "out of memory");
+        return NULL;
+    }
+    c->ctx = ctx;
+    c->req = req;
+    c->kind = kind;
+    return c;
+}
+
+/* EVAL script 0 args... ; replies 503 itself when Redis is down. */
+static void admin_eval(struct admin_call *c, const char *script, int nargs, const char **args)
+{
+    const char *argv[16];
+    size_t lens[16];
+    int n = 0;
+    argv[n++] = "EVAL";
+    argv[n++] = script;
+    argv[n++] = "0";
+    argv[n++] = ap_store_prefix();
+    for (int i = 0; i < nargs && n < 16; i++)
+        argv[n++] = args[i];
+    for (int i = 0; i < n; i++)
+        lens[i] = strlen(argv[i]);
+    if (ap_redis_argv(c->ctx->redis, admin_on_reply, c, n, argv, lens) < 0) {
+        admin_unavailable(c->req);
+        admin_call_free(c);
+    }
+}
+
+/* The request body as a JSON object, or NULL after replying 400. */
+static cJSON *admin_body(struct evhttp_request *req, int optional)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0 && optional)
+        return cJSON_CreateObject();
+    cJSON *j = cJSON_ParseWithLength((const char *)evbuffer_pullup(in, -1), len);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        px_reply_error(req, PX_FMT_ADMIN, 400, "body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+static void admin_create(struct px_ctx *ctx, struct evhttp_request *req)
+{
+    cJSON *body = admin_body(req, 1);
+    if (body == NULL)
+        return;
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(body, "name");
+    if (name != NULL && (!cJSON_IsString(name) || strlen(name->valuestring) > 200)) {
+        cJSON_Delete(body);
+        px_reply_error(req, PX_FMT_ADMIN, 400, "name must be a string of at most 200 characters");
+        return;
+    }
+    struct admin_call *c = admin_call_new(ctx, req, ADMIN_KEY_CREATE);
+    if (c == NULL) {
+        cJSON_Delete(body);
+        return;
+    }
+    snprintf(c->name, sizeof(c->name), "%s", name && name->valuestring[0] ? name->valuestring : "unnamed");
+    cJSON_Delete(body);
+
+    char hash[AP_SHA256_HEX], masked[AP_MASK_LEN], created[40], cms[24];
+    if (ap_key_generate(c->secret, sizeof(c->secret)) < 0 || ap_key_id_generate(c->id) < 0) {
+        px_reply_error(req, PX_FMT_ADMIN, 500, "no randomness available");
+        admin_call_free(c);
+        return;
+    }
+    ap_sha256_hex(c->secret, strlen(c->secret), hash);
+    ap_key_mask(c->secret, masked, sizeof(masked));
+    int64_t now = ap_now_ms();
+    ap_time_iso((time_t)(now / 1000), ctx->cfg.tz_offset, created, sizeof(created));
+    snprintf(cms, sizeof(cms), "%lld", (long long)now);
+    const char *args[] = {hash, c->id, c->name, created, masked, cms};
+    admin_eval(c, ap_script_key_create, 6, args);
+}
+
+static void admin_import(struct px_ctx *ctx, struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    char err[256];
+    struct admin_call *c = admin_call_new(ctx, req, ADMIN_IMPORT);
+    if (c == NULL)
+        return;
+    size_t len = evbuffer_get_length(in);
+    if (ap_import_parse((const char *)evbuffer_pullup(in, -1), len, &c->imp, err, sizeof(err)) < 0) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "not a keys.json document: %s", err);
+        px_reply_error(req, PX_FMT_ADMIN, 400, msg);
+        admin_call_free(c);
+        return;
+    }
+    if (c->imp.ncmds == 0) {
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "status", "ok");
+        cJSON_AddNumberToObject(doc, "keys", 0);
+        cJSON_AddNumberToObject(doc, "imported", 0);
+        cJSON_AddNumberToObject(doc, "already_present", 0);
+        cJSON_AddNumberToObject(doc, "skipped", (double)c->imp.skipped);
+        px_reply_json(req, 200, doc);
+        admin_call_free(c);
+        return;
+    }
+    for (size_t i = 0; i < c->imp.ncmds; i++) {
+        struct ap_batch *b = c->imp.cmds[i];
+        if (ap_redis_argv(ctx->redis, admin_on_reply, c, b->argc, (const char **)b->argv, b->lens) < 0) {
+            if (c->waiting == 0) {
+                admin_unavailable(req);
+                admin_call_free(c);
+            }
+            /* Otherwise the replies already pending finish the call; the rest is
+             * imported by the next call (the import is idempotent). */
+            return;
+        }
+        c->waiting++;
+    }
+}
+
+/* Splits "/admin/keys/<k>/<action>": writes the decoded <k> and returns the action ("" if none). */
+static const char *admin_key_path(const char *rest, char *key, size_t n)
+{
+    const char *slash = strchr(rest, '/');
+    size_t kl = slash ? (size_t)(slash - rest) : strlen(rest);
+    char raw[512];
+    if (kl == 0 || kl >= sizeof(raw))
+        return NULL;
+    memcpy(raw, rest, kl);
+    raw[kl] = '\0';
+    char *dec = evhttp_uridecode(raw, 0, NULL);
+    if (dec == NULL)
+        return NULL;
+    snprintf(key, n, "%s", dec);
+    free(dec);
+    return slash ? slash + 1 : "";
+}
+
+static int admin_is_id(const char *s)
+{
+    if (strlen(s) != 16)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+            return 0;
+    return 1;
+}
+
+static void admin_key_action(struct px_ctx *ctx, struct evhttp_request *req, const char *rest)
+{
+    char key[300], hash[AP_SHA256_HEX];
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    const char *action = admin_key_path(rest, key, sizeof(key));
+    if (action == NULL) {
+        px_reply_error(req, PX_FMT_ADMIN, 404, "Key not found");
+        return;
+    }
+    enum admin_kind kind;
+    const char *script;
+    if (strcmp(action, "usage") == 0 && m == EVHTTP_REQ_GET) {
+        kind = ADMIN_KEY_USAGE;
+        script = ap_script_key_usage;
+    } else if (strcmp(action, "disable") == 0 && m == EVHTTP_REQ_POST) {
+        kind = ADMIN_KEY_DISABLE;
+        script = ap_script_key_set_enabled;
+    } else if (strcmp(action, "enable") == 0 && m == EVHTTP_REQ_POST) {
+        kind = ADMIN_KEY_ENABLE;
+        script = ap_script_key_set_enabled;
+    } else if (action[0] == '\0' && m == EVHTTP_REQ_DELETE) {
+        kind = ADMIN_KEY_DELETE;
+        script = ap_script_key_delete;
+    } else if (action[0] == '\0' && m == EVHTTP_REQ_GET) {
+        kind = ADMIN_KEY_USAGE; /* GET /admin/keys/<k>: the same detail document */
+        script = ap_script_key_usage;
+    } else {
+        px_reply_error(req, PX_FMT_ADMIN, 405, "method not allowed on this path");
+        return;
+    }
+    struct admin_call *c = admin_call_new(ctx, req, kind);
+    if (c == NULL)
+        return;
+    ap_sha256_hex(key, strlen(key), hash);
+    const char *args[] = {admin_is_id(key) ? key : "", hash, kind == ADMIN_KEY_ENABLE ? "1" : "0"};
+    admin_eval(c, script, kind == ADMIN_KEY_ENABLE || kind == ADMIN_KEY_DISABLE ? 3 : 2, args);
+}
+
+/* ?date=YYYY-MM-DD, validated; "" when absent; NULL after replying 400. */
+static const char *admin_date(struct evhttp_request *req, char *out)
+{
+    struct evkeyvalq q;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    out[0] = '\0';
+    if (query == NULL)
+        return out;
+    if (evhttp_parse_query_str(query, &q) < 0) {
+        px_reply_error(req, PX_FMT_ADMIN, 400, "malformed query string");
+        return NULL;
+    }
+    const char *d = evhttp_find_header(&q, "date");
+    int y, mo, dd, n = 0;
+    if (d != NULL && (sscanf(d, "%4d-%2d-%2d%n", &y, &mo, &dd, &n) != 3 || n != 10 || d[10] != '\0')) {
+        evhttp_clear_headers(&q);
+        px_reply_error(req, PX_FMT_ADMIN, 400, "date must be YYYY-MM-DD");
+        return NULL;
+    }
+    if (d != NULL)
+        memcpy(out, d, 11);
+    evhttp_clear_headers(&q);
+    return out;
+}
+
+static void admin_usage(struct px_ctx *ctx, struct evhttp_request *req, enum admin_kind kind)
+{
+    char date[11];
+    if (kind != ADMIN_USAGE && admin_date(req, date) == NULL)
+        return;
+    struct admin_call *c = admin_call_new(ctx, req, kind);
+    if (c == NULL)
+        return;
+    const char *args[] = {date};
+    if (kind == ADMIN_USAGE)
+        admin_eval(c, ap_script_usage_total, 0, args);
+    else
+        admin_eval(c, kind == ADMIN_USAGE_DAILY ? ap_script_usage_daily : ap_script_usage_hourly, 1, args);
+}
+
+/* 0 when the caller holds the admin key; otherwise replies and returns -1. */
+static int admin_authorize(struct px_ctx *ctx, struct evhttp_request *req)
+{
+    if (ctx->admin_key == NULL) {
+        px_reply_error(req, PX_FMT_ADMIN, 503, "admin API disabled: set ADMIN_KEY");
+        return -1;
+    }
+    const char *k = px_request_key(req);
+    if (k == NULL) {
+        px_reply_error(req, PX_FMT_ADMIN, 401, "Admin key required");
+        return -1;
+    }
+    if (!ap_secret_equal(k, ctx->admin_key)) {
+        px_reply_error(req, PX_FMT_ADMIN, 403, "Admin key required");
+        return -1;
+    }
+    return 0;
+}
+
+void px_admin_handle(struct px_ctx *ctx, struct evhttp_request *req, const char *path)
+{
+    if (admin_authorize(ctx, req) < 0)
+        return;
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (strcmp(path, "/admin/keys") == 0 && m == EVHTTP_REQ_GET) {
+        struct admin_call *c = admin_call_new(ctx, req, ADMIN_KEYS_LIST);
+        if (c != NULL)
+            admin_eval(c, ap_script_keys_list, 0, NULL);
+    } else if (strcmp(path, "/admin/keys") == 0 && m == EVHTTP_REQ_POST) {
+        admin_create(ctx, req);
+    } else if (strncmp(path, "/admin/keys/", 12) == 0) {
+        admin_key_action(ctx, req, path + 12);
+    } else if (strcmp(path, "/admin/usage") == 0 && m == EVHTTP_REQ_GET) {
+        admin_usage(ctx, req, ADMIN_USAGE);
+    } else if (strcmp(path, "/admin/usage/daily") == 0 && m == EVHTTP_REQ_GET) {
+        admin_usage(ctx, req, ADMIN_USAGE_DAILY);
+    } else if (strcmp(path, "/admin/usage/hourly") == 0 && m == EVHTTP_REQ_GET) {
+        admin_usage(ctx, req, ADMIN_USAGE_HOURLY);
+    } else if (strcmp(path, "/admin/import") == 0 && m == EVHTTP_REQ_POST) {
+        admin_import(ctx, req);
+    } else if (strcmp(path, "/admin/fallback") == 0 && m == EVHTTP_REQ_GET) {
+        px_fallback_admin(ctx, req);
+    } else {
+        px_reply_error(req, PX_FMT_ADMIN, 404, "Not Found");
+    }
+}

@@ -1,0 +1,24 @@
+/* GET /health: liveness plus what an operator needs to see at a glance. */
+#include "px.h"
+
+#include "ap_fallback.h"
+
+#include <cJSON.h>
+
+void px_health_handle(struct px_ctx *ctx, struct evhttp_request *req)
+{
+    int up = ap_redis_up(ctx->redis);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "status", up ? "ok" : "degraded");
+    cJSON_AddStringToObject(doc, "upstream", ctx->cfg.upstream_url);
+    cJSON_AddBoolToObject(doc, "fallback_enabled", ctx->fallback->enabled);
+    cJSON_AddNumberToObject(doc, "tiers", (double)ctx->fallback->ntiers);
+    cJSON_AddStringToObject(doc, "redis", up ? "up" : "down");
+    cJSON_AddStringToObject(doc, "instance", ctx->cfg.instance_id);
+    cJSON_AddNumberToObject(doc, "usage_pending", (double)px_usage_pending(ctx->usage));
+    cJSON_AddNumberToObject(doc, "active_requests", ctx->stats.active);
+    cJSON_AddNumberToObject(doc, "cached_keys", (double)px_keys_count(ctx->keys));
+    if (ctx->draining)
+        cJSON_AddBoolToObject(doc, "draining", 1);
+    px_reply_json(req, up && !ctx->draining ? 200 : 503, doc);
+}

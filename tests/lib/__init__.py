@@ -1,0 +1,1 @@
+"""Shared helpers for api-proxy's Python integration tests (see harness.py)."""
