@@ -21,9 +21,8 @@ LDFLAGS += $(SAN)
 LDLIBS  += $(PKG_LIBS) -lm
 
 COMMON_SRC := $(wildcard common/*.c)
-PROXY_SRC  := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
+PROXY_SRC  := $(filter-out proxy/main.c proxy/admin_main.c,$(wildcard proxy/*.c))
 POLLER_SRC := $(filter-out poller/main.c,$(wildcard poller/*.c))
-ADMIN_SRC  := $(wildcard admin/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
@@ -32,7 +31,7 @@ LIBAP := $(BUILD)/libap.a
 LIBPX := $(BUILD)/libpx.a
 LIBPL := $(BUILD)/libpl.a
 
-PROGS := $(BIN)/api-proxy $(BIN)/api-poller $(BIN)/api-proxy-admin
+PROGS := $(BIN)/api-proxy $(BIN)/api-proxy-admin $(if $(wildcard poller/main.c),$(BIN)/api-poller)
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all test unit sanitize bench clean run deps
@@ -58,7 +57,7 @@ $(BIN)/api-proxy: $(call obj,proxy/main.c) $(LIBPX) $(LIBAP)
 $(BIN)/api-poller: $(call obj,poller/main.c) $(LIBPL) $(LIBAP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(BIN)/api-proxy-admin: $(call obj,$(ADMIN_SRC)) $(LIBAP)
+$(BIN)/api-proxy-admin: $(call obj,proxy/admin_main.c) $(LIBAP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -10,6 +10,7 @@
 #include "ap_store.h"
 
 #include "ap_delta.h"
+#include "ap_keys.h"
 #include "ap_time.h"
 
 #include <stdarg.h>
@@ -128,6 +129,43 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
     rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:days"), day);
     rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:hours"), hour);
     return rc < 0 ? -1 : 0;
+}
+
+int ap_store_new_key(struct ap_new_key *k, const char *name, long tz_offset)
+{
+    memset(k, 0, sizeof(*k));
+    snprintf(k->name, sizeof(k->name), "%s", name && name[0] ? name : "unnamed");
+    if (ap_key_generate(k->secret, sizeof(k->secret)) < 0 || ap_key_id_generate(k->id) < 0)
+        return -1;
+    ap_sha256_hex(k->secret, strlen(k->secret), k->hash);
+    ap_key_mask(k->secret, k->masked, sizeof(k->masked));
+    int64_t now = ap_now_ms();
+    ap_time_iso((time_t)(now / 1000), tz_offset, k->created, sizeof(k->created));
+    snprintf(k->created_ms, sizeof(k->created_ms), "%lld", (long long)now);
+    return 0;
+}
+
+void ap_store_new_key_args(const struct ap_new_key *k, const char *args[6])
+{
+    args[0] = k->hash;
+    args[1] = k->id;
+    args[2] = k->name;
+    args[3] = k->created;
+    args[4] = k->masked;
+    args[5] = k->created_ms;
+}
+
+void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65])
+{
+    size_t n = strlen(key_or_id);
+    int is_id = n == 16;
+    for (size_t i = 0; is_id && i < n; i++)
+        is_id = (key_or_id[i] >= '0' && key_or_id[i] <= '9') || (key_or_id[i] >= 'a' && key_or_id[i] <= 'f');
+    if (is_id)
+        memcpy(id, key_or_id, 17);
+    else
+        id[0] = '\0';
+    ap_sha256_hex(key_or_id, n, hash);
 }
 
 /* ---- Lua ---- */

@@ -58,6 +58,29 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r);
 /* Makes a model name safe to use inside field names: bounded, no control characters. */
 void ap_store_model_name(const char *model, char *out, size_t n);
 
+/* A key about to be created: everything ap_script_key_create needs. */
+struct ap_new_key {
+    char secret[64];        /* the full key, shown once; wipe after use */
+    char id[17];
+    char hash[65];
+    char masked[32];
+    char created[40];       /* ISO 8601 in the usage offset */
+    char created_ms[24];
+    char name[256];
+};
+
+/* Generates a key named `name` (NULL/"" -> "unnamed"). 0, or -1 without randomness. */
+int ap_store_new_key(struct ap_new_key *k, const char *name, long tz_offset);
+
+/* ARGV (after the prefix) of ap_script_key_create for k: 6 strings. */
+void ap_store_new_key_args(const struct ap_new_key *k, const char *args[6]);
+
+/*
+ * Admin paths and commands name a key by its id or by the key itself: the
+ * scripts take both candidates (id, or "" when it cannot be one; sha256).
+ */
+void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65]);
+
 /* Lua scripts (EVAL with 0 keys; ARGV described in ap_store.c). */
 extern const char ap_script_flush[];
 extern const char ap_script_key_create[];

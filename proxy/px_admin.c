@@ -32,16 +32,14 @@ struct admin_call {
     struct px_ctx *ctx;             /* borrowed */
     struct evhttp_request *req;     /* borrowed until the reply is sent */
     enum admin_kind kind;
-    char name[256];
-    char secret[64];                /* the new key, shown once; wiped on free */
-    char id[AP_KEY_ID_LEN];
+    struct ap_new_key nk;           /* ADMIN_KEY_CREATE; the secret is wiped on free */
     size_t waiting, imported, failed; /* ADMIN_IMPORT: one reply per key */
     struct ap_import imp;           /* ADMIN_IMPORT: owned */
 };
 
 static void admin_call_free(struct admin_call *c)
 {
-    OPENSSL_cleanse(c->secret, sizeof(c->secret));
+    OPENSSL_cleanse(&c->nk, sizeof(c->nk));
     ap_import_free(&c->imp);
     free(c);
 }
@@ -93,10 +91,11 @@ static void admin_on_reply(redisAsyncContext *ac, void *reply, void *priv)
             return;
         }
         doc = cJSON_CreateObject();
-        cJSON_AddStringToObject(doc, "api_key", c->secret);
-        cJSON_AddStringToObject(doc, "id", c->id);
-        cJSON_AddStringToObject(doc, "name", c->name);
-        ap_info(NULL, "admin: created key %s (%s)", c->id, c->name);
+        cJSON_AddStringToObject(doc, "api_key", c->nk.secret);
+        cJSON_AddStringToObject(doc, "id", c->nk.id);
+        cJSON_AddStringToObject(doc, "name", c->nk.name);
+        cJSON_AddStringToObject(doc, "key", c->nk.masked);
+        ap_info(NULL, "admin: created key %s (%s)", c->nk.id, c->nk.name);
         break;
     case ADMIN_KEY_ENABLE:
     case ADMIN_KEY_DISABLE:
@@ -200,21 +199,15 @@ static void admin_create(struct px_ctx *ctx, struct evhttp_request *req)
         cJSON_Delete(body);
         return;
     }
-    snprintf(c->name, sizeof(c->name), "%s", name && name->valuestring[0] ? name->valuestring : "unnamed");
+    int rc = ap_store_new_key(&c->nk, name ? name->valuestring : NULL, ctx->cfg.tz_offset);
     cJSON_Delete(body);
-
-    char hash[AP_SHA256_HEX], masked[AP_MASK_LEN], created[40], cms[24];
-    if (ap_key_generate(c->secret, sizeof(c->secret)) < 0 || ap_key_id_generate(c->id) < 0) {
+    if (rc < 0) {
         px_reply_error(req, PX_FMT_ADMIN, 500, "no randomness available");
         admin_call_free(c);
         return;
     }
-    ap_sha256_hex(c->secret, strlen(c->secret), hash);
-    ap_key_mask(c->secret, masked, sizeof(masked));
-    int64_t now = ap_now_ms();
-    ap_time_iso((time_t)(now / 1000), ctx->cfg.tz_offset, created, sizeof(created));
-    snprintf(cms, sizeof(cms), "%lld", (long long)now);
-    const char *args[] = {hash, c->id, c->name, created, masked, cms};
+    const char *args[6];
+    ap_store_new_key_args(&c->nk, args);
     admin_eval(c, ap_script_key_create, 6, args);
 }
 
@@ -277,16 +270,6 @@ static const char *admin_key_path(const char *rest, char *key, size_t n)
     return slash ? slash + 1 : "";
 }
 
-static int admin_is_id(const char *s)
-{
-    if (strlen(s) != 16)
-        return 0;
-    for (; *s; s++)
-        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
-            return 0;
-    return 1;
-}
-
 static void admin_key_action(struct px_ctx *ctx, struct evhttp_request *req, const char *rest)
 {
     char key[300], hash[AP_SHA256_HEX];
@@ -320,8 +303,10 @@ static void admin_key_action(struct px_ctx *ctx, struct evhttp_request *req, con
     struct admin_call *c = admin_call_new(ctx, req, kind);
     if (c == NULL)
         return;
-    ap_sha256_hex(key, strlen(key), hash);
-    const char *args[] = {admin_is_id(key) ? key : "", hash, kind == ADMIN_KEY_ENABLE ? "1" : "0"};
+    char id[17];
+    ap_store_key_ref(key, id, hash);
+    OPENSSL_cleanse(key, sizeof(key));
+    const char *args[] = {id, hash, kind == ADMIN_KEY_ENABLE ? "1" : "0"};
     admin_eval(c, script, kind == ADMIN_KEY_ENABLE || kind == ADMIN_KEY_DISABLE ? 3 : 2, args);
 }
 

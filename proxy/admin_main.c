@@ -1,0 +1,233 @@
+/*
+ * api-proxy-admin: what an operator does without HTTP (DESIGN.md section 1).
+ * It talks to Redis directly with the same scripts and views as the proxy's
+ * admin API, so both always agree; changes are published on the events
+ * channel like the API's, and every replica applies them at once.
+ * A command-line tool, so plain blocking hiredis is right here.
+ */
+#include "ap_delta.h"
+#include "ap_env.h"
+#include "ap_import.h"
+#include "ap_log.h"
+#include "ap_redis.h"
+#include "ap_store.h"
+#include "ap_views.h"
+
+#include <cJSON.h>
+#include <hiredis/hiredis.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: api-proxy-admin COMMAND [ARGS]\n"
+    "\n"
+    "  import FILE               import an original keys.json (keys, names, flags, usage); idempotent\n"
+    "  create NAME               create a key and print it (the only time it is shown)\n"
+    "  list                      list keys (masked) with their totals\n"
+    "  usage [KEY-OR-ID]         usage of one key, or the totals of all keys\n"
+    "  daily [YYYY-MM-DD]        daily usage with model and key breakdown\n"
+    "  hourly [YYYY-MM-DD]       hourly usage\n"
+    "  enable|disable|delete KEY-OR-ID\n"
+    "\n"
+    "Environment: REDIS_URL (redis://127.0.0.1:6379/0), REDIS_PREFIX (ap:), USAGE_TZ (+00:00).\n";
+
+static redisContext *admin_connect(void)
+{
+    struct ap_redis_url u;
+    if (ap_redis_url_parse(ap_env_str("REDIS_URL", "redis://127.0.0.1:6379/0"), &u) < 0) {
+        fprintf(stderr, "REDIS_URL is not of the form redis://[[user]:password@]host[:port][/db]\n");
+        return NULL;
+    }
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout(u.host, u.port, tv);
+    if (c == NULL || c->err) {
+        fprintf(stderr, "cannot connect to Redis at %s:%d: %s\n", u.host, u.port, c ? c->errstr : "out of memory");
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *r = NULL;
+    if (u.password[0] != '\0')
+        r = u.user[0] ? redisCommand(c, "AUTH %s %s", u.user, u.password) : redisCommand(c, "AUTH %s", u.password);
+    int bad = r != NULL && r->type == REDIS_REPLY_ERROR;
+    freeReplyObject(r);
+    r = NULL;
+    if (!bad && u.db != 0) {
+        r = redisCommand(c, "SELECT %d", u.db);
+        bad = r == NULL || r->type == REDIS_REPLY_ERROR;
+        freeReplyObject(r);
+    }
+    if (bad) {
+        fprintf(stderr, "Redis refused AUTH/SELECT\n");
+        redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* EVAL script 0 prefix args...; returns the reply or NULL after printing why. */
+static redisReply *admin_eval(redisContext *c, const char *script, int nargs, const char **args)
+{
+    const char *argv[16] = {"EVAL", script, "0", ap_store_prefix()};
+    size_t lens[16];
+    int n = 4;
+    for (int i = 0; i < nargs && n < 16; i++)
+        argv[n++] = args[i];
+    for (int i = 0; i < n; i++)
+        lens[i] = strlen(argv[i]);
+    redisReply *r = redisCommandArgv(c, n, argv, lens);
+    if (r == NULL) {
+        fprintf(stderr, "Redis: %s\n", c->errstr);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "Redis: %s\n", r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+static int admin_print(cJSON *doc)
+{
+    if (doc == NULL) {
+        fprintf(stderr, "unexpected reply from Redis\n");
+        return 1;
+    }
+    char *s = cJSON_Print(doc);
+    printf("%s\n", s);
+    cJSON_free(s);
+    cJSON_Delete(doc);
+    return 0;
+}
+
+static int cmd_import(redisContext *c, const char *path)
+{
+    struct ap_import imp;
+    char err[512];
+    if (ap_import_file(path, &imp, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    size_t imported = 0;
+    int rc = 0;
+    for (size_t i = 0; i < imp.ncmds; i++) {
+        struct ap_batch *b = imp.cmds[i];
+        redisReply *r = redisCommandArgv(c, b->argc, (const char **)b->argv, b->lens);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "import failed: %s\n", r ? r->str : c->errstr);
+            freeReplyObject(r);
+            rc = 1;
+            break;
+        }
+        imported += r->integer == 1;
+        freeReplyObject(r);
+    }
+    printf("{\"keys\": %zu, \"imported\": %zu, \"already_present\": %zu, \"skipped\": %zu}\n", imp.ncmds,
+           imported, imp.ncmds - imported, imp.skipped);
+    if (imp.admin_key != NULL)
+        fprintf(stderr, "note: the file has an admin_key; set ADMIN_KEY (or KEYS_FILE) on the proxies to use it\n");
+    ap_import_free(&imp);
+    return rc;
+}
+
+static int cmd_create(redisContext *c, const char *name, long tz)
+{
+    struct ap_new_key k;
+    const char *args[6];
+    if (ap_store_new_key(&k, name, tz) < 0) {
+        fprintf(stderr, "no randomness available\n");
+        return 1;
+    }
+    ap_store_new_key_args(&k, args);
+    redisReply *r = admin_eval(c, ap_script_key_create, 6, args);
+    int ok = r != NULL && r->integer == 1;
+    freeReplyObject(r);
+    if (ok)
+        printf("{\"api_key\": \"%s\", \"id\": \"%s\", \"name\": \"%s\"}\n", k.secret, k.id, k.name);
+    OPENSSL_cleanse(&k, sizeof(k));
+    return ok ? 0 : 1;
+}
+
+static int cmd_key(redisContext *c, const char *verb, const char *ref, long tz)
+{
+    char id[17], hash[65];
+    ap_store_key_ref(ref, id, hash);
+    const char *script = strcmp(verb, "usage") == 0 ? ap_script_key_usage
+                         : strcmp(verb, "delete") == 0 ? ap_script_key_delete
+                                                       : ap_script_key_set_enabled;
+    const char *args[] = {id, hash, strcmp(verb, "enable") == 0 ? "1" : "0"};
+    redisReply *r = admin_eval(c, script, script == ap_script_key_set_enabled ? 3 : 2, args);
+    if (r == NULL)
+        return 1;
+    int rc;
+    if (r->type == REDIS_REPLY_NIL) {
+        fprintf(stderr, "key not found\n");
+        rc = 1;
+    } else if (script == ap_script_key_usage) {
+        rc = admin_print(ap_view_key_usage(r, tz));
+    } else {
+        printf("{\"status\": \"%s\", \"name\": \"%s\"}\n",
+               strcmp(verb, "delete") == 0 ? "deleted" : strcmp(verb, "enable") == 0 ? "enabled" : "disabled",
+               r->elements > 1 && r->element[1]->str ? r->element[1]->str : "");
+        rc = 0;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+static int admin_run(redisContext *c, int argc, char **argv, long tz)
+{
+    const char *cmd = argv[1];
+    const char *arg = argc > 2 ? argv[2] : NULL;
+    redisReply *r = NULL;
+    int rc;
+
+    if (strcmp(cmd, "import") == 0 && arg)
+        return cmd_import(c, arg);
+    if (strcmp(cmd, "create") == 0 && arg)
+        return cmd_create(c, arg, tz);
+    if ((strcmp(cmd, "enable") == 0 || strcmp(cmd, "disable") == 0 || strcmp(cmd, "delete") == 0 ||
+         strcmp(cmd, "usage") == 0) && arg)
+        return cmd_key(c, cmd, arg, tz);
+    if (strcmp(cmd, "list") == 0) {
+        r = admin_eval(c, ap_script_keys_list, 0, NULL);
+        rc = r ? admin_print(ap_view_keys_list(r, tz)) : 1;
+    } else if (strcmp(cmd, "usage") == 0) {
+        r = admin_eval(c, ap_script_usage_total, 0, NULL);
+        rc = r ? admin_print(ap_view_usage_total(r)) : 1;
+    } else if (strcmp(cmd, "daily") == 0 || strcmp(cmd, "hourly") == 0) {
+        const char *args[] = {arg ? arg : ""};
+        int daily = strcmp(cmd, "daily") == 0;
+        r = admin_eval(c, daily ? ap_script_usage_daily : ap_script_usage_hourly, 1, args);
+        rc = r ? admin_print(daily ? ap_view_usage_daily(r) : ap_view_usage_hourly(r)) : 1;
+    } else {
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    long tz;
+    ap_log_init("admin");
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        fputs(usage_text, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (ap_parse_utc_offset(ap_env_str("USAGE_TZ", "+00:00"), &tz) < 0) {
+        fprintf(stderr, "USAGE_TZ is not a UTC offset like +08:00\n");
+        return 2;
+    }
+    ap_store_set_prefix(ap_env_str("REDIS_PREFIX", "ap:"));
+    redisContext *c = admin_connect();
+    if (c == NULL)
+        return 1;
+    int rc = admin_run(c, argc, argv, tz);
+    redisFree(c);
+    return rc;
+}
