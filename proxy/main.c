@@ -138,6 +138,7 @@ static void main_teardown(struct main_state *m)
         event_free(m->sigint);
     if (ctx->http)
         evhttp_free(ctx->http);
+    px_conn_shutdown();
     /* Redis first: its pending callbacks (usage, keys) still need their owners. */
     ap_redis_free(ctx->redis);
     px_usage_free(ctx->usage);

@@ -50,6 +50,7 @@ struct px_config {
     long max_body;                  /* MAX_BODY_BYTES */
     long max_headers;               /* MAX_HEADER_BYTES */
     long client_timeout;            /* CLIENT_TIMEOUT_SECONDS: idle read/write */
+    long request_read_s;            /* REQUEST_READ_TIMEOUT_SECONDS: whole request, first byte to last */
     long upstream_connect_ms;       /* UPSTREAM_CONNECT_TIMEOUT_MS */
     long upstream_read_s;           /* UPSTREAM_READ_TIMEOUT_SECONDS: max silence */
     long stream_buffer;             /* STREAM_BUFFER_BYTES: back-pressure limit per client */
@@ -118,6 +119,20 @@ void px_request_id(struct evhttp_request *req, char *out);
 
 /* Writes the path of `uri` with secrets masked, for logs (no query string). */
 void px_log_path(const char *uri, char *out, size_t n);
+
+/* ---- client connections (px_conn.c) ---- */
+
+/* Wraps every accepted connection (request deadline, write limit). Before binding. */
+void px_conn_setup(struct px_ctx *ctx);
+/* A request was read whole: stops its deadline until the reply is out. */
+void px_conn_request_read(struct evhttp_request *req);
+/* Bytes of reply waiting to reach the client's socket. */
+size_t px_conn_backlog(struct evhttp_connection *evcon);
+typedef void (*px_conn_close_fn)(void *arg);
+/* Calls fn(arg) if the client's connection closes (fn NULL: stop watching). */
+void px_conn_watch_close(struct evhttp_connection *evcon, px_conn_close_fn fn, void *arg);
+/* Releases what is left of every connection (after evhttp_free, before the base goes). */
+void px_conn_shutdown(void);
 
 /* ---- keys (px_keys.c) ---- */
 

@@ -70,6 +70,7 @@ int px_config_load(struct px_config *c)
     bad |= ap_env_long("MAX_BODY_BYTES", 32L << 20, 1024, 1L << 30, &c->max_body);
     bad |= ap_env_long("MAX_HEADER_BYTES", 64L << 10, 1024, 1L << 20, &c->max_headers);
     bad |= ap_env_long("CLIENT_TIMEOUT_SECONDS", 60, 1, 86400, &c->client_timeout);
+    bad |= ap_env_long("REQUEST_READ_TIMEOUT_SECONDS", 30, 1, 86400, &c->request_read_s);
     bad |= ap_env_long("UPSTREAM_CONNECT_TIMEOUT_MS", 10000, 1, 600000, &c->upstream_connect_ms);
     bad |= ap_env_long("UPSTREAM_READ_TIMEOUT_SECONDS", 300, 1, 86400, &c->upstream_read_s);
     bad |= ap_env_long("STREAM_BUFFER_BYTES", 256L << 10, 4096, 1L << 30, &c->stream_buffer);

@@ -223,6 +223,7 @@ static void http_close_after(struct evhttp_request *req)
 static void http_on_request(struct evhttp_request *req, void *arg)
 {
     struct px_ctx *ctx = arg;
+    px_conn_request_read(req);
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     if (path == NULL || path[0] != '/') {
@@ -272,6 +273,7 @@ int px_http_start(struct px_ctx *ctx)
     if (ctx->http == NULL)
         return -1;
     evhttp_set_gencb(ctx->http, http_on_request, ctx);
+    px_conn_setup(ctx);
     evhttp_set_allowed_methods(ctx->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
                                               EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
                                               EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);

@@ -111,12 +111,6 @@ static void relay_reply_error(struct px_req *r, int status, const char *msg)
     r->ereq = NULL;
 }
 
-static size_t relay_client_backlog(struct px_req *r)
-{
-    struct bufferevent *bev = r->evcon ? evhttp_connection_get_bufferevent(r->evcon) : NULL;
-    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
-}
-
 /* ---- SSE usage tap ---- */
 
 static int relay_on_event(void *arg, const char *event, const char *data, size_t len)
@@ -154,10 +148,9 @@ static void relay_copy_headers(struct px_req *r)
     evhttp_add_header(out, "x-request-id", r->rid);
 }
 
-static void relay_on_client_close(struct evhttp_connection *evcon, void *arg)
+static void relay_on_client_close(void *arg)
 {
     struct px_req *r = arg;
-    (void)evcon;
     r->client_gone = 1;
     r->evcon = NULL;
     if (r->in_curl) {
@@ -190,7 +183,7 @@ static void relay_start_stream(struct px_req *r)
     struct evkeyvalq *out = evhttp_request_get_output_headers(r->ereq);
     if (evhttp_find_header(out, "Cache-Control") == NULL)
         evhttp_add_header(out, "Cache-Control", "no-cache");
-    evhttp_connection_set_closecb(r->evcon, relay_on_client_close, r);
+    px_conn_watch_close(r->evcon, relay_on_client_close, r);
     r->reply_status = r->status;
     evhttp_send_reply_start(r->ereq, r->status, NULL);
     r->started = 1;
@@ -212,7 +205,7 @@ static void relay_end_stream(struct px_req *r, const char *error)
         cJSON_Delete(doc);
         evhttp_send_reply_chunk(r->ereq, r->chunk);
     }
-    evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+    px_conn_watch_close(r->evcon, NULL, NULL);
     evhttp_send_reply_end(r->ereq);
     r->ereq = NULL;
     r->ctx->stats.streams--;
@@ -271,7 +264,7 @@ static size_t relay_on_write(char *data, size_t size, size_t n, void *arg)
     if (!r->started)
         relay_start_stream(r);
     /* Back-pressure: decide before consuming, curl hands the same bytes back on resume. */
-    if (relay_client_backlog(r) > (size_t)r->ctx->cfg.stream_buffer) {
+    if (px_conn_backlog(r->evcon) > (size_t)r->ctx->cfg.stream_buffer) {
         r->paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
