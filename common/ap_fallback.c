@@ -112,7 +112,8 @@ static int fb_tier(const cJSON *j, size_t i, struct ap_tier *t, char *err, size_
     free(env);
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "max_tokens_limit");
     if (mt != NULL && !cJSON_IsNull(mt)) {
-        if (!cJSON_IsNumber(mt) || mt->valuedouble < 1) {
+        if (!cJSON_IsNumber(mt) || mt->valuedouble < 1 || mt->valuedouble > 1e9 ||
+            mt->valuedouble != (double)(long)mt->valuedouble) {
             snprintf(err, errlen, "tiers[%zu]: max_tokens_limit must be a positive integer", i);
             return -1;
         }

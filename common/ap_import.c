@@ -17,7 +17,8 @@
 static int64_t imp_num(const cJSON *obj, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-    return cJSON_IsNumber(v) && v->valuedouble > 0 ? (int64_t)v->valuedouble : 0;
+    /* Past 1e15 a count is nonsense, and the cast would overflow. */
+    return cJSON_IsNumber(v) && v->valuedouble > 0 && v->valuedouble < 1e15 ? (int64_t)v->valuedouble : 0;
 }
 
 /* "total" of a by_model entry; the original's older entries had input/output instead. */

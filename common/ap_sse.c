@@ -107,7 +107,9 @@ int ap_sse_feed(struct ap_sse *p, const char *buf, size_t len, ap_sse_event_cb c
 {
     size_t i = 0;
 
-    if (len > 0 && p->last_cr && buf[0] == '\n')
+    if (len == 0)
+        return 0; /* curl may deliver empty slices; they must not forget a pending CR */
+    if (p->last_cr && buf[0] == '\n')
         i = 1;
     p->last_cr = 0;
 
@@ -149,14 +151,18 @@ int ap_sse_write(struct evbuffer *out, const char *event, const char *data, size
 {
     if (event != NULL && event[0] != '\0' && evbuffer_add_printf(out, "event: %s\n", event) < 0)
         return -1;
+    /* One "data:" line per line of data, the last one included even when empty,
+     * so data ending in "\n" reads back with it. */
     size_t i = 0;
-    do {
+    for (;;) {
         const char *nl = memchr(data + i, '\n', data_len - i);
         size_t n = nl ? (size_t)(nl - (data + i)) : data_len - i;
         if (evbuffer_add(out, "data: ", 6) < 0 || evbuffer_add(out, data + i, n) < 0 ||
             evbuffer_add(out, "\n", 1) < 0)
             return -1;
-        i += n + (nl ? 1 : 0);
-    } while (i < data_len);
+        if (nl == NULL)
+            break;
+        i += n + 1;
+    }
     return evbuffer_add(out, "\n", 1);
 }

@@ -99,11 +99,12 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
     int rc = 0;
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:all"), r);
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:k:%s", id), r);
-    rc |= ap_delta_max(d, k, "last_used_ms", r->when_ms);
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day), r);
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:d:%s", day), r);
     if (!r->ok)
         return rc < 0 ? -1 : 0;
+    /* As in the original, last_used moves only with a served request. */
+    rc |= ap_delta_max(d, ap_store_key(k, sizeof(k), "u:k:%s", id), "last_used_ms", r->when_ms);
 
     rc |= record_model(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day), "", model, u, 1);
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:kh:%s:%s", id, hour), r);

@@ -4,10 +4,13 @@
 #include <cJSON.h>
 #include <string.h>
 
+/* Token counts past this are nonsense (and would overflow the cast). */
+#define USAGE_MAX 1e15
+
 static void usage_take(int64_t *dst, const cJSON *obj, const char *name, unsigned *seen)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-    if (cJSON_IsNumber(v) && v->valuedouble >= 0) {
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < USAGE_MAX) {
         *dst = (int64_t)v->valuedouble;
         *seen = 1;
     }
@@ -29,19 +32,17 @@ void ap_usage_merge_anthropic(struct ap_usage *u, const cJSON *usage)
 void ap_usage_merge_openai(struct ap_usage *u, const cJSON *usage)
 {
     unsigned seen = 0;
-    int64_t prompt = -1, cached = 0;
+    int64_t prompt = -1;
     if (!cJSON_IsObject(usage))
         return;
     usage_take(&prompt, usage, "prompt_tokens", &seen);
     usage_take(&u->output, usage, "completion_tokens", &seen);
     const cJSON *det = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
-    unsigned cseen = 0;
     if (cJSON_IsObject(det))
-        usage_take(&cached, det, "cached_tokens", &cseen);
-    if (cseen)
-        u->cache_read = cached;
+        usage_take(&u->cache_read, det, "cached_tokens", &seen);
+    /* prompt_tokens includes the cached ones, whichever report told us about them. */
     if (prompt >= 0)
-        u->input = prompt >= cached ? prompt - cached : 0;
+        u->input = prompt >= u->cache_read ? prompt - u->cache_read : 0;
     if (seen)
         u->seen = 1;
 }

@@ -204,6 +204,9 @@ cJSON *ap_view_key_usage(const redisReply *rep, long tz)
 {
     if (!view_is_array(rep, 5))
         return NULL;
+    for (size_t i = 0; i < 5; i++)
+        if (!view_is_array(rep->element[i], 0))
+            return NULL;
     const redisReply *rec = rep->element[0], *tot = rep->element[1];
     const char *s, *en = ap_view_hget(rec, "enabled");
     cJSON *root = cJSON_CreateObject();
@@ -260,7 +263,8 @@ cJSON *ap_view_key_usage(const redisReply *rep, long tz)
 
 cJSON *ap_view_usage_total(const redisReply *rep)
 {
-    if (!view_is_array(rep, 3))
+    if (!view_is_array(rep, 3) || !view_is_array(rep->element[0], 0) ||
+        rep->element[1]->type != REDIS_REPLY_INTEGER || rep->element[2]->type != REDIS_REPLY_INTEGER)
         return NULL;
     const redisReply *all = rep->element[0];
     cJSON *root = cJSON_CreateObject();
@@ -275,12 +279,27 @@ cJSON *ap_view_usage_total(const redisReply *rep)
     return root;
 }
 
-/* Per-key fields "k:<id>:..." of a rollup hash: by_tenant (name -> models) and, for days, the keys list. */
-static void view_tenants(const redisReply *hash, const redisReply *names, cJSON *by_tenant, cJSON *keys)
+/* Sums the per-model entries of `from` into `into`. */
+static void view_merge_models(cJSON *into, const cJSON *from)
 {
+    const cJSON *m, *stat;
+    cJSON_ArrayForEach(m, from) {
+        cJSON *dst = view_child(into, m->string);
+        cJSON_ArrayForEach(stat, m) view_add(dst, stat->string, stat->valuedouble);
+    }
+}
+
+/*
+ * The per-key fields "k:<id>:..." of a rollup hash, grouped by key id (names
+ * are not unique): returns {id: {"input","output","requests","by_model"}}.
+ */
+static cJSON *view_per_key(const redisReply *hash)
+{
+    cJSON *by_id = cJSON_CreateObject();
     for (size_t i = 0; i + 1 < hash->elements; i += 2) {
         const char *f = view_str(hash->element[i]);
-        if (f == NULL || strncmp(f, "k:", 2) != 0)
+        const char *v = view_str(hash->element[i + 1]);
+        if (f == NULL || v == NULL || strncmp(f, "k:", 2) != 0)
             continue;
         const char *idend = strchr(f + 2, ':');
         if (idend == NULL || idend - (f + 2) >= 64)
@@ -288,50 +307,46 @@ static void view_tenants(const redisReply *hash, const redisReply *names, cJSON 
         char id[64], pre[72];
         memcpy(id, f + 2, (size_t)(idend - (f + 2)));
         id[idend - (f + 2)] = '\0';
-        const char *name = ap_view_hget(names, id);
-        if (name == NULL)
-            name = id;
-        if (strncmp(idend + 1, "m:", 2) == 0) {
-            if (by_tenant == NULL || cJSON_HasObjectItem(by_tenant, name))
-                continue;
-            snprintf(pre, sizeof(pre), "k:%s:", id);
-            cJSON *t = cJSON_AddObjectToObject(by_tenant, name);
-            view_models_into(t, hash, pre);
-            view_sort_by_total(t);
-            continue;
-        }
-        if (keys == NULL)
-            continue;
-        cJSON *k = NULL, *it;
-        cJSON_ArrayForEach(it, keys) {
-            const cJSON *kid = cJSON_GetObjectItemCaseSensitive(it, "id");
-            if (cJSON_IsString(kid) && strcmp(kid->valuestring, id) == 0)
-                k = it;
-        }
+        cJSON *k = cJSON_GetObjectItemCaseSensitive(by_id, id);
         if (k == NULL) {
-            k = cJSON_CreateObject();
-            cJSON_AddStringToObject(k, "name", name);
+            k = cJSON_AddObjectToObject(by_id, id);
             cJSON_AddNumberToObject(k, "input", 0);
             cJSON_AddNumberToObject(k, "output", 0);
             cJSON_AddNumberToObject(k, "requests", 0);
-            cJSON_AddStringToObject(k, "id", id);
-            cJSON_AddItemToArray(keys, k);
+            snprintf(pre, sizeof(pre), "k:%s:", id);
+            cJSON *bm = cJSON_AddObjectToObject(k, "by_model");
+            view_models_into(bm, hash, pre);
+            view_sort_by_total(bm);
         }
         const char *stat = idend + 1;
         if (!strcmp(stat, "input") || !strcmp(stat, "output") || !strcmp(stat, "requests"))
-            view_add(k, stat, strtod(view_str(hash->element[i + 1]) ? view_str(hash->element[i + 1]) : "0", NULL));
+            view_add(k, stat, strtod(v, NULL));
     }
+    return by_id;
 }
 
-/* The per-key model breakdown of each day's "keys" entries, from by_tenant. */
-static void view_keys_models(cJSON *keys, const cJSON *by_tenant)
+/* by_tenant (name -> models, keys of one name summed) and, for days, the keys list. */
+static void view_tenants(const redisReply *hash, const redisReply *names, cJSON *by_tenant, cJSON *keys)
 {
-    cJSON *k;
-    cJSON_ArrayForEach(k, keys) {
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(k, "name");
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(by_tenant, name->valuestring);
-        cJSON_AddItemToObject(k, "by_model", t ? cJSON_Duplicate(t, 1) : cJSON_CreateObject());
+    cJSON *by_id = view_per_key(hash), *k;
+    cJSON_ArrayForEach(k, by_id) {
+        const char *name = ap_view_hget(names, k->string);
+        if (name == NULL)
+            name = k->string;
+        view_merge_models(view_child(by_tenant, name), cJSON_GetObjectItemCaseSensitive(k, "by_model"));
+        if (keys == NULL)
+            continue;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", name);
+        cJSON_AddNumberToObject(e, "input", cJSON_GetObjectItemCaseSensitive(k, "input")->valuedouble);
+        cJSON_AddNumberToObject(e, "output", cJSON_GetObjectItemCaseSensitive(k, "output")->valuedouble);
+        cJSON_AddNumberToObject(e, "requests", cJSON_GetObjectItemCaseSensitive(k, "requests")->valuedouble);
+        cJSON_AddStringToObject(e, "id", k->string);
+        cJSON_AddItemToObject(e, "by_model", cJSON_DetachItemFromObjectCaseSensitive(k, "by_model"));
+        cJSON_AddItemToArray(keys, e);
     }
+    cJSON_ArrayForEach(k, by_tenant) view_sort_by_total(k);
+    cJSON_Delete(by_id);
 }
 
 cJSON *ap_view_usage_daily(const redisReply *rep)
@@ -361,7 +376,6 @@ cJSON *ap_view_usage_daily(const redisReply *rep)
         cJSON *bt = cJSON_AddObjectToObject(d, "by_tenant");
         cJSON *keys = cJSON_AddArrayToObject(d, "keys");
         view_tenants(h, names, bt, keys);
-        view_keys_models(keys, bt);
         view_sort_by_total(keys);
         cJSON_AddItemToArray(arr, d);
     }
