@@ -1,0 +1,501 @@
+/*
+ * One upstream attempt: build the request for the target (converted when the
+ * target speaks the other format), run it on curl multi, relay the answer.
+ *
+ *   attempt_start ─▶ curl ─▶ on_header (status, headers kept)
+ *                         ─▶ on_write ─┬─ 2xx SSE: ap_stream (tap or convert) ─▶ client now;
+ *                         │            │  curl paused while the client's buffer is full
+ *                         │            └─ else: buffered
+ *                         ─▶ on_done ──▶ reply (converted if needed) or end the stream
+ *   client gone mid-stream ─▶ on_client_close ─▶ abort ─▶ finish
+ */
+#include "px_req.h"
+
+#include "ap_conv.h"
+#include "ap_curl.h"
+#include "ap_fallback.h"
+#include "ap_log.h"
+#include "ap_sse.h"
+#include "ap_stream.h"
+
+#include <cJSON.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const attempt_hop_by_hop[] = {
+    "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "host", "expect",
+    NULL,
+};
+
+static int attempt_is_hop(const char *name)
+{
+    for (int i = 0; attempt_hop_by_hop[i] != NULL; i++)
+        if (strcasecmp(name, attempt_hop_by_hop[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Request headers that must not reach the upstream. */
+static int attempt_drop_header(const char *name, const char *conn_tokens)
+{
+    if (attempt_is_hop(name) || strcasecmp(name, "x-api-key") == 0 || strcasecmp(name, "authorization") == 0 ||
+        strcasecmp(name, "accept-encoding") == 0 || strcasecmp(name, "x-request-id") == 0 ||
+        strcasecmp(name, "content-type") == 0)
+        return 1;
+    /* Headers the client named in Connection are hop-by-hop too (RFC 9110 7.6.1). */
+    if (conn_tokens != NULL) {
+        size_t n = strlen(name);
+        for (const char *p = conn_tokens; (p = strcasestr(p, name)) != NULL; p += n) {
+            int start = p == conn_tokens || p[-1] == ',' || p[-1] == ' ';
+            int end = p[n] == '\0' || p[n] == ',' || p[n] == ' ';
+            if (start && end)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static int attempt_add_header(struct px_req *r, const char *name, const char *value)
+{
+    char line[4096];
+    int n = snprintf(line, sizeof(line), "%s: %s", name, value);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return 0; /* an absurd header is dropped rather than truncated */
+    struct curl_slist *l = curl_slist_append(r->hdrs, line);
+    if (l == NULL)
+        return -1;
+    r->hdrs = l;
+    return 0;
+}
+
+static int attempt_build_headers(struct px_req *r)
+{
+    const struct px_target *t = &r->target;
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->ereq);
+    const char *ct = evhttp_find_header(in, "Content-Type");
+    int rc = 0;
+
+    if (!t->external) {
+        /* Our own upstream: the client's headers (anthropic-version, -beta...) go along. */
+        const char *conn = evhttp_find_header(in, "Connection");
+        for (struct evkeyval *kv = in->tqh_first; kv != NULL && rc == 0; kv = kv->next.tqe_next)
+            if (!attempt_drop_header(kv->key, conn))
+                rc = attempt_add_header(r, kv->key, kv->value);
+        if (t->fmt == AP_FMT_ANTHROPIC && r->client_fmt == AP_FMT_OPENAI &&
+            evhttp_find_header(in, "anthropic-version") == NULL)
+            rc |= attempt_add_header(r, "anthropic-version", "2023-06-01");
+    } else {
+        rc |= attempt_add_header(r, "Accept", r->stream ? "text/event-stream" : "application/json");
+        rc |= attempt_add_header(r, "User-Agent", "api-proxy");
+    }
+    if (t->auth != NULL) {
+        char bearer[1100];
+        snprintf(bearer, sizeof(bearer), "Bearer %s", t->auth);
+        if (!t->external || t->fmt == AP_FMT_ANTHROPIC)
+            rc |= attempt_add_header(r, "x-api-key", t->auth);
+        rc |= attempt_add_header(r, "Authorization", bearer);
+    }
+    /* curl would otherwise add "Expect: 100-continue" and a form content type. */
+    rc |= attempt_add_header(r, "Expect", "");
+    rc |= attempt_add_header(r, "Content-Type", r->send_body || ct == NULL ? "application/json" : ct);
+    rc |= attempt_add_header(r, "x-request-id", r->rid);
+    return rc < 0 ? -1 : 0;
+}
+
+/*
+ * The body for the target: the client's bytes untouched when nothing must
+ * change, else the client's JSON edited (model, usage request, token limit)
+ * or converted to the other format. Returns -1 after replying 400.
+ */
+static int attempt_build_body(struct px_req *r)
+{
+    const struct px_target *t = &r->target;
+    cJSON *out = NULL;
+    const char *err = NULL;
+
+    snprintf(r->served_model, sizeof(r->served_model), "%s", t->model ? t->model : r->model);
+    if (r->json == NULL)
+        return 0; /* pass-through route */
+    if (t->fmt != r->client_fmt) {
+        struct ap_conv_opts o = {t->model, t->max_tokens_limit, 1};
+        out = r->client_fmt == AP_FMT_ANTHROPIC ? ap_conv_req_a2o(r->json, &o, &err)
+                                                 : ap_conv_req_o2a(r->json, &o, &err);
+        if (out == NULL) {
+            px_relay_reply_error(r, 400, err ? err : "request cannot be converted");
+            return -1;
+        }
+    } else {
+        int want_usage = t->fmt == AP_FMT_OPENAI && r->stream && !r->client_usage;
+        const cJSON *mt = cJSON_GetObjectItemCaseSensitive(r->json, "max_tokens");
+        int clamp = t->max_tokens_limit > 0 && cJSON_IsNumber(mt) && mt->valuedouble > t->max_tokens_limit;
+        int rename = t->model != NULL && strcmp(t->model, r->model) != 0;
+        if (!want_usage && !clamp && !rename)
+            return 0;
+        out = cJSON_Duplicate(r->json, 1);
+        if (out == NULL)
+            goto oom;
+        if (rename)
+            cJSON_ReplaceItemInObjectCaseSensitive(out, "model", cJSON_CreateString(t->model));
+        if (clamp)
+            cJSON_ReplaceItemInObjectCaseSensitive(out, "max_tokens", cJSON_CreateNumber((double)t->max_tokens_limit));
+        if (want_usage) {
+            /* For accounting; the extra chunk is taken out of the client's stream. */
+            cJSON_DeleteItemFromObjectCaseSensitive(out, "stream_options");
+            cJSON *so = cJSON_AddObjectToObject(out, "stream_options");
+            cJSON_AddTrueToObject(so, "include_usage");
+        }
+    }
+    r->send_body = cJSON_PrintUnformatted(out);
+    cJSON_Delete(out);
+    if (r->send_body == NULL)
+        goto oom;
+    r->send_len = strlen(r->send_body);
+    return 0;
+oom:
+    px_relay_reply_error(r, 500, "out of memory");
+    return -1;
+}
+
+/* ---- relaying the answer ---- */
+
+static void attempt_copy_headers(struct px_req *r, int converted)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(r->ereq);
+    for (struct evkeyval *kv = r->resp_headers.tqh_first; kv != NULL; kv = kv->next.tqe_next) {
+        if (converted && (strcasecmp(kv->key, "content-type") == 0 || strcasecmp(kv->key, "content-encoding") == 0))
+            continue;
+        evhttp_add_header(out, kv->key, kv->value);
+    }
+    if (evhttp_find_header(out, "Content-Type") == NULL)
+        evhttp_add_header(out, "Content-Type", r->is_sse ? "text/event-stream" : "application/json");
+    evhttp_remove_header(out, "x-request-id");
+    evhttp_add_header(out, "x-request-id", r->rid);
+    if (r->json != NULL) {
+        const struct ap_tier *t = r->target.tier;
+        evhttp_add_header(out, "x-api-proxy-model", r->served_model);
+        evhttp_add_header(out, "x-api-proxy-tier", t ? t->name : "upstream");
+    }
+}
+
+static void attempt_on_client_close(void *arg)
+{
+    struct px_req *r = arg;
+    r->client_gone = 1;
+    r->evcon = NULL;
+    px_attempt_abort(r);
+    /* The request was detached from its dead connection: ending it frees it. */
+    if (r->ereq != NULL) {
+        evhttp_send_reply_end(r->ereq);
+        r->ereq = NULL;
+    }
+    ap_info(r->rid, "client left mid-stream; upstream transfer aborted");
+    px_relay_finish(r);
+}
+
+static void attempt_on_drained(struct evhttp_connection *evcon, void *arg)
+{
+    struct px_req *r = arg;
+    (void)evcon;
+    if (r->paused && r->in_curl && !r->client_gone) {
+        r->paused = 0;
+        /* May call attempt_on_write before returning, which may pause again. */
+        curl_easy_pause(r->easy, CURLPAUSE_CONT);
+    }
+}
+
+static void attempt_start_stream(struct px_req *r)
+{
+    attempt_copy_headers(r, r->target.fmt != r->client_fmt);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(r->ereq);
+    if (evhttp_find_header(out, "Cache-Control") == NULL)
+        evhttp_add_header(out, "Cache-Control", "no-cache");
+    px_conn_watch_close(r->evcon, attempt_on_client_close, r);
+    r->reply_status = r->status;
+    evhttp_send_reply_start(r->ereq, r->status, NULL);
+    r->started = 1;
+    r->ctx->stats.streams++;
+}
+
+static void attempt_send_chunk(struct px_req *r)
+{
+    if (evbuffer_get_length(r->chunk) > 0)
+        evhttp_send_reply_chunk_with_cb(r->ereq, r->chunk, attempt_on_drained, r);
+}
+
+static void attempt_end_stream(struct px_req *r, int upstream_ok)
+{
+    ap_stream_end(r->sse, upstream_ok, r->chunk);
+    attempt_send_chunk(r);
+    ap_stream_usage(r->sse, &r->usage);
+    px_conn_watch_close(r->evcon, NULL, NULL);
+    evhttp_send_reply_end(r->ereq);
+    r->ereq = NULL;
+    r->ctx->stats.streams--;
+}
+
+/* ---- curl callbacks ---- */
+
+static size_t attempt_on_header(char *buf, size_t size, size_t n, void *arg)
+{
+    struct px_req *r = arg;
+    size_t len = size * n;
+    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+        const char *sp = memchr(buf, ' ', len);
+        r->status = sp ? atoi(sp + 1) : 0;
+        evhttp_clear_headers(&r->resp_headers);
+        r->is_sse = 0;
+        return len;
+    }
+    const char *colon = memchr(buf, ':', len);
+    if (colon == NULL || colon == buf)
+        return len; /* the blank line ending the headers */
+    char name[128], value[2048];
+    size_t nl = (size_t)(colon - buf);
+    const char *v = colon + 1, *end = buf + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+        end--;
+    if (nl >= sizeof(name) || (size_t)(end - v) >= sizeof(value))
+        return len;
+    memcpy(name, buf, nl);
+    name[nl] = '\0';
+    memcpy(value, v, (size_t)(end - v));
+    value[end - v] = '\0';
+    if (attempt_is_hop(name))
+        return len;
+    if (strcasecmp(name, "content-type") == 0 && strncasecmp(value, "text/event-stream", 17) == 0)
+        r->is_sse = 1;
+    evhttp_add_header(&r->resp_headers, name, value);
+    return len;
+}
+
+static size_t attempt_on_write(char *data, size_t size, size_t n, void *arg)
+{
+    struct px_req *r = arg;
+    size_t len = size * n;
+
+    if (r->client_gone)
+        return 0;
+    if (!(r->is_sse && r->status >= 200 && r->status < 300)) {
+        if ((long)(evbuffer_get_length(r->body) + len) > r->ctx->cfg.max_body)
+            return 0; /* too large to buffer: fails the transfer, reported as 502 */
+        evbuffer_add(r->body, data, len);
+        return len;
+    }
+    if (r->sse == NULL) {
+        struct ap_stream_opts o = {r->target.fmt, r->client_fmt, NULL, r->client_usage};
+        r->sse = ap_stream_new(&o);
+        if (r->sse == NULL)
+            return 0;
+        attempt_start_stream(r);
+    }
+    /* Back-pressure: decide before consuming, curl hands the same bytes back on resume. */
+    if (px_conn_backlog(r->evcon) > (size_t)r->ctx->cfg.stream_buffer) {
+        r->paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (ap_stream_feed(r->sse, data, len, r->chunk) < 0)
+        ap_warn(r->rid, "upstream stream is not valid SSE; ending it");
+    attempt_send_chunk(r);
+    return len;
+}
+
+static int attempt_failure_status(CURLcode rc, const char **msg)
+{
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        *msg = "upstream timed out";
+        return 504;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+        *msg = "upstream unreachable";
+        return 502;
+    case CURLE_WRITE_ERROR:
+        *msg = "upstream response too large";
+        return 502;
+    default:
+        *msg = "upstream connection failed";
+        return 502;
+    }
+}
+
+/* A complete non-stream answer: relayed as is, or converted to the client's format. */
+static void attempt_reply_buffered(struct px_req *r)
+{
+    size_t blen = evbuffer_get_length(r->body);
+    const char *b = (const char *)evbuffer_pullup(r->body, -1);
+    int ok = r->status >= 200 && r->status < 300;
+    int convert = r->target.fmt != r->client_fmt;
+
+    if (ok && r->is_sse) {
+        /* A 2xx stream that never delivered a byte; ap_stream gives it its error ending. */
+        struct ap_stream_opts o = {r->target.fmt, r->client_fmt, NULL, r->client_usage};
+        r->sse = ap_stream_new(&o);
+        if (r->sse != NULL) {
+            attempt_start_stream(r);
+            ap_stream_feed(r->sse, b, blen, r->chunk);
+            attempt_end_stream(r, 1);
+        }
+        return;
+    }
+    if (ok) {
+        if (r->target.fmt == AP_FMT_OPENAI)
+            ap_usage_openai_body(&r->usage, b, blen);
+        else
+            ap_usage_anthropic_body(&r->usage, b, blen);
+    }
+    if (!convert) {
+        attempt_copy_headers(r, 0);
+        r->reply_status = r->status;
+        evhttp_send_reply(r->ereq, r->status, NULL, r->body);
+        r->ereq = NULL;
+        return;
+    }
+    cJSON *doc;
+    if (ok) {
+        cJSON *up = cJSON_ParseWithLength(b, blen);
+        doc = r->client_fmt == AP_FMT_ANTHROPIC ? ap_conv_resp_o2a(up, NULL) : ap_conv_resp_a2o(up, NULL);
+        cJSON_Delete(up);
+        if (doc == NULL) {
+            ap_warn(r->rid, "upstream answered %d with a body that is not a %s response", r->status,
+                    r->target.fmt == AP_FMT_OPENAI ? "chat completion" : "message");
+            px_relay_reply_error(r, 502, "upstream sent an invalid response");
+            return;
+        }
+    } else {
+        doc = ap_conv_error(r->client_fmt, r->status, b, blen);
+    }
+    attempt_copy_headers(r, 1);
+    r->reply_status = r->status;
+    px_reply_json(r->ereq, r->status, doc);
+    r->ereq = NULL;
+}
+
+static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
+{
+    struct px_req *r = arg;
+    const char *msg = NULL;
+    (void)easy;
+    r->in_curl = 0;
+
+    if (r->started) {
+        if (rc != CURLE_OK) {
+            ap_warn(r->rid, "upstream stream broke: %s", curl_easy_strerror(rc));
+            r->ctx->stats.upstream_errors++;
+        }
+        attempt_end_stream(r, rc == CURLE_OK);
+        px_relay_finish(r);
+        return;
+    }
+    if (rc != CURLE_OK || r->status < 100 || r->status > 599) {
+        int st = rc != CURLE_OK ? attempt_failure_status(rc, &msg) : 502;
+        if (rc == CURLE_OK)
+            msg = "upstream sent an invalid status";
+        ap_warn(r->rid, "upstream request failed: %s (%s)", msg, curl_easy_strerror(rc));
+        r->ctx->stats.upstream_errors++;
+        px_relay_reply_error(r, st, msg);
+        px_relay_finish(r);
+        return;
+    }
+    attempt_reply_buffered(r);
+    px_relay_finish(r);
+}
+
+/* ---- lifecycle ---- */
+
+void px_attempt_start(struct px_req *r)
+{
+    struct px_ctx *ctx = r->ctx;
+    struct evbuffer *in = evhttp_request_get_input_buffer(r->ereq);
+
+    if (attempt_build_body(r) < 0) {
+        px_relay_finish(r);
+        return;
+    }
+    r->easy = curl_easy_init();
+    if (r->easy == NULL || attempt_build_headers(r) < 0) {
+        px_relay_reply_error(r, 500, "out of memory");
+        px_relay_finish(r);
+        return;
+    }
+    CURL *e = r->easy;
+    curl_easy_setopt(e, CURLOPT_URL, r->target.url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ctx->cfg.upstream_connect_ms);
+    /* An upstream silent for this long is given up on (curl does not count paused time). */
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, ctx->cfg.upstream_read_s);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, attempt_on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, attempt_on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+
+    enum evhttp_cmd_type m = evhttp_request_get_command(r->ereq);
+    static const struct { enum evhttp_cmd_type m; const char *name; } custom[] = {
+        {EVHTTP_REQ_PUT, "PUT"}, {EVHTTP_REQ_DELETE, "DELETE"}, {EVHTTP_REQ_PATCH, "PATCH"},
+        {EVHTTP_REQ_OPTIONS, "OPTIONS"},
+    };
+    if (m == EVHTTP_REQ_GET) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else if (m == EVHTTP_REQ_HEAD) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+        for (size_t i = 0; i < sizeof(custom) / sizeof(custom[0]); i++)
+            if (custom[i].m == m)
+                curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, custom[i].name);
+        /* POSTFIELDS does not copy: the body stays in the request (or send_body) until we reply. */
+        size_t blen = r->send_body ? r->send_len : evbuffer_get_length(in);
+        const char *b = r->send_body ? r->send_body : blen ? (const char *)evbuffer_pullup(in, -1) : "";
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, b);
+    }
+    if (ap_curl_add(ctx->curl, e, attempt_on_done, r) < 0) {
+        px_relay_reply_error(r, 500, "cannot start the upstream request");
+        px_relay_finish(r);
+        return;
+    }
+    r->in_curl = 1;
+}
+
+void px_attempt_abort(struct px_req *r)
+{
+    if (r->in_curl) {
+        ap_curl_remove(r->ctx->curl, r->easy);
+        r->in_curl = 0;
+    }
+    if (r->sse != NULL)
+        ap_stream_usage(r->sse, &r->usage);
+}
+
+void px_attempt_reset(struct px_req *r)
+{
+    px_attempt_abort(r);
+    if (r->easy != NULL)
+        curl_easy_cleanup(r->easy);
+    r->easy = NULL;
+    curl_slist_free_all(r->hdrs);
+    r->hdrs = NULL;
+    evhttp_clear_headers(&r->resp_headers);
+    if (r->body != NULL)
+        evbuffer_drain(r->body, evbuffer_get_length(r->body));
+    if (r->chunk != NULL)
+        evbuffer_drain(r->chunk, evbuffer_get_length(r->chunk));
+    ap_stream_free(r->sse);
+    r->sse = NULL;
+    cJSON_free(r->send_body);
+    r->send_body = NULL;
+    r->send_len = 0;
+    r->status = 0;
+    r->is_sse = 0;
+    r->paused = 0;
+}
