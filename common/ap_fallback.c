@@ -19,9 +19,16 @@ const char *ap_tier_type_name(enum ap_tier_type t)
     return "?";
 }
 
+struct ap_fallback *ap_fallback_ref(struct ap_fallback *f)
+{
+    if (f != NULL)
+        f->refs++;
+    return f;
+}
+
 void ap_fallback_free(struct ap_fallback *f)
 {
-    if (f == NULL)
+    if (f == NULL || --f->refs > 0)
         return;
     for (size_t i = 0; i < f->ntiers; i++) {
         struct ap_tier *t = &f->tiers[i];
@@ -133,6 +140,7 @@ struct ap_fallback *ap_fallback_parse(const char *json, size_t len, char *err, s
     struct ap_fallback *f = calloc(1, sizeof(*f));
     if (f == NULL)
         goto fail;
+    f->refs = 1;
     f->poll_interval = 30;
     f->min_remaining = 0.05;
     f->cooldown = 60;

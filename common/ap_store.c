@@ -320,3 +320,54 @@ const char ap_script_import_key[] =
     LUA_APPLY_OPS("9")
     LUA_PUBLISH_KEY("")
     "return 1\n";
+
+/* ---- poller and fallback ---- */
+
+/* ARGV: lease key, owner, ttl ms. Returns 1 if still ours (and extended), else 0. */
+const char ap_script_lease_renew[] =
+    "if redis.call('GET', ARGV[1]) == ARGV[2] then\n"
+    "  redis.call('PEXPIRE', ARGV[1], ARGV[3])\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
+/* ARGV: lease key, owner. Deletes the lease only if it is ours. */
+const char ap_script_lease_release[] =
+    "if redis.call('GET', ARGV[1]) == ARGV[2] then return redis.call('DEL', ARGV[1]) end\n"
+    "return 0\n";
+
+/* ARGV: key, value, channel, message ('' for none). SET, then PUBLISH, atomically. */
+const char ap_script_set_publish[] =
+    "redis.call('SET', ARGV[1], ARGV[2])\n"
+    "if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end\n"
+    "return 1\n";
+
+/* ARGV: key, value, channel, message. SET and PUBLISH only when the value changes. */
+const char ap_script_set_if_changed[] =
+    "if redis.call('GET', ARGV[1]) == ARGV[2] then return 0 end\n"
+    "redis.call('SET', ARGV[1], ARGV[2])\n"
+    "redis.call('PUBLISH', ARGV[3], ARGV[4])\n"
+    "return 1\n";
+
+/*
+ * ARGV: marks hash, model, until ms, channel, message, now ms. Keeps the later
+ * mark, drops expired ones, publishes. Returns the mark in force.
+ */
+const char ap_script_mark_exhausted[] =
+    "local cur = tonumber(redis.call('HGET', ARGV[1], ARGV[2]) or '0') or 0\n"
+    "if tonumber(ARGV[3]) > cur then\n"
+    "  redis.call('HSET', ARGV[1], ARGV[2], ARGV[3])\n"
+    "  redis.call('PUBLISH', ARGV[4], ARGV[5])\n"
+    "  cur = tonumber(ARGV[3])\n"
+    "end\n"
+    "local all = redis.call('HGETALL', ARGV[1])\n"
+    "for i = 1, #all, 2 do\n"
+    "  if tonumber(all[i+1]) < tonumber(ARGV[6]) then redis.call('HDEL', ARGV[1], all[i]) end\n"
+    "end\n"
+    "return cur\n";
+
+/* ARGV: prefix. Returns {chain JSON or false, quota JSON or false, marks HGETALL}. */
+const char ap_script_fallback_state[] =
+    "local p = ARGV[1]\n"
+    "return {redis.call('GET', p..'fallback:config'), redis.call('GET', p..'quota'),\n"
+    "        redis.call('HGETALL', p..'exhausted')}\n";

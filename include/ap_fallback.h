@@ -27,12 +27,15 @@ struct ap_fallback {
     double recovery_margin;     /* recovery_margin (0) */
     struct ap_tier *tiers;      /* owned */
     size_t ntiers;
+    int refs;                   /* holders; the chain can be replaced while requests use the old one */
 };
 
 /* Parses and validates; NULL with a message in err (e.g. "tiers[2]: external tier needs base_url"). */
 struct ap_fallback *ap_fallback_parse(const char *json, size_t len, char *err, size_t errlen);
 struct ap_fallback *ap_fallback_load(const char *path, char *err, size_t errlen);
-void ap_fallback_free(struct ap_fallback *f); /* NULL allowed */
+/* Takes a reference (returns f); ap_fallback_free drops one and frees at zero. NULL allowed. */
+struct ap_fallback *ap_fallback_ref(struct ap_fallback *f);
+void ap_fallback_free(struct ap_fallback *f);
 
 /* The tier serving `model`, or NULL. */
 const struct ap_tier *ap_fallback_find(const struct ap_fallback *f, const char *model);

@@ -19,7 +19,13 @@
  *   {p}u:h:<hour>             HASH  totals + m:<model>:... + k:<id>:m:<model>:...
  *   {p}u:days / u:hours       SET   buckets with usage
  *   {p}flush:<batch id>       STR   idempotency mark of an applied usage batch
- *   {p}events                 pub/sub channel (JSON messages)
+ *   {p}fallback:config        STR   the tier chain (FALLBACK_CONFIG as loaded by the active poller)
+ *   {p}quota                  STR   JSON of ap_quota: per model fraction, resetTime, availability; poll time
+ *   {p}exhausted              HASH  model -> until (ms): reactive fallback marks
+ *   {p}poller:leader          STR   instance id of the active poller (a lease with a TTL)
+ *   {p}events                 pub/sub channel (JSON messages):
+ *        {"type":"key","hash","id","name","enabled","ver"[,"deleted"]}
+ *        {"type":"quota","quota":{...}}   {"type":"config"}   {"type":"exhausted","model","until"}
  * <day> is "YYYY-MM-DD" and <hour> "YYYY-MM-DD HH:00", both in USAGE_TZ.
  */
 #ifndef AP_STORE_H
@@ -93,5 +99,11 @@ extern const char ap_script_usage_total[];
 extern const char ap_script_usage_daily[];
 extern const char ap_script_usage_hourly[];
 extern const char ap_script_import_key[];
+extern const char ap_script_lease_renew[];
+extern const char ap_script_lease_release[];
+extern const char ap_script_set_publish[];
+extern const char ap_script_set_if_changed[];
+extern const char ap_script_mark_exhausted[];
+extern const char ap_script_fallback_state[];
 
 #endif

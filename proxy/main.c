@@ -105,11 +105,13 @@ static int main_setup(struct main_state *m)
     ctx->curl = ap_curl_new(ctx->base);
     ctx->keys = px_keys_new(ctx);
     ctx->usage = px_usage_new(ctx);
+    ctx->fb = px_fallback_new(ctx);
     char channel[128];
     ap_store_key(channel, sizeof(channel), "events");
     struct ap_redis_cbs cbs = {px_events_on_up, px_events_on_down, px_events_on_message, ctx};
     ctx->redis = ap_redis_new(ctx->base, ctx->dns, &ctx->cfg.redis, channel, &cbs);
-    if (ctx->dns == NULL || ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->redis == NULL)
+    if (ctx->dns == NULL || ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->fb == NULL ||
+        ctx->redis == NULL)
         return -1;
     if (px_http_start(ctx) < 0)
         return -1;
@@ -143,6 +145,7 @@ static void main_teardown(struct main_state *m)
     ap_redis_free(ctx->redis);
     px_usage_free(ctx->usage);
     px_keys_free(ctx->keys);
+    px_fallback_free(ctx->fb);
     ap_curl_free(ctx->curl);
     px_import_free(ctx->import);
     ap_fallback_free(ctx->fallback);

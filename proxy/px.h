@@ -67,6 +67,8 @@ void px_config_free(struct px_config *c);
 
 struct px_keys;
 struct px_usage;
+struct px_fallback;
+struct ap_tier;
 
 struct px_stats {
     uint64_t requests;
@@ -85,7 +87,8 @@ struct px_ctx {
     struct ap_curl *curl;           /* owned */
     struct px_keys *keys;           /* owned */
     struct px_usage *usage;         /* owned */
-    struct ap_fallback *fallback;   /* owned */
+    struct ap_fallback *fallback;   /* owned (one reference); replaced when the chain changes */
+    struct px_fallback *fb;         /* owned: quota and exhausted marks */
     struct px_import *import;       /* owned; NULL when no KEYS_FILE */
     char *admin_key;                /* borrowed: cfg.admin_key or the imported one */
     struct px_stats stats;
@@ -184,7 +187,23 @@ void px_import_free(struct px_import *im);
 /* ---- admin API (px_admin.c) and health (px_health.c) ---- */
 
 void px_admin_handle(struct px_ctx *ctx, struct evhttp_request *req, const char *path);
-/* GET /admin/fallback (px_fallback.c). */
+/* ---- fallback state (px_fallback.c) ---- */
+
+struct px_fallback *px_fallback_new(struct px_ctx *ctx);
+void px_fallback_free(struct px_fallback *fb);
+/* Re-reads chain, quota and marks from Redis (after a (re)subscribe or a config event). */
+void px_fallback_reload(struct px_fallback *fb);
+void px_fallback_on_event(struct px_fallback *fb, const char *type, const struct cJSON *ev);
+/* Tiers to try for a model, best first (0: pass through unchanged). */
+size_t px_fallback_plan(struct px_fallback *fb, const char *model, const struct ap_tier **out, size_t max);
+/* 0 when the tier is marked exhausted now. */
+int px_fallback_usable(struct px_fallback *fb, const struct ap_tier *t);
+/* Marks a tier's model exhausted on every replica (reactive fallback). */
+void px_fallback_mark(struct px_fallback *fb, const struct ap_tier *t, const char *why);
+/* 1 when an error text says quota, capacity, credit, rate limit... */
+int px_reactive_text(const char *s, size_t len);
+uint64_t px_fallback_switches(const struct px_fallback *fb);
+/* GET /admin/fallback. */
 void px_fallback_admin(struct px_ctx *ctx, struct evhttp_request *req);
 void px_health_handle(struct px_ctx *ctx, struct evhttp_request *req);
 

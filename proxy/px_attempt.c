@@ -8,6 +8,13 @@
  *                         │            └─ else: buffered
  *                         ─▶ on_done ──▶ reply (converted if needed) or end the stream
  *   client gone mid-stream ─▶ on_client_close ─▶ abort ─▶ finish
+ *
+ * When another tier may follow (px_relay_has_next), a stream is held back
+ * until its first content: a stream that fails before that (an error event,
+ * a dropped connection, an empty 200) is retried on the next tier, and the
+ * client never sees the failed one. Error answers that say quota, capacity,
+ * credit or rate limit (and 429/503/529) mark the model exhausted on every
+ * replica and go to the next tier too.
  */
 #include "px_req.h"
 
@@ -25,6 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+/* Held-back stream bytes past which we commit anyway (an envelope is far smaller). */
+#define ATTEMPT_HOLD_MAX (64 * 1024)
 
 static const char *const attempt_hop_by_hop[] = {
     "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
@@ -107,6 +117,41 @@ static int attempt_build_headers(struct px_req *r)
     return rc < 0 ? -1 : 0;
 }
 
+/* "claude-opus-4-6" -> "claude": signatures of one family mean nothing to another. */
+static size_t attempt_family(const char *model)
+{
+    return strcspn(model, "-/:_.");
+}
+
+static int attempt_same_family(const char *a, const char *b)
+{
+    size_t n = attempt_family(a);
+    return n == attempt_family(b) && strncasecmp(a, b, n) == 0;
+}
+
+/* Drops reasoning history the target cannot accept: thinking signed by another model family. */
+static void attempt_strip_thinking(cJSON *body, enum ap_fmt fmt)
+{
+    cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(body, "messages")) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsString(role) || strcmp(role->valuestring, "assistant") != 0)
+            continue;
+        if (fmt == AP_FMT_OPENAI) {
+            cJSON_DeleteItemFromObjectCaseSensitive(m, "reasoning_content");
+            cJSON_DeleteItemFromObjectCaseSensitive(m, "reasoning_signature");
+            continue;
+        }
+        cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        for (int i = cJSON_GetArraySize(content) - 1; i >= 0; i--) {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(content, i), "type");
+            if (cJSON_IsString(type) &&
+                (strcmp(type->valuestring, "thinking") == 0 || strcmp(type->valuestring, "redacted_thinking") == 0))
+                cJSON_DeleteItemFromArray(content, i);
+        }
+    }
+}
+
 /*
  * The body for the target: the client's bytes untouched when nothing must
  * change, else the client's JSON edited (model, usage request, token limit)
@@ -121,6 +166,7 @@ static int attempt_build_body(struct px_req *r)
     snprintf(r->served_model, sizeof(r->served_model), "%s", t->model ? t->model : r->model);
     if (r->json == NULL)
         return 0; /* pass-through route */
+    int foreign = !attempt_same_family(r->served_model, r->model);
     if (t->fmt != r->client_fmt) {
         struct ap_conv_opts o = {t->model, t->max_tokens_limit, 1};
         out = r->client_fmt == AP_FMT_ANTHROPIC ? ap_conv_req_a2o(r->json, &o, &err)
@@ -134,7 +180,7 @@ static int attempt_build_body(struct px_req *r)
         const cJSON *mt = cJSON_GetObjectItemCaseSensitive(r->json, "max_tokens");
         int clamp = t->max_tokens_limit > 0 && cJSON_IsNumber(mt) && mt->valuedouble > t->max_tokens_limit;
         int rename = t->model != NULL && strcmp(t->model, r->model) != 0;
-        if (!want_usage && !clamp && !rename)
+        if (!want_usage && !clamp && !rename && !foreign)
             return 0;
         out = cJSON_Duplicate(r->json, 1);
         if (out == NULL)
@@ -150,6 +196,8 @@ static int attempt_build_body(struct px_req *r)
             cJSON_AddTrueToObject(so, "include_usage");
         }
     }
+    if (foreign)
+        attempt_strip_thinking(out, t->fmt);
     r->send_body = cJSON_PrintUnformatted(out);
     cJSON_Delete(out);
     if (r->send_body == NULL)
@@ -293,15 +341,26 @@ static size_t attempt_on_write(char *data, size_t size, size_t n, void *arg)
         r->sse = ap_stream_new(&o);
         if (r->sse == NULL)
             return 0;
-        attempt_start_stream(r);
+        if (!r->hold)
+            attempt_start_stream(r);
     }
     /* Back-pressure: decide before consuming, curl hands the same bytes back on resume. */
-    if (px_conn_backlog(r->evcon) > (size_t)r->ctx->cfg.stream_buffer) {
+    if (r->started && px_conn_backlog(r->evcon) > (size_t)r->ctx->cfg.stream_buffer) {
         r->paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
     if (ap_stream_feed(r->sse, data, len, r->chunk) < 0)
         ap_warn(r->rid, "upstream stream is not valid SSE; ending it");
+    if (!r->started) {
+        if (ap_stream_failed(r->sse) && !ap_stream_content_started(r->sse)) {
+            r->retry = 1;
+            return 0; /* aborts the transfer; attempt_on_done moves on */
+        }
+        if (!ap_stream_content_started(r->sse) && !ap_stream_done(r->sse) &&
+            evbuffer_get_length(r->chunk) < ATTEMPT_HOLD_MAX)
+            return len; /* still only the envelope: keep it */
+        attempt_start_stream(r);
+    }
     attempt_send_chunk(r);
     return len;
 }
@@ -377,6 +436,44 @@ static void attempt_reply_buffered(struct px_req *r)
     r->ereq = NULL;
 }
 
+/* A failure another tier may not share: refused or broken connections, garbage. */
+static int attempt_transport_retryable(CURLcode rc)
+{
+    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR ||
+           rc == CURLE_GOT_NOTHING || rc == CURLE_WEIRD_SERVER_REPLY || rc == CURLE_PARTIAL_FILE;
+}
+
+/* Reactive fallback on a complete error answer: 1 if the next tier took over. */
+static int attempt_reactive(struct px_req *r)
+{
+    size_t blen = evbuffer_get_length(r->body);
+    const char *b = (const char *)evbuffer_pullup(r->body, -1);
+    int hot = r->status == 429 || r->status == 503 || r->status == 529 || px_reactive_text(b ? b : "", blen);
+    if (!hot || !px_relay_has_next(r))
+        return 0;
+    char why[64];
+    snprintf(why, sizeof(why), "HTTP %d", r->status);
+    if (r->target.tier != NULL)
+        px_fallback_mark(r->ctx->fb, r->target.tier, why);
+    return px_relay_next(r, why);
+}
+
+/* A held stream ended before anything reached the client: retry, or give the client what there is. */
+static void attempt_held_done(struct px_req *r, CURLcode rc)
+{
+    int clean = rc == CURLE_OK && ap_stream_done(r->sse);
+    if (!clean && px_relay_has_next(r)) {
+        const char *err = ap_stream_failed(r->sse) ? ap_stream_error(r->sse) : "";
+        if (err[0] != '\0' && r->target.tier != NULL && px_reactive_text(err, strlen(err)))
+            px_fallback_mark(r->ctx->fb, r->target.tier, err);
+        if (px_relay_next(r, ap_stream_failed(r->sse) ? "error before content" : "stream ended before content"))
+            return;
+    }
+    attempt_start_stream(r);
+    attempt_end_stream(r, rc == CURLE_OK || r->retry);
+    px_relay_finish(r);
+}
+
 static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
 {
     struct px_req *r = arg;
@@ -393,6 +490,18 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
         px_relay_finish(r);
         return;
     }
+    if (r->sse != NULL) {
+        attempt_held_done(r, rc);
+        return;
+    }
+    if (rc != CURLE_OK && attempt_transport_retryable(rc) && px_relay_has_next(r) &&
+        px_relay_next(r, curl_easy_strerror(rc)))
+        return;
+    if (rc == CURLE_OK && r->is_sse && r->status >= 200 && r->status < 300 &&
+        evbuffer_get_length(r->body) == 0 && px_relay_has_next(r) && px_relay_next(r, "empty stream"))
+        return;
+    if (rc == CURLE_OK && (r->status < 200 || r->status >= 300) && attempt_reactive(r))
+        return;
     if (rc != CURLE_OK || r->status < 100 || r->status > 599) {
         int st = rc != CURLE_OK ? attempt_failure_status(rc, &msg) : 502;
         if (rc == CURLE_OK)
@@ -498,4 +607,6 @@ void px_attempt_reset(struct px_req *r)
     r->status = 0;
     r->is_sse = 0;
     r->paused = 0;
+    r->retry = 0;
+    r->usage = (struct ap_usage){0};
 }

@@ -21,6 +21,8 @@ void px_events_on_message(struct ap_redis *r, const char *payload, size_t len, v
         ap_warn(NULL, "events: ignoring a malformed message (%zu bytes)", len);
     } else if (strcmp(type->valuestring, "key") == 0) {
         px_keys_on_event(ctx->keys, ev);
+    } else {
+        px_fallback_on_event(ctx->fb, type->valuestring, ev);
     }
     cJSON_Delete(ev);
 }
@@ -30,6 +32,7 @@ void px_events_on_up(struct ap_redis *r, void *arg)
     struct px_ctx *ctx = arg;
     (void)r;
     px_keys_revalidate(ctx->keys);
+    px_fallback_reload(ctx->fb);
     if (ctx->import != NULL)
         px_import_run(ctx->import);
     px_usage_kick(ctx->usage);

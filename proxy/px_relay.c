@@ -85,15 +85,50 @@ static int relay_target(struct px_req *r, const struct ap_tier *tier)
     return relay_url(t, c->upstream_url, t->fmt == AP_FMT_OPENAI ? "/v1/chat/completions" : "/v1/messages", NULL);
 }
 
-static void relay_route(struct px_req *r)
+static void relay_start_tier(struct px_req *r, const struct ap_tier *tier)
 {
-    const struct ap_tier *tier = r->json ? ap_fallback_find(r->ctx->fallback, r->model) : NULL;
     if (relay_target(r, tier) < 0) {
         px_relay_reply_error(r, 414, "request target too long");
         px_relay_finish(r);
         return;
     }
+    r->hold = px_relay_has_next(r);
     px_attempt_start(r);
+}
+
+/*
+ * Proactive fallback: the plan is decided here, from memory. A model outside
+ * the chain (or fallback disabled) still goes to its tier when the chain
+ * names it, or to UPSTREAM_URL, unchanged.
+ */
+static void relay_route(struct px_req *r)
+{
+    r->chain = ap_fallback_ref(r->ctx->fallback);
+    r->nplan = r->json ? px_fallback_plan(r->ctx->fb, r->model, r->plan, PX_MAX_TIERS) : 0;
+    r->iplan = 0;
+    if (r->nplan > 0 && strcmp(r->plan[0]->model, r->model) != 0)
+        ap_info(r->rid, "fallback: %s is unavailable, using %s", r->model, r->plan[0]->model);
+    const struct ap_tier *tier = r->nplan > 0 ? r->plan[0] : r->json ? ap_fallback_find(r->chain, r->model) : NULL;
+    relay_start_tier(r, tier);
+}
+
+int px_relay_has_next(const struct px_req *r)
+{
+    return r->iplan + 1 < r->nplan;
+}
+
+int px_relay_next(struct px_req *r, const char *why)
+{
+    while (r->iplan + 1 < r->nplan) {
+        const struct ap_tier *t = r->plan[++r->iplan];
+        if (!px_fallback_usable(r->ctx->fb, t))
+            continue;
+        ap_warn(r->rid, "fallback: %s failed (%s); retrying on %s", r->served_model, why, t->model);
+        px_attempt_reset(r);
+        relay_start_tier(r, t);
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- intake ---- */
@@ -247,6 +282,7 @@ void px_relay_finish(struct px_req *r)
     relay_log(r);
     r->ctx->stats.active--;
     px_attempt_reset(r);
+    ap_fallback_free(r->chain);
     cJSON_Delete(r->json);
     if (r->body != NULL)
         evbuffer_free(r->body);

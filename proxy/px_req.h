@@ -12,9 +12,12 @@
 #include "ap_keys.h"
 #include "ap_store.h"
 
+struct ap_fallback;
 struct ap_tier;
 struct ap_stream;
 struct cJSON;
+
+#define PX_MAX_TIERS 16
 
 /* Where one attempt sends the request. */
 struct px_target {
@@ -46,6 +49,12 @@ struct px_req {
     int stream;                         /* the client asked for a stream */
     int client_usage;                   /* OpenAI client asked stream_options.include_usage */
 
+    /* Fallback: the tiers to try, in order (none: pass through). */
+    struct ap_fallback *chain;          /* owned reference: plan points into it */
+    const struct ap_tier *plan[PX_MAX_TIERS];
+    size_t nplan;
+    size_t iplan;                       /* the tier being tried */
+
     /* The current attempt (px_attempt.c). */
     struct px_target target;
     char served_model[AP_MODEL_MAX];    /* model the target was asked for */
@@ -66,6 +75,8 @@ struct px_req {
     unsigned paused:1;                  /* curl paused until the client drains */
     unsigned client_gone:1;
     unsigned in_curl:1;                 /* transfer running */
+    unsigned hold:1;                    /* keep the stream from the client until content (another tier may follow) */
+    unsigned retry:1;                   /* the stream failed before content: abandon it for the next tier */
     unsigned finished:1;
 };
 
@@ -79,5 +90,9 @@ void px_attempt_reset(struct px_req *r);
 /* px_relay.c */
 void px_relay_reply_error(struct px_req *r, int status, const char *msg);
 void px_relay_finish(struct px_req *r);
+/* 1 when a later tier of the plan could still take the request. */
+int px_relay_has_next(const struct px_req *r);
+/* Abandons the current attempt and starts the next usable tier: 1, or 0 if there is none. */
+int px_relay_next(struct px_req *r, const char *why);
 
 #endif
