@@ -371,3 +371,14 @@ const char ap_script_fallback_state[] =
     "local p = ARGV[1]\n"
     "return {redis.call('GET', p..'fallback:config'), redis.call('GET', p..'quota'),\n"
     "        redis.call('HGETALL', p..'exhausted')}\n";
+
+/*
+ * ARGV: seen key ('' when the event has no id), stream, maxlen, event_id,
+ * event_type, action, body. Records a Lark card action once per event id.
+ * Returns 1 when it is new (act on it), 0 for a redelivery.
+ */
+const char ap_script_lark_record[] =
+    "if ARGV[1] ~= '' and not redis.call('SET', ARGV[1], '1', 'NX', 'EX', 86400) then return 0 end\n"
+    "redis.call('XADD', ARGV[2], 'MAXLEN', '~', ARGV[3], '*', 'event_id', ARGV[4], 'event_type', ARGV[5],\n"
+    "           'action', ARGV[6], 'body', ARGV[7])\n"
+    "return 1\n";

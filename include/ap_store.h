@@ -23,6 +23,10 @@
  *   {p}quota                  STR   JSON of ap_quota: per model fraction, resetTime, availability; poll time
  *   {p}exhausted              HASH  model -> until (ms): reactive fallback marks
  *   {p}poller:leader          STR   instance id of the active poller (a lease with a TTL)
+ *   {p}lark:event:<event_id>  STR   a Lark card action already acted on (1 day)
+ *   {p}lark:cards             STREAM every card action (event_id, event_type, action, body), capped
+ *   {p}lark:state:<state>     STR   an OAuth state minted by /admin/lark/authorize (10 minutes, used once)
+ *   {p}lark:user_token        STR   JSON of the user token (+ obtained_at_ms, expires_at_ms)
  *   {p}events                 pub/sub channel (JSON messages):
  *        {"type":"key","hash","id","name","enabled","ver"[,"deleted"]}
  *        {"type":"quota","quota":{...}}   {"type":"config"}   {"type":"exhausted","model","until"}
@@ -105,5 +109,6 @@ extern const char ap_script_set_publish[];
 extern const char ap_script_set_if_changed[];
 extern const char ap_script_mark_exhausted[];
 extern const char ap_script_fallback_state[];
+extern const char ap_script_lark_record[];
 
 #endif

@@ -167,10 +167,12 @@ int main(int argc, char **argv)
     ctx.curl = ap_curl_new(ctx.base);
     ctx.redis = ap_redis_new(ctx.base, ctx.dns, &ctx.cfg.redis, NULL, NULL);
     ctx.tick = event_new(ctx.base, -1, EV_PERSIST, main_on_tick, &ctx);
+    ctx.lark = pl_lark_new(&ctx);
     sig[0] = evsignal_new(ctx.base, SIGTERM, main_on_term, &ctx);
     sig[1] = evsignal_new(ctx.base, SIGINT, main_on_term, &ctx);
     sig[2] = evsignal_new(ctx.base, SIGHUP, main_on_hup, &ctx);
-    if (ctx.dns == NULL || ctx.curl == NULL || ctx.redis == NULL || ctx.tick == NULL || !sig[0] || !sig[1] || !sig[2])
+    if (ctx.dns == NULL || ctx.curl == NULL || ctx.redis == NULL || ctx.tick == NULL || ctx.lark == NULL || !sig[0] ||
+        !sig[1] || !sig[2])
         goto out;
     for (int i = 0; i < 3; i++)
         event_add(sig[i], NULL);
@@ -190,7 +192,8 @@ out:
             event_free(sig[i]);
     if (ctx.tick)
         event_free(ctx.tick);
-    ap_redis_free(ctx.redis);
+    ap_redis_free(ctx.redis); /* first: its pending callbacks still use lark */
+    pl_lark_free(ctx.lark);
     ap_curl_free(ctx.curl);
     if (ctx.dns)
         evdns_base_free(ctx.dns, 0);

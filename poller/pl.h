@@ -25,6 +25,7 @@ struct event_base;
 struct ap_curl;
 struct ap_fallback;
 struct poll_xfer;
+struct pl_lark;
 
 struct pl_config {
     char upstream_url[1024];
@@ -53,6 +54,7 @@ struct pl_ctx {
     struct ap_quota quota;          /* owned: last published state */
     struct event *tick;             /* owned */
     struct poll_xfer *xfer;         /* owned: the /health request in flight, or NULL */
+    struct pl_lark *lark;           /* owned: Lark user token refresh */
     int64_t next_poll_ms;           /* monotonic */
     struct pl_stats stats;
     unsigned leader:1;
@@ -77,5 +79,9 @@ void pl_poll_start(struct pl_ctx *ctx);
 void pl_poll_load_previous(struct pl_ctx *ctx);
 /* Aborts a poll in flight (shutdown). */
 void pl_poll_abort(struct pl_ctx *ctx);
+
+/* pl_lark.c: NULL on bad configuration. */
+struct pl_lark *pl_lark_new(struct pl_ctx *ctx);
+void pl_lark_free(struct pl_lark *lk);
 
 #endif

@@ -106,12 +106,13 @@ static int main_setup(struct main_state *m)
     ctx->keys = px_keys_new(ctx);
     ctx->usage = px_usage_new(ctx);
     ctx->fb = px_fallback_new(ctx);
+    ctx->lark = px_lark_new(ctx);
     char channel[128];
     ap_store_key(channel, sizeof(channel), "events");
     struct ap_redis_cbs cbs = {px_events_on_up, px_events_on_down, px_events_on_message, ctx};
     ctx->redis = ap_redis_new(ctx->base, ctx->dns, &ctx->cfg.redis, channel, &cbs);
     if (ctx->dns == NULL || ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->fb == NULL ||
-        ctx->redis == NULL)
+        ctx->lark == NULL || ctx->redis == NULL)
         return -1;
     if (px_http_start(ctx) < 0)
         return -1;
@@ -146,6 +147,7 @@ static void main_teardown(struct main_state *m)
     px_usage_free(ctx->usage);
     px_keys_free(ctx->keys);
     px_fallback_free(ctx->fb);
+    px_lark_free(ctx->lark);
     ap_curl_free(ctx->curl);
     px_import_free(ctx->import);
     ap_fallback_free(ctx->fallback);

@@ -68,6 +68,7 @@ void px_config_free(struct px_config *c);
 struct px_keys;
 struct px_usage;
 struct px_fallback;
+struct px_lark;
 struct ap_tier;
 
 struct px_stats {
@@ -89,6 +90,7 @@ struct px_ctx {
     struct px_usage *usage;         /* owned */
     struct ap_fallback *fallback;   /* owned (one reference); replaced when the chain changes */
     struct px_fallback *fb;         /* owned: quota and exhausted marks */
+    struct px_lark *lark;           /* owned */
     struct px_import *import;       /* owned; NULL when no KEYS_FILE */
     char *admin_key;                /* borrowed: cfg.admin_key or the imported one */
     struct px_stats stats;
@@ -212,6 +214,23 @@ void px_health_handle(struct px_ctx *ctx, struct evhttp_request *req);
 enum px_route { PX_ROUTE_MESSAGES, PX_ROUTE_CHAT, PX_ROUTE_PASS };
 
 void px_relay_handle(struct px_ctx *ctx, struct evhttp_request *req, enum px_route route);
+
+/* ---- child processes (px_spawn.c) ---- */
+
+/* ok: exited 0 within the limit; otherwise reason says why ("timed out", "exit status 2: ..."). */
+typedef void (*px_spawn_cb)(void *arg, int ok, const char *reason);
+/* Runs argv (PATH lookup, no shell) with a time limit; 0, or -1 if it could not start (cb not called). */
+int px_spawn_run(struct event_base *base, char *const argv[], int timeout_s, px_spawn_cb cb, void *arg);
+
+/* ---- Lark callbacks (px_lark.c) ---- */
+
+struct px_lark;
+struct px_lark *px_lark_new(struct px_ctx *ctx);
+void px_lark_free(struct px_lark *l);
+/* POST and GET /oauth/callback. */
+void px_lark_handle(struct px_ctx *ctx, struct evhttp_request *req);
+/* GET /admin/lark/authorize: a fresh state and the authorization URL. */
+void px_lark_authorize(struct px_ctx *ctx, struct evhttp_request *req);
 
 /* ---- pub/sub events (px_events.c) ---- */
 

@@ -390,6 +390,8 @@ void px_admin_handle(struct px_ctx *ctx, struct evhttp_request *req, const char 
         admin_usage(ctx, req, ADMIN_USAGE_HOURLY);
     } else if (strcmp(path, "/admin/import") == 0 && m == EVHTTP_REQ_POST) {
         admin_import(ctx, req);
+    } else if (strcmp(path, "/admin/lark/authorize") == 0 && m == EVHTTP_REQ_GET) {
+        px_lark_authorize(ctx, req);
     } else if (strcmp(path, "/admin/fallback") == 0 && m == EVHTTP_REQ_GET) {
         px_fallback_admin(ctx, req);
     } else {

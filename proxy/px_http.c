@@ -261,6 +261,8 @@ static void http_on_request(struct evhttp_request *req, void *arg)
         else if (strcmp(path, "/v1/chat/completions") == 0)
             route = PX_ROUTE_CHAT;
         px_relay_handle(ctx, req, route);
+    } else if (strcmp(path, "/oauth/callback") == 0) {
+        px_lark_handle(ctx, req);
     } else {
         px_reply_error(req, fmt, 404, "not found");
     }

@@ -1,0 +1,52 @@
+/*
+ * ap_lark: the pure parts of Lark (Feishu) callbacks: request signatures,
+ * decryption of {"encrypt": ...} bodies, and reading the fields we act on.
+ * OpenSSL's libcrypto does the cryptography. No I/O.
+ */
+#ifndef AP_LARK_H
+#define AP_LARK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cJSON;
+
+/*
+ * 1 when `signature` (hex) equals SHA-256(timestamp + nonce + encrypt_key + body),
+ * compared in constant time.
+ */
+int ap_lark_signature_ok(const char *timestamp, const char *nonce, const char *encrypt_key,
+                         const char *body, size_t len, const char *signature);
+
+/*
+ * Decrypts the base64 `encrypt` field: IV (16 bytes) + AES-256-CBC ciphertext,
+ * key = SHA-256(encrypt_key), PKCS7 padding. Returns a new NUL-terminated
+ * plaintext (caller frees) or NULL when it does not decrypt.
+ */
+char *ap_lark_decrypt(const char *encrypt_key, const char *b64, size_t *out_len);
+
+/* Encrypts (the inverse, for tests and tools): returns new base64 text or NULL. */
+char *ap_lark_encrypt(const char *encrypt_key, const char *plain, size_t len, const unsigned char iv[16]);
+
+enum ap_lark_kind { AP_LARK_CHALLENGE, AP_LARK_CARD_ACTION, AP_LARK_OTHER };
+
+struct ap_lark_event {
+    enum ap_lark_kind kind;
+    const char *challenge;      /* borrowed from the JSON */
+    const char *token;          /* verification token (v1 "token" or v2 header.token), or NULL */
+    const char *event_id;       /* header.event_id (or v1 uuid), or NULL */
+    const char *event_type;     /* header.event_type (or v1 type), or NULL */
+    const char *action;         /* event.action.value.action, or NULL */
+};
+
+/* Reads a (decrypted) callback body. Strings point into `body`. */
+void ap_lark_classify(const struct cJSON *body, struct ap_lark_event *ev);
+
+/* HTML-escapes s into a new string (caller frees). */
+char *ap_html_escape(const char *s);
+
+/* Splits a command line on blanks into a NULL-terminated argv (no shell, no quoting); caller frees with ap_argv_free. */
+char **ap_argv_split(const char *cmd);
+void ap_argv_free(char **argv);
+
+#endif

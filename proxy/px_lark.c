@@ -1,0 +1,623 @@
+/*
+ * Lark (Feishu) callbacks on /oauth/callback, the original's paths, done
+ * properly: configuration from the environment only, signatures and
+ * verification tokens checked, encrypted bodies decrypted, every outbound
+ * call through curl multi and the refresh command through px_spawn, so the
+ * loop never waits.
+ *
+ *   POST: [signature] ─▶ [decrypt] ─▶ [token] ─▶ challenge echo
+ *                                            ├─▶ card.action.trigger ─▶ once per event_id (Redis)
+ *                                            │      ├─ refresh_dashboard ─▶ LARK_REFRESH_COMMAND (15 s)
+ *                                            │      └─ other ─▶ LARK_CARD_WEBHOOK_URL (5 s), relayed
+ *                                            └─▶ {"status":"ok"}
+ *   GET:  code + state (minted by /admin/lark/authorize, used once)
+ *         ─▶ app_access_token ─▶ oidc/access_token ─▶ Redis (+ LARK_TOKEN_FILE) ─▶ HTML page
+ */
+#include "px.h"
+
+#include "ap_env.h"
+#include "ap_fetch.h"
+#include "ap_keys.h"
+#include "ap_lark.h"
+#include "ap_log.h"
+#include "ap_store.h"
+#include "ap_time.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LARK_REFRESH_LIMIT_S 15
+#define LARK_FORWARD_LIMIT_MS 5000
+#define LARK_OAUTH_LIMIT_MS 10000
+#define LARK_STATE_TTL_S 600
+#define LARK_STREAM_MAXLEN "10000"
+
+struct px_lark {
+    struct px_ctx *ctx;         /* borrowed */
+    char *app_id;               /* owned, each */
+    char *app_secret;
+    char *verification_token;
+    char *encrypt_key;
+    char *base_url;
+    char *card_webhook_url;
+    char **refresh_argv;        /* owned; NULL: not configured */
+    char *token_file;
+    char *redirect_uri;
+    long max_skew_s;
+};
+
+/* One callback being answered asynchronously; freed by lark_call_done. */
+struct lark_call {
+    struct px_lark *l;              /* borrowed */
+    struct evhttp_request *req;     /* borrowed until answered */
+    cJSON *body;                    /* owned: the (decrypted) callback */
+    char *plain;                    /* owned: its JSON text, forwarded as is */
+    char action[128];
+    char code[512];                 /* GET: the authorization code */
+    char app_token[1024];
+};
+
+static void OPENSSL_cleanse_str(char *s)
+{
+    OPENSSL_cleanse(s, strlen(s));
+}
+
+static char *lark_env(const char *name, const char *def)
+{
+    const char *v = ap_env_str(name, def);
+    return v ? strdup(v) : NULL;
+}
+
+struct px_lark *px_lark_new(struct px_ctx *ctx)
+{
+    struct px_lark *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return NULL;
+    l->ctx = ctx;
+    l->app_id = lark_env("LARK_APP_ID", NULL);
+    l->app_secret = lark_env("LARK_APP_SECRET", NULL);
+    l->verification_token = lark_env("LARK_VERIFICATION_TOKEN", NULL);
+    l->encrypt_key = lark_env("LARK_ENCRYPT_KEY", NULL);
+    l->base_url = lark_env("LARK_BASE_URL", "https://open.larksuite.com");
+    l->card_webhook_url = lark_env("LARK_CARD_WEBHOOK_URL", NULL);
+    l->token_file = lark_env("LARK_TOKEN_FILE", NULL);
+    l->redirect_uri = lark_env("LARK_REDIRECT_URI", NULL);
+    const char *cmd = ap_env_str("LARK_REFRESH_COMMAND", NULL);
+    if (cmd != NULL)
+        l->refresh_argv = ap_argv_split(cmd);
+    if (ap_env_long("LARK_MAX_SKEW_SECONDS", 300, 1, 86400, &l->max_skew_s) < 0 || l->base_url == NULL) {
+        px_lark_free(l);
+        return NULL;
+    }
+    size_t bl = strlen(l->base_url);
+    while (bl > 0 && l->base_url[bl - 1] == '/')
+        l->base_url[--bl] = '\0';
+    return l;
+}
+
+void px_lark_free(struct px_lark *l)
+{
+    if (l == NULL)
+        return;
+    free(l->app_id);
+    if (l->app_secret)
+        OPENSSL_cleanse_str(l->app_secret);
+    free(l->app_secret);
+    free(l->verification_token);
+    free(l->encrypt_key);
+    free(l->base_url);
+    free(l->card_webhook_url);
+    ap_argv_free(l->refresh_argv);
+    free(l->token_file);
+    free(l->redirect_uri);
+    free(l);
+}
+
+static void lark_call_done(struct lark_call *c)
+{
+    cJSON_Delete(c->body);
+    free(c->plain);
+    memset(c->app_token, 0, sizeof(c->app_token));
+    free(c);
+}
+
+static void lark_reply_text(struct evhttp_request *req, int status, const char *ctype, const char *text)
+{
+    struct evbuffer *b = evbuffer_new();
+    evhttp_remove_header(evhttp_request_get_output_headers(req), "Content-Type");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    if (b != NULL)
+        evbuffer_add(b, text, strlen(text));
+    evhttp_send_reply(req, status, NULL, b);
+    if (b != NULL)
+        evbuffer_free(b);
+}
+
+static void lark_toast(struct evhttp_request *req, const char *type, const char *content)
+{
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *t = cJSON_AddObjectToObject(doc, "toast");
+    cJSON_AddStringToObject(t, "type", type);
+    cJSON_AddStringToObject(t, "content", content);
+    px_reply_json(req, 200, doc);
+}
+
+static void lark_error(struct evhttp_request *req, int status, const char *msg)
+{
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "error", msg);
+    px_reply_json(req, status, doc);
+}
+
+/* ---- card actions ---- */
+
+static void lark_on_refreshed(void *arg, int ok, const char *reason)
+{
+    struct lark_call *c = arg;
+    char msg[200];
+    if (ok) {
+        ap_info(NULL, "lark: dashboard refreshed");
+        lark_toast(c->req, "success", "Refreshed");
+    } else {
+        ap_warn(NULL, "lark: refresh command failed: %s", reason);
+        snprintf(msg, sizeof(msg), "Refresh failed: %s", reason);
+        lark_toast(c->req, "error", msg);
+    }
+    lark_call_done(c);
+}
+
+static void lark_on_forwarded(void *arg, int status, const char *body, size_t len, const char *err)
+{
+    struct lark_call *c = arg;
+    if (status == 0) {
+        char msg[200];
+        ap_warn(NULL, "lark: card webhook failed: %s", err);
+        snprintf(msg, sizeof(msg), "card webhook failed: %s", err);
+        lark_error(c->req, 502, msg);
+    } else {
+        cJSON *j = cJSON_ParseWithLength(body, len);
+        if (j != NULL) {
+            px_reply_json(c->req, status, j);
+        } else {
+            cJSON *doc = cJSON_CreateObject();
+            cJSON_AddNumberToObject(doc, "status", status);
+            px_reply_json(c->req, status, doc);
+        }
+    }
+    lark_call_done(c);
+}
+
+static void lark_act(struct lark_call *c)
+{
+    struct px_lark *l = c->l;
+    if (strcmp(c->action, "refresh_dashboard") == 0) {
+        if (l->refresh_argv == NULL) {
+            lark_toast(c->req, "error", "Refresh failed: LARK_REFRESH_COMMAND is not set");
+            lark_call_done(c);
+        } else if (px_spawn_run(l->ctx->base, l->refresh_argv, LARK_REFRESH_LIMIT_S, lark_on_refreshed, c) < 0) {
+            lark_toast(c->req, "error", "Refresh failed: the command cannot be started");
+            lark_call_done(c);
+        }
+        return;
+    }
+    if (l->card_webhook_url == NULL) {
+        lark_toast(c->req, "info", "No handler is configured for this action");
+        lark_call_done(c);
+        return;
+    }
+    const char *hdrs[] = {"Content-Type: application/json", NULL};
+    if (ap_fetch_start(l->ctx->curl, l->card_webhook_url, hdrs, c->plain, strlen(c->plain), LARK_FORWARD_LIMIT_MS,
+                       lark_on_forwarded, c) == NULL) {
+        lark_error(c->req, 502, "card webhook failed: cannot start the request");
+        lark_call_done(c);
+    }
+}
+
+static void lark_on_recorded(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct lark_call *c = priv;
+    redisReply *rep = reply;
+    (void)ac;
+    if (!ap_reply_ok(rep)) {
+        lark_error(c->req, 503, "cannot record the event right now; retry");
+        lark_call_done(c);
+    } else if (rep->integer == 0) {
+        /* Lark redelivers when an answer was late: acted on once, across replicas. */
+        lark_toast(c->req, "info", "Already handled");
+        lark_call_done(c);
+    } else {
+        lark_act(c);
+    }
+}
+
+static void lark_card(struct px_lark *l, struct evhttp_request *req, cJSON *body, const struct ap_lark_event *ev)
+{
+    struct lark_call *c = calloc(1, sizeof(*c));
+    char *plain = cJSON_PrintUnformatted(body);
+    if (c == NULL || plain == NULL) {
+        free(c);
+        cJSON_free(plain);
+        cJSON_Delete(body);
+        lark_error(req, 500, "out of memory");
+        return;
+    }
+    c->l = l;
+    c->req = req;
+    c->body = body;
+    c->plain = plain;
+    snprintf(c->action, sizeof(c->action), "%s", ev->action ? ev->action : "");
+    ap_info(NULL, "lark: card action \"%s\" (event %s)", c->action, ev->event_id ? ev->event_id : "-");
+
+    char seen[256], stream[128];
+    ap_store_key(seen, sizeof(seen), "lark:event:%s", ev->event_id ? ev->event_id : "");
+    ap_store_key(stream, sizeof(stream), "lark:cards");
+    const char *argv[] = {"EVAL", ap_script_lark_record, "0", ev->event_id ? seen : "", stream, LARK_STREAM_MAXLEN,
+                          ev->event_id ? ev->event_id : "", ev->event_type ? ev->event_type : "", c->action, plain};
+    size_t lens[10];
+    for (int i = 0; i < 10; i++)
+        lens[i] = strlen(argv[i]);
+    if (ap_redis_argv(l->ctx->redis, lark_on_recorded, c, 10, argv, lens) < 0) {
+        lark_error(req, 503, "cannot record the event right now; retry");
+        lark_call_done(c);
+    }
+}
+
+/* ---- POST /oauth/callback ---- */
+
+static int lark_secret_equal(const char *a, const char *b)
+{
+    return a != NULL && b != NULL && ap_secret_equal(a, b);
+}
+
+static void lark_post(struct px_lark *l, struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    const char *raw = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const char *ts = evhttp_find_header(h, "X-Lark-Request-Timestamp");
+    const char *nonce = evhttp_find_header(h, "X-Lark-Request-Nonce");
+    const char *sig = evhttp_find_header(h, "X-Lark-Signature");
+    int signed_ok = 0;
+
+    if (l->encrypt_key != NULL && (ts || nonce || sig)) {
+        if (!ap_lark_signature_ok(ts, nonce, l->encrypt_key, raw, len, sig)) {
+            ap_warn(NULL, "lark: callback with a bad signature refused");
+            lark_error(req, 401, "invalid signature");
+            return;
+        }
+        long long t = atoll(ts);
+        long long now = (long long)(ap_now_ms() / 1000);
+        if (t <= 0 || llabs(now - t) > l->max_skew_s) {
+            ap_warn(NULL, "lark: callback with a stale timestamp refused (replay?)");
+            lark_error(req, 401, "stale timestamp");
+            return;
+        }
+        signed_ok = 1;
+    }
+    cJSON *body = cJSON_ParseWithLength(raw, len);
+    if (!cJSON_IsObject(body)) {
+        cJSON_Delete(body);
+        lark_error(req, 400, "body must be a JSON object");
+        return;
+    }
+    const cJSON *enc = cJSON_GetObjectItemCaseSensitive(body, "encrypt");
+    if (cJSON_IsString(enc)) {
+        if (l->encrypt_key == NULL) {
+            cJSON_Delete(body);
+            lark_error(req, 400, "encrypted callback but LARK_ENCRYPT_KEY is not set");
+            return;
+        }
+        size_t pl;
+        char *plain = ap_lark_decrypt(l->encrypt_key, enc->valuestring, &pl);
+        cJSON_Delete(body);
+        body = plain ? cJSON_ParseWithLength(plain, pl) : NULL;
+        free(plain);
+        if (!cJSON_IsObject(body)) {
+            cJSON_Delete(body);
+            lark_error(req, 401, "cannot decrypt the callback");
+            return;
+        }
+    }
+    struct ap_lark_event ev;
+    ap_lark_classify(body, &ev);
+    if (l->verification_token != NULL && !lark_secret_equal(ev.token, l->verification_token)) {
+        cJSON_Delete(body);
+        ap_warn(NULL, "lark: callback with a wrong verification token refused");
+        lark_error(req, 401, "invalid verification token");
+        return;
+    }
+    if (ev.kind == AP_LARK_CHALLENGE) {
+        /* Echoing the challenge acts on nothing, so it needs no signature. */
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "challenge", ev.challenge);
+        cJSON_Delete(body);
+        px_reply_json(req, 200, doc);
+        return;
+    }
+    if (l->encrypt_key != NULL && !signed_ok) {
+        cJSON_Delete(body);
+        lark_error(req, 401, "signature required");
+        return;
+    }
+    if (ev.kind == AP_LARK_CARD_ACTION) {
+        lark_card(l, req, body, &ev); /* takes body */
+        return;
+    }
+    cJSON_Delete(body);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "status", "ok");
+    px_reply_json(req, 200, doc);
+}
+
+/* ---- GET /oauth/callback: the OAuth code exchange ---- */
+
+static void lark_page(struct evhttp_request *req, int status, const char *msg, const char *detail)
+{
+    char *esc = ap_html_escape(detail ? detail : "");
+    char *page = NULL;
+    if (asprintf(&page,
+                 "<!doctype html><html><head><meta charset=\"utf-8\"><title>Lark authorization</title></head>"
+                 "<body><p>%s</p>%s%s%s</body></html>\n",
+                 msg, esc && esc[0] ? "<pre>" : "", esc ? esc : "", esc && esc[0] ? "</pre>" : "") < 0)
+        page = NULL;
+    lark_reply_text(req, status, "text/html; charset=utf-8", page ? page : "error");
+    free(page);
+    free(esc);
+}
+
+/* Writes the token file atomically with mode 0600 (a few hundred bytes, once per authorization). */
+static int lark_write_token_file(const char *path, const char *text)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    size_t n = strlen(text);
+    int ok = write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) < 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static void lark_on_user_token(void *arg, int status, const char *body, size_t len, const char *err)
+{
+    struct lark_call *c = arg;
+    struct px_lark *l = c->l;
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(j, "code");
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+    if (status != 200 || !cJSON_IsNumber(code) || code->valuedouble != 0 || !cJSON_IsObject(data)) {
+        ap_warn(NULL, "lark: code exchange failed (HTTP %d)", status);
+        lark_page(c->req, 502, "&#10060; Authorization failed:", status ? body : err);
+        cJSON_Delete(j);
+        lark_call_done(c);
+        return;
+    }
+    int64_t now = ap_now_ms();
+    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(data, "expires_in");
+    const cJSON *rexp = cJSON_GetObjectItemCaseSensitive(data, "refresh_expires_in");
+    cJSON_AddNumberToObject(data, "obtained_at_ms", (double)now);
+    if (cJSON_IsNumber(exp))
+        cJSON_AddNumberToObject(data, "expires_at_ms", (double)now + exp->valuedouble * 1000);
+    if (cJSON_IsNumber(rexp))
+        cJSON_AddNumberToObject(data, "refresh_expires_at_ms", (double)now + rexp->valuedouble * 1000);
+    char *text = cJSON_PrintUnformatted(data);
+    char key[128];
+    ap_store_key(key, sizeof(key), "lark:user_token");
+    int stored = text != NULL && ap_redis_cmd(l->ctx->redis, NULL, NULL, "SET %s %s", key, text) == 0;
+    if (text != NULL && l->token_file != NULL && lark_write_token_file(l->token_file, text) < 0) {
+        ap_error(NULL, "lark: cannot write LARK_TOKEN_FILE: %s", strerror(errno));
+        stored = 0;
+    }
+    cJSON_free(text);
+    cJSON_Delete(j);
+    if (stored) {
+        ap_info(NULL, "lark: user access token stored");
+        lark_page(c->req, 200,
+                  "&#9989; Authorization successful! Calendar access has been granted. You can close this page now.",
+                  NULL);
+    } else {
+        lark_page(c->req, 503, "&#10060; Authorization failed:", "the token could not be stored");
+    }
+    lark_call_done(c);
+}
+
+static void lark_on_app_token(void *arg, int status, const char *body, size_t len, const char *err)
+{
+    struct lark_call *c = arg;
+    struct px_lark *l = c->l;
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(j, "app_access_token");
+    if (status != 200 || !cJSON_IsString(tok)) {
+        ap_warn(NULL, "lark: app_access_token failed (HTTP %d)", status);
+        lark_page(c->req, 502, "&#10060; Authorization failed:", status ? body : err);
+        cJSON_Delete(j);
+        lark_call_done(c);
+        return;
+    }
+    snprintf(c->app_token, sizeof(c->app_token), "Authorization: Bearer %s", tok->valuestring);
+    cJSON_Delete(j);
+    char url[1200];
+    snprintf(url, sizeof(url), "%s/open-apis/authen/v1/oidc/access_token", l->base_url);
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "grant_type", "authorization_code");
+    cJSON_AddStringToObject(req, "code", c->code);
+    char *payload = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    const char *hdrs[] = {"Content-Type: application/json; charset=utf-8", c->app_token, NULL};
+    if (payload == NULL || ap_fetch_start(l->ctx->curl, url, hdrs, payload, strlen(payload), LARK_OAUTH_LIMIT_MS,
+                                          lark_on_user_token, c) == NULL) {
+        lark_page(c->req, 500, "&#10060; Authorization failed:", "cannot reach Lark");
+        lark_call_done(c);
+    }
+    cJSON_free(payload);
+}
+
+static void lark_on_state(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct lark_call *c = priv;
+    struct px_lark *l = c->l;
+    redisReply *rep = reply;
+    (void)ac;
+    if (!ap_reply_ok(rep)) {
+        lark_page(c->req, 503, "&#10060; Authorization failed:", "storage unavailable; try again");
+        lark_call_done(c);
+        return;
+    }
+    if (rep->type != REDIS_REPLY_STRING) {
+        ap_warn(NULL, "lark: OAuth callback with an unknown or used state refused");
+        lark_page(c->req, 400, "&#10060; Authorization failed:", "invalid or expired state; start the authorization again");
+        lark_call_done(c);
+        return;
+    }
+    char url[1200];
+    snprintf(url, sizeof(url), "%s/open-apis/auth/v3/app_access_token/internal", l->base_url);
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "app_id", l->app_id);
+    cJSON_AddStringToObject(req, "app_secret", l->app_secret);
+    char *payload = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    const char *hdrs[] = {"Content-Type: application/json; charset=utf-8", NULL};
+    if (payload == NULL || ap_fetch_start(l->ctx->curl, url, hdrs, payload, strlen(payload), LARK_OAUTH_LIMIT_MS,
+                                          lark_on_app_token, c) == NULL) {
+        lark_page(c->req, 500, "&#10060; Authorization failed:", "cannot reach Lark");
+        lark_call_done(c);
+    }
+    if (payload)
+        OPENSSL_cleanse_str(payload);
+    cJSON_free(payload);
+}
+
+static void lark_get(struct px_lark *l, struct evhttp_request *req)
+{
+    struct evkeyvalq q = {0};
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (query == NULL || evhttp_parse_query_str(query, &q) < 0 || evhttp_find_header(&q, "code") == NULL) {
+        evhttp_clear_headers(&q);
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "status", "ok");
+        px_reply_json(req, 200, doc);
+        return;
+    }
+    const char *code = evhttp_find_header(&q, "code");
+    const char *state = evhttp_find_header(&q, "state");
+    if (l->app_id == NULL || l->app_secret == NULL) {
+        evhttp_clear_headers(&q);
+        lark_page(req, 503, "&#10060; Authorization failed:",
+                  "the Lark app is not configured on this gateway (set LARK_APP_ID and LARK_APP_SECRET)");
+        return;
+    }
+    if (state == NULL || state[0] == '\0' || strlen(state) > 128 || strlen(code) >= sizeof(((struct lark_call *)0)->code)) {
+        evhttp_clear_headers(&q);
+        lark_page(req, 400, "&#10060; Authorization failed:", "missing or invalid state; start the authorization again");
+        return;
+    }
+    struct lark_call *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        evhttp_clear_headers(&q);
+        lark_page(req, 500, "&#10060; Authorization failed:", "out of memory");
+        return;
+    }
+    c->l = l;
+    c->req = req;
+    snprintf(c->code, sizeof(c->code), "%s", code);
+    char key[256];
+    ap_store_key(key, sizeof(key), "lark:state:%s", state);
+    evhttp_clear_headers(&q);
+    /* GETDEL: a state works once. */
+    if (ap_redis_cmd(l->ctx->redis, lark_on_state, c, "GETDEL %s", key) < 0) {
+        lark_page(req, 503, "&#10060; Authorization failed:", "storage unavailable; try again");
+        lark_call_done(c);
+    }
+}
+
+void px_lark_handle(struct px_ctx *ctx, struct evhttp_request *req)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (ctx->lark == NULL) {
+        lark_error(req, 503, "Lark callbacks are not available");
+    } else if (m == EVHTTP_REQ_POST) {
+        lark_post(ctx->lark, req);
+    } else if (m == EVHTTP_REQ_GET) {
+        lark_get(ctx->lark, req);
+    } else {
+        lark_error(req, 405, "use GET or POST");
+    }
+}
+
+/* ---- GET /admin/lark/authorize ---- */
+
+static void lark_on_state_saved(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct lark_call *c = priv;
+    redisReply *rep = reply;
+    (void)ac;
+    if (!ap_reply_ok(rep)) {
+        px_reply_error(c->req, PX_FMT_ADMIN, 503, "Redis is unavailable; try again shortly");
+    } else {
+        px_reply_json(c->req, 200, c->body);
+        c->body = NULL;
+    }
+    lark_call_done(c);
+}
+
+void px_lark_authorize(struct px_ctx *ctx, struct evhttp_request *req)
+{
+    struct px_lark *l = ctx->lark;
+    struct evkeyvalq q = {0};
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (query != NULL)
+        evhttp_parse_query_str(query, &q);
+    const char *redirect = evhttp_find_header(&q, "redirect_uri");
+    if (redirect == NULL)
+        redirect = l ? l->redirect_uri : NULL;
+    if (l == NULL || l->app_id == NULL || l->app_secret == NULL) {
+        evhttp_clear_headers(&q);
+        px_reply_error(req, PX_FMT_ADMIN, 503, "Lark app not configured: set LARK_APP_ID and LARK_APP_SECRET");
+        return;
+    }
+    if (redirect == NULL) {
+        evhttp_clear_headers(&q);
+        px_reply_error(req, PX_FMT_ADMIN, 400, "set LARK_REDIRECT_URI or pass ?redirect_uri=");
+        return;
+    }
+    char state[33], key[256], *url = NULL;
+    char *enc_redirect = evhttp_uriencode(redirect, -1, 0);
+    struct lark_call *c = calloc(1, sizeof(*c));
+    if (ap_random_hex(state, 16) < 0 || enc_redirect == NULL || c == NULL ||
+        asprintf(&url, "%s/open-apis/authen/v1/authorize?app_id=%s&redirect_uri=%s&state=%s", l->base_url, l->app_id,
+                 enc_redirect, state) < 0) {
+        evhttp_clear_headers(&q);
+        free(enc_redirect);
+        free(c);
+        px_reply_error(req, PX_FMT_ADMIN, 500, "cannot build the authorization URL");
+        return;
+    }
+    evhttp_clear_headers(&q);
+    free(enc_redirect);
+    c->l = l;
+    c->req = req;
+    c->body = cJSON_CreateObject();
+    cJSON_AddStringToObject(c->body, "url", url);
+    cJSON_AddStringToObject(c->body, "state", state);
+    cJSON_AddNumberToObject(c->body, "expires_in", LARK_STATE_TTL_S);
+    free(url);
+    ap_store_key(key, sizeof(key), "lark:state:%s", state);
+    if (ap_redis_cmd(ctx->redis, lark_on_state_saved, c, "SET %s 1 EX %d", key, LARK_STATE_TTL_S) < 0) {
+        px_reply_error(req, PX_FMT_ADMIN, 503, "Redis is unavailable; try again shortly");
+        lark_call_done(c);
+    }
+}
