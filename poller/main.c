@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,9 @@ int pl_config_load(struct pl_config *c)
     c->interval_from_env = ap_env_str("POLL_INTERVAL_SECONDS", NULL) != NULL;
     if (ap_env_double("POLL_INTERVAL_SECONDS", 30, 0.05, 86400, &c->interval_s) < 0)
         bad = 1;
+    if (ap_env_long("POLLER_PORT", 0, 0, 65535, &c->http_port) < 0)
+        bad = 1;
+    snprintf(c->http_bind, sizeof(c->http_bind), "%s", ap_env_str("POLLER_BIND", "0.0.0.0"));
     const char *iid = ap_env_str("INSTANCE_ID", NULL);
     if (iid != NULL) {
         snprintf(c->instance_id, sizeof(c->instance_id), "%s", iid);
@@ -146,6 +150,7 @@ int main(int argc, char **argv)
 {
     static struct pl_ctx ctx;
     struct event *sig[3] = {NULL, NULL, NULL};
+    struct evhttp *http = NULL;
     int rc = 1;
     (void)argv;
     ap_log_init("poller");
@@ -176,6 +181,8 @@ int main(int argc, char **argv)
         goto out;
     for (int i = 0; i < 3; i++)
         event_add(sig[i], NULL);
+    if (pl_http_start(&ctx, &http) < 0)
+        goto out;
     ap_redis_start(ctx.redis);
     main_arm_tick(&ctx);
     ap_info(NULL, "api-poller %s up: upstream %s, redis %s:%d", ctx.cfg.instance_id, ctx.cfg.upstream_url,
@@ -187,6 +194,8 @@ out:
     if (rc != 0)
         ap_error(NULL, "startup failed; exiting");
     pl_poll_abort(&ctx);
+    if (http)
+        evhttp_free(http);
     for (int i = 0; i < 3; i++)
         if (sig[i])
             event_free(sig[i]);

@@ -37,6 +37,8 @@ struct pl_config {
     int interval_from_env;
     long timeout_ms;                /* per poll */
     char instance_id[64];
+    long http_port;                 /* POLLER_PORT: /metrics and /health; 0 (default): none */
+    char http_bind[64];             /* POLLER_BIND */
 };
 
 struct pl_stats {
@@ -79,6 +81,10 @@ void pl_poll_start(struct pl_ctx *ctx);
 void pl_poll_load_previous(struct pl_ctx *ctx);
 /* Aborts a poll in flight (shutdown). */
 void pl_poll_abort(struct pl_ctx *ctx);
+
+/* pl_http.c: starts /metrics and /health (none when the port is 0). 0 or -1. */
+struct evhttp;
+int pl_http_start(struct pl_ctx *ctx, struct evhttp **out);
 
 /* pl_lark.c: NULL on bad configuration. */
 struct pl_lark *pl_lark_new(struct pl_ctx *ctx);

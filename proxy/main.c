@@ -97,7 +97,7 @@ static int main_setup(struct main_state *m)
         ap_warn(NULL, "ADMIN_KEY is not set: the admin API will answer 503");
 
     ctx->base = event_base_new();
-    if (ctx->base == NULL)
+    if (ctx->base == NULL || px_metrics_init() < 0)
         return -1;
     ctx->dns = evdns_base_new(ctx->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     if (ctx->dns == NULL)
@@ -156,6 +156,7 @@ static void main_teardown(struct main_state *m)
     if (ctx->base)
         event_base_free(ctx->base);
     px_config_free(&ctx->cfg);
+    px_metrics_free();
 }
 
 int main(int argc, char **argv)

@@ -232,6 +232,18 @@ void px_lark_handle(struct px_ctx *ctx, struct evhttp_request *req);
 /* GET /admin/lark/authorize: a fresh state and the authorization URL. */
 void px_lark_authorize(struct px_ctx *ctx, struct evhttp_request *req);
 
+/* ---- metrics (px_metrics.c) ---- */
+
+int px_metrics_init(void);
+void px_metrics_free(void);
+void px_metrics_request(const char *route, int status, const char *tier, const char *model);
+/* ttfb_s < 0: unknown. */
+void px_metrics_upstream(const char *tier, double total_s, double ttfb_s);
+void px_metrics_tokens(const struct ap_usage *u);
+/* kind: "proactive" or "reactive". */
+void px_metrics_switch(const char *kind);
+void px_metrics_handle(struct px_ctx *ctx, struct evhttp_request *req);
+
 /* ---- pub/sub events (px_events.c) ---- */
 
 void px_events_on_message(struct ap_redis *r, const char *payload, size_t len, void *arg);

@@ -24,6 +24,7 @@
 #include "ap_log.h"
 #include "ap_sse.h"
 #include "ap_stream.h"
+#include "ap_time.h"
 
 #include <cJSON.h>
 #include <event2/buffer.h>
@@ -292,6 +293,8 @@ static size_t attempt_on_header(char *buf, size_t size, size_t n, void *arg)
 {
     struct px_req *r = arg;
     size_t len = size * n;
+    if (len <= 2 && r->status >= 200)
+        r->t_headers = ap_mono_ms(); /* the blank line after the final response's headers */
     if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
         const char *sp = memchr(buf, ' ', len);
         r->status = sp ? atoi(sp + 1) : 0;
@@ -568,6 +571,8 @@ void px_attempt_start(struct px_req *r)
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, b);
     }
+    r->t_sent = ap_mono_ms();
+    r->t_headers = 0;
     if (ap_curl_add(ctx->curl, e, attempt_on_done, r) < 0) {
         px_relay_reply_error(r, 500, "cannot start the upstream request");
         px_relay_finish(r);

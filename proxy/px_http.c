@@ -252,6 +252,8 @@ static void http_on_request(struct evhttp_request *req, void *arg)
 
     if (strcmp(path, "/health") == 0) {
         px_health_handle(ctx, req);
+    } else if (strcmp(path, "/metrics") == 0) {
+        px_metrics_handle(ctx, req);
     } else if (strcmp(path, "/admin") == 0 || strncmp(path, "/admin/", 7) == 0) {
         px_admin_handle(ctx, req, path);
     } else if (strncmp(path, "/v1/", 4) == 0) {

@@ -106,8 +106,10 @@ static void relay_route(struct px_req *r)
     r->chain = ap_fallback_ref(r->ctx->fallback);
     r->nplan = r->json ? px_fallback_plan(r->ctx->fb, r->model, r->plan, PX_MAX_TIERS) : 0;
     r->iplan = 0;
-    if (r->nplan > 0 && strcmp(r->plan[0]->model, r->model) != 0)
+    if (r->nplan > 0 && strcmp(r->plan[0]->model, r->model) != 0) {
         ap_info(r->rid, "fallback: %s is unavailable, using %s", r->model, r->plan[0]->model);
+        px_metrics_switch("proactive");
+    }
     const struct ap_tier *tier = r->nplan > 0 ? r->plan[0] : r->json ? ap_fallback_find(r->chain, r->model) : NULL;
     relay_start_tier(r, tier);
 }
@@ -124,6 +126,7 @@ int px_relay_next(struct px_req *r, const char *why)
         if (!px_fallback_usable(r->ctx->fb, t))
             continue;
         ap_warn(r->rid, "fallback: %s failed (%s); retrying on %s", r->served_model, why, t->model);
+        px_metrics_switch("reactive");
         px_attempt_reset(r);
         relay_start_tier(r, t);
         return 1;
@@ -274,10 +277,20 @@ void px_relay_finish(struct px_req *r)
         return;
     r->finished = 1;
     px_attempt_abort(r);
+    const char *model = r->served_model[0] ? r->served_model : r->model;
+    const char *tier = r->target.tier ? r->target.tier->name : r->t_sent ? "upstream" : "";
     if (r->key.state == PX_KEY_ENABLED && r->reply_status != 0) {
         int ok = r->reply_status >= 200 && r->reply_status < 300;
-        const char *model = r->served_model[0] ? r->served_model : r->model;
         px_usage_record(r->ctx->usage, r->key.id, model, &r->usage, ok);
+        if (ok)
+            px_metrics_tokens(&r->usage);
+    }
+    static const char *const routes[] = {"messages", "chat_completions", "passthrough"};
+    px_metrics_request(routes[r->route], r->reply_status, tier, model);
+    if (r->t_sent != 0) {
+        int64_t now = ap_mono_ms();
+        px_metrics_upstream(tier, (double)(now - r->t_sent) / 1000.0,
+                            r->t_headers ? (double)(r->t_headers - r->t_sent) / 1000.0 : -1);
     }
     relay_log(r);
     r->ctx->stats.active--;

@@ -69,6 +69,8 @@ struct px_req {
     struct ap_stream *sse;              /* owned: set while streaming */
     struct ap_usage usage;
     int reply_status;                   /* what the client got (0: nothing yet) */
+    int64_t t_sent;                     /* monotonic ms: this attempt's request went out */
+    int64_t t_headers;                  /* monotonic ms: its response headers arrived (0: not yet) */
 
     unsigned is_sse:1;                  /* the upstream answered text/event-stream */
     unsigned started:1;                 /* streamed reply begun: headers are out */

@@ -1,0 +1,101 @@
+/*
+ * GET /metrics: Prometheus text for this replica. Request-level counters and
+ * histograms are fed as requests finish; gauges are read at scrape time.
+ */
+#include "px.h"
+
+#include "ap_metrics.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <stdio.h>
+
+static struct ap_metrics *metrics;
+
+int px_metrics_init(void)
+{
+    metrics = ap_metrics_new();
+    if (metrics == NULL)
+        return -1;
+    int rc = 0;
+    rc |= ap_metrics_define(metrics, "ap_requests_total", AP_COUNTER,
+                            "Requests answered, by route, status, tier and model.");
+    rc |= ap_metrics_define(metrics, "ap_upstream_seconds", AP_HISTOGRAM,
+                            "Upstream request duration, from sending to the last byte.");
+    rc |= ap_metrics_define(metrics, "ap_upstream_ttfb_seconds", AP_HISTOGRAM,
+                            "Time from sending the upstream request to its response headers.");
+    rc |= ap_metrics_define(metrics, "ap_tokens_total", AP_COUNTER, "Tokens counted, by kind.");
+    rc |= ap_metrics_define(metrics, "ap_fallback_switches_total", AP_COUNTER,
+                            "Requests served by another tier than the one asked for, by kind.");
+    rc |= ap_metrics_define(metrics, "ap_active_requests", AP_GAUGE, "Proxied requests in flight.");
+    rc |= ap_metrics_define(metrics, "ap_active_streams", AP_GAUGE, "Streamed replies in flight.");
+    rc |= ap_metrics_define(metrics, "ap_usage_pending", AP_GAUGE, "Usage counter updates waiting for Redis.");
+    rc |= ap_metrics_define(metrics, "ap_redis_up", AP_GAUGE, "1 when Redis is reachable.");
+    rc |= ap_metrics_define(metrics, "ap_redis_connects_total", AP_COUNTER, "Successful Redis (re)connections.");
+    rc |= ap_metrics_define(metrics, "ap_redis_errors_total", AP_COUNTER,
+                            "Failed Redis connects and lost connections.");
+    rc |= ap_metrics_define(metrics, "ap_cached_keys", AP_GAUGE, "API keys verified and cached here.");
+    rc |= ap_metrics_define(metrics, "ap_upstream_errors_total", AP_COUNTER,
+                            "Upstream transfers that failed (refused, reset, timeout).");
+    return rc < 0 ? -1 : 0;
+}
+
+void px_metrics_free(void)
+{
+    ap_metrics_free(metrics);
+    metrics = NULL;
+}
+
+void px_metrics_request(const char *route, int status, const char *tier, const char *model)
+{
+    char labels[512], t[160], m[256];
+    snprintf(labels, sizeof(labels), "route=\"%s\",status=\"%d\",tier=\"%s\",model=\"%s\"", route, status,
+             ap_metrics_label(t, sizeof(t), tier), ap_metrics_label(m, sizeof(m), model));
+    ap_metrics_add(metrics, "ap_requests_total", labels, 1);
+}
+
+void px_metrics_upstream(const char *tier, double total_s, double ttfb_s)
+{
+    char labels[200], t[160];
+    snprintf(labels, sizeof(labels), "tier=\"%s\"", ap_metrics_label(t, sizeof(t), tier));
+    ap_metrics_observe(metrics, "ap_upstream_seconds", labels, total_s);
+    if (ttfb_s >= 0)
+        ap_metrics_observe(metrics, "ap_upstream_ttfb_seconds", labels, ttfb_s);
+}
+
+void px_metrics_tokens(const struct ap_usage *u)
+{
+    ap_metrics_add(metrics, "ap_tokens_total", "kind=\"input\"", (double)u->input);
+    ap_metrics_add(metrics, "ap_tokens_total", "kind=\"output\"", (double)u->output);
+    ap_metrics_add(metrics, "ap_tokens_total", "kind=\"cache_read\"", (double)u->cache_read);
+    ap_metrics_add(metrics, "ap_tokens_total", "kind=\"cache_creation\"", (double)u->cache_creation);
+}
+
+void px_metrics_switch(const char *kind)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "kind=\"%s\"", kind);
+    ap_metrics_add(metrics, "ap_fallback_switches_total", labels, 1);
+}
+
+void px_metrics_handle(struct px_ctx *ctx, struct evhttp_request *req)
+{
+    const struct ap_redis_stats *rs = ap_redis_stats(ctx->redis);
+    ap_metrics_set(metrics, "ap_active_requests", "", ctx->stats.active);
+    ap_metrics_set(metrics, "ap_active_streams", "", ctx->stats.streams);
+    ap_metrics_set(metrics, "ap_usage_pending", "", (double)px_usage_pending(ctx->usage));
+    ap_metrics_set(metrics, "ap_redis_up", "", ap_redis_up(ctx->redis));
+    ap_metrics_set(metrics, "ap_redis_connects_total", "", (double)rs->connects);
+    ap_metrics_set(metrics, "ap_redis_errors_total", "", (double)(rs->failures + rs->timeouts));
+    ap_metrics_set(metrics, "ap_cached_keys", "", (double)px_keys_count(ctx->keys));
+    ap_metrics_set(metrics, "ap_upstream_errors_total", "", (double)ctx->stats.upstream_errors);
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+        px_reply_error(req, PX_FMT_ADMIN, 500, "out of memory");
+        return;
+    }
+    ap_metrics_render(metrics, b);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain; version=0.0.4");
+    evhttp_send_reply(req, 200, "OK", b);
+    evbuffer_free(b);
+}
