@@ -158,7 +158,8 @@ static struct ap_batch *imp_key(const char *key, const cJSON *info, size_t seq)
     snprintf(enabled, sizeof(enabled), "%d", on);
     if (cJSON_IsString(created))
         ap_time_parse_iso(created->valuestring, &t);
-    snprintf(cms, sizeof(cms), "%lld", (long long)t * 1000 + (long long)seq);
+    /* The key list's order: creation time in ms, then the file's order (as the create script does). */
+    snprintf(cms, sizeof(cms), "%lld", ((long long)t * 1000) * 1000 + (long long)(seq % 1000));
 
     struct ap_delta *d = ap_delta_new();
     if (d == NULL)

@@ -215,7 +215,9 @@ const char ap_script_key_create[] =
     "if redis.call('EXISTS', rk) == 1 then return 0 end\n"
     "redis.call('HSET', rk, 'id', ARGV[3], 'name', ARGV[4], 'enabled', '1', 'created', ARGV[5], 'masked', ARGV[6], 'ver', 1)\n"
     "redis.call('SET', p..'keyid:'..ARGV[3], h)\n"
-    "redis.call('ZADD', p..'keys', ARGV[7], ARGV[3])\n"
+    /* Ordered by creation time; keys made in the same millisecond keep their order. */
+    "local seq = redis.call('INCR', p..'keyseq') % 1000\n"
+    "redis.call('ZADD', p..'keys', tonumber(ARGV[7]) * 1000 + seq, ARGV[3])\n"
     "redis.call('HSET', p..'keynames', ARGV[3], ARGV[4])\n"
     LUA_PUBLISH_KEY("")
     "return 1\n";

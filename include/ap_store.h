@@ -5,7 +5,8 @@
  *
  *   {p}key:<sha256>           HASH  id name enabled created masked ver (one per API key)
  *   {p}keyid:<id>             STR   sha256 of the key with that id
- *   {p}keys                   ZSET  ids by creation time
+ *   {p}keys                   ZSET  ids by creation time (ms * 1000 + sequence)
+ *   {p}keyseq                 STR   tie-breaking sequence for keys created in the same ms
  *   {p}keynames               HASH  id -> name (kept after deletion, for history)
  *   {p}imported               SET   sha256 of keys imported from keys.json
  *   {p}u:all                  HASH  input output cache_creation cache_read requests errors

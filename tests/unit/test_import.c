@@ -132,9 +132,10 @@ static void test_import_heads(void **state)
     assert_int_equal(imp.skipped, 2);
 
     /* File order; created_ms = created * 1000 + position among the objects. */
-    check_head(imp.cmds[0], KA, "alice", "1", "2026-02-11T10:00:00+08:00", "1770775200000");
+    /* The order score: creation ms * 1000 + position in the file. */
+    check_head(imp.cmds[0], KA, "alice", "1", "2026-02-11T10:00:00+08:00", "1770775200000000");
     check_head(imp.cmds[1], KB, "bob", "1", "", "1");
-    check_head(imp.cmds[2], KC, "carol", "0", "2026-01-01T00:00:00.123456Z", "1767225600002");
+    check_head(imp.cmds[2], KC, "carol", "0", "2026-01-01T00:00:00.123456Z", "1767225600000002");
     check_head(imp.cmds[3], KD, "dave", "1", "", "3");
     check_head(imp.cmds[4], KG, "unnamed", "0", "", "4");
 
