@@ -89,7 +89,12 @@ sanitize:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    tests/run_tests.sh --bin bin-san --build build-san
 
-bench: all
+$(BUILD)/bench_conv: $(call obj,tests/bench/bench_conv.c) $(LIBAP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench: all $(BUILD)/bench_conv
 	scripts/bench.sh
 
 run: all
