@@ -103,6 +103,7 @@ struct ap_conv_stream {
     unsigned started:1;          /* message_start / the role chunk was emitted */
     unsigned content_started:1;  /* text, thinking or a tool call was emitted */
     unsigned finish_sent:1;      /* a2o: the finish_reason chunk was emitted */
+    char error[256];             /* "type: message" of the upstream's error, when failed */
     unsigned failed:1;           /* the upstream sent an error */
     unsigned done:1;             /* the upstream's proper end was seen */
     unsigned finished:1;         /* the client's stream got its ending: ignore the rest */

@@ -98,6 +98,11 @@ int ap_conv_stream_failed(const struct ap_conv_stream *s)
     return s->failed;
 }
 
+const char *ap_conv_stream_error(const struct ap_conv_stream *s)
+{
+    return s->failed ? s->error : "";
+}
+
 int ap_conv_stream_done(const struct ap_conv_stream *s)
 {
     return s->done;

@@ -19,6 +19,7 @@
 #include "ap_conv_int.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 /* A message with more content blocks than this is not one we should trust. */
@@ -238,6 +239,7 @@ static int a2o_error(struct ap_conv_stream *s, const cJSON *ev)
     const char *msg = ap_conv_str(e, "message");
 
     s->failed = 1;
+    snprintf(s->error, sizeof(s->error), "%s: %s", type ? type : "api_error", msg ? msg : "upstream error");
     return a2o_fail(s, type ? type : "api_error", msg ? msg : "upstream error");
 }
 

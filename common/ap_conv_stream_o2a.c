@@ -24,6 +24,7 @@
 #include "ap_conv_int.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 /* More parallel tool calls than this in one message is not a real stream. */
@@ -232,6 +233,7 @@ static int o2a_chunk(struct ap_conv_stream *s, const cJSON *chunk)
     if (e != NULL && !cJSON_IsNull(e)) {
         const char *msg = cJSON_IsString(e) ? e->valuestring : ap_conv_str(e, "message");
         s->failed = 1;
+        snprintf(s->error, sizeof(s->error), "%s: %s", ap_conv_error_type_o2a(e), msg ? msg : "upstream error");
         return o2a_fail(s, ap_conv_error_type_o2a(e), msg ? msg : "upstream error");
     }
     /* Before message_start, so that it carries the input tokens when they come early. */

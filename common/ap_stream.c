@@ -62,8 +62,10 @@ void ap_stream_free(struct ap_stream *s)
 static void stream_take_error(struct ap_stream *s, const cJSON *err)
 {
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
     s->failed = 1;
-    snprintf(s->error, sizeof(s->error), "%s", cJSON_IsString(msg) ? msg->valuestring : "upstream error");
+    snprintf(s->error, sizeof(s->error), "%s: %s", cJSON_IsString(type) ? type->valuestring : "error",
+             cJSON_IsString(msg) ? msg->valuestring : "upstream error");
 }
 
 /* Anthropic event: usage, content, end, error. */
@@ -207,5 +209,5 @@ int ap_stream_failed(const struct ap_stream *s)
 
 const char *ap_stream_error(const struct ap_stream *s)
 {
-    return s->conv ? (ap_conv_stream_failed(s->conv) ? "upstream error" : "") : s->error;
+    return s->conv ? ap_conv_stream_error(s->conv) : s->error;
 }

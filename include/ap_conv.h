@@ -180,6 +180,9 @@ int ap_conv_stream_content_started(const struct ap_conv_stream *s);
 /* 1 if the upstream sent an error event / error chunk. */
 int ap_conv_stream_failed(const struct ap_conv_stream *s);
 
+/* "type: message" of that error ("" when none); borrowed. */
+const char *ap_conv_stream_error(const struct ap_conv_stream *s);
+
 /*
  * 1 once the upstream's proper end was seen without an error: message_stop,
  * [DONE], or the finish_reason-then-clean-close exception of ap_conv_stream_end.

@@ -406,7 +406,7 @@ static void attempt_reply_buffered(struct px_req *r)
         }
         return;
     }
-    if (ok) {
+    if (ok && r->json == NULL) { /* other routes; Messages / Chat answers were read by attempt_body_is_answer */
         if (r->target.fmt == AP_FMT_OPENAI)
             ap_usage_openai_body(&r->usage, b, blen);
         else
@@ -442,8 +442,31 @@ static void attempt_reply_buffered(struct px_req *r)
 /* A failure another tier may not share: refused or broken connections, garbage. */
 static int attempt_transport_retryable(CURLcode rc)
 {
+    /* Garbage instead of HTTP is "unsupported protocol" to curl (an HTTP/0.9 reply). */
     return rc == CURLE_COULDNT_CONNECT || rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR ||
-           rc == CURLE_GOT_NOTHING || rc == CURLE_WEIRD_SERVER_REPLY || rc == CURLE_PARTIAL_FILE;
+           rc == CURLE_GOT_NOTHING || rc == CURLE_WEIRD_SERVER_REPLY || rc == CURLE_PARTIAL_FILE ||
+           rc == CURLE_UNSUPPORTED_PROTOCOL;
+}
+
+/*
+ * 1 when a 2xx body of a Messages / Chat Completions call is an answer of the
+ * target's format; its usage is taken on the way (one parse for both).
+ */
+static int attempt_body_is_answer(struct px_req *r)
+{
+    size_t blen = evbuffer_get_length(r->body);
+    cJSON *j = blen ? cJSON_ParseWithLength((const char *)evbuffer_pullup(r->body, -1), blen) : NULL;
+    int openai = r->target.fmt == AP_FMT_OPENAI;
+    int ok = cJSON_IsObject(j) && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, openai ? "choices" : "content"));
+    if (ok) {
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "usage");
+        if (openai)
+            ap_usage_merge_openai(&r->usage, u);
+        else
+            ap_usage_merge_anthropic(&r->usage, u);
+    }
+    cJSON_Delete(j);
+    return ok;
 }
 
 /* Reactive fallback on a complete error answer: 1 if the next tier took over. */
@@ -505,6 +528,17 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
         return;
     if (rc == CURLE_OK && (r->status < 200 || r->status >= 300) && attempt_reactive(r))
         return;
+    if (rc == CURLE_OK && r->status >= 200 && r->status < 300 && r->json != NULL && !r->is_sse &&
+        !attempt_body_is_answer(r)) {
+        /* A 2xx that is not a message or completion: broken, maybe only on this tier. */
+        if (px_relay_has_next(r) && px_relay_next(r, "invalid answer"))
+            return;
+        ap_warn(r->rid, "upstream answered %d with a body that is not a response", r->status);
+        r->ctx->stats.upstream_errors++;
+        px_relay_reply_error(r, 502, "upstream sent an invalid response");
+        px_relay_finish(r);
+        return;
+    }
     if (rc != CURLE_OK || r->status < 100 || r->status > 599) {
         int st = rc != CURLE_OK ? attempt_failure_status(rc, &msg) : 502;
         if (rc == CURLE_OK)
