@@ -40,6 +40,19 @@ void ap_key_mask(const char *key, char *out, size_t n)
     snprintf(out, n, "%.8s...%s", key, key + l - 4);
 }
 
+int ap_random_bytes(void *out, size_t n)
+{
+    return RAND_bytes(out, (int)n) == 1 ? 0 : -1;
+}
+
+uint64_t ap_splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 int ap_random_hex(char *out, size_t nbytes)
 {
     unsigned char b[64];

@@ -53,10 +53,15 @@ void ap_store_model_name(const char *model, char *out, size_t n)
 }
 
 /* Token totals (and the request or error count) into one hash. */
+static int64_t record_count(const struct ap_usage_rec *r)
+{
+    return r->count > 0 ? r->count : 1;
+}
+
 static int record_totals(struct ap_delta *d, const char *key, const struct ap_usage_rec *r)
 {
     const struct ap_usage *u = &r->usage;
-    if (ap_delta_incr(d, key, r->ok ? "requests" : "errors", 1) < 0 ||
+    if (ap_delta_incr(d, key, r->ok ? "requests" : "errors", record_count(r)) < 0 ||
         ap_delta_incr(d, key, "input", u->input) < 0 || ap_delta_incr(d, key, "output", u->output) < 0 ||
         ap_delta_incr(d, key, "cache_creation", u->cache_creation) < 0 ||
         ap_delta_incr(d, key, "cache_read", u->cache_read) < 0)
@@ -66,14 +71,15 @@ static int record_totals(struct ap_delta *d, const char *key, const struct ap_us
 
 /* Per-model counters "<pre>m:<model>:{total,requests,input,output}" into one hash. */
 static int record_model(struct ap_delta *d, const char *key, const char *pre, const char *model,
-                        const struct ap_usage *u, int full)
+                        const struct ap_usage_rec *r, int full)
 {
+    const struct ap_usage *u = &r->usage;
     char f[AP_MODEL_MAX + 64];
     snprintf(f, sizeof(f), "%sm:%s:total", pre, model);
     if (ap_delta_incr(d, key, f, u->input + u->output) < 0)
         return -1;
     snprintf(f, sizeof(f), "%sm:%s:requests", pre, model);
-    if (ap_delta_incr(d, key, f, 1) < 0)
+    if (ap_delta_incr(d, key, f, record_count(r)) < 0)
         return -1;
     if (!full)
         return 0;
@@ -89,6 +95,7 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
     char day[11], hour[17], model[AP_MODEL_MAX], k[AP_STORE_KEY_MAX], pre[64];
     const char *id = r->key_id;
     const struct ap_usage *u = &r->usage;
+    int64_t n = record_count(r);
     time_t t = (time_t)(r->when_ms / 1000);
 
     ap_time_day(t, r->tz_offset, day);
@@ -106,27 +113,27 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
     /* As in the original, last_used moves only with a served request. */
     rc |= ap_delta_max(d, ap_store_key(k, sizeof(k), "u:k:%s", id), "last_used_ms", r->when_ms);
 
-    rc |= record_model(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day), "", model, u, 1);
+    rc |= record_model(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day), "", model, r, 1);
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:kh:%s:%s", id, hour), r);
-    rc |= record_model(d, k, "", model, u, 1);
-    rc |= record_model(d, ap_store_key(k, sizeof(k), "u:km:%s", id), "", model, u, 1);
+    rc |= record_model(d, k, "", model, r, 1);
+    rc |= record_model(d, ap_store_key(k, sizeof(k), "u:km:%s", id), "", model, r, 1);
     rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:kdays:%s", id), day);
     rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:khours:%s", id), hour);
 
     ap_store_key(k, sizeof(k), "u:d:%s", day);
-    rc |= record_model(d, k, "", model, u, 1);
-    rc |= record_model(d, k, pre, model, u, 0);
+    rc |= record_model(d, k, "", model, r, 1);
+    rc |= record_model(d, k, pre, model, r, 0);
     char f[96];
     snprintf(f, sizeof(f), "k:%s:input", id);
     rc |= ap_delta_incr(d, k, f, u->input);
     snprintf(f, sizeof(f), "k:%s:output", id);
     rc |= ap_delta_incr(d, k, f, u->output);
     snprintf(f, sizeof(f), "k:%s:requests", id);
-    rc |= ap_delta_incr(d, k, f, 1);
+    rc |= ap_delta_incr(d, k, f, n);
 
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:h:%s", hour), r);
-    rc |= record_model(d, k, "", model, u, 1);
-    rc |= record_model(d, k, pre, model, u, 0);
+    rc |= record_model(d, k, "", model, r, 1);
+    rc |= record_model(d, k, pre, model, r, 0);
     rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:days"), day);
     rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:hours"), hour);
     return rc < 0 ? -1 : 0;

@@ -6,6 +6,7 @@
 #define AP_KEYS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define AP_SHA256_HEX 65 /* 64 hex digits + NUL */
 #define AP_KEY_ID_LEN 17 /* 16 hex digits + NUL */
@@ -28,6 +29,12 @@ int ap_key_generate(char *out, size_t n);
 
 /* A new opaque key id (16 hex digits). */
 int ap_key_id_generate(char *out);
+
+/* n random bytes from the CSPRNG. 0 or -1. */
+int ap_random_bytes(void *out, size_t n);
+
+/* The splitmix64 generator: fast, not for secrets (ids, jitter). */
+uint64_t ap_splitmix64(uint64_t *state);
 
 /* Random hex string of 2*nbytes digits (out >= 2*nbytes+1). */
 int ap_random_hex(char *out, size_t nbytes);

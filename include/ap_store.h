@@ -61,9 +61,10 @@ struct ap_usage_rec {
     int64_t when_ms;       /* completion time */
     long tz_offset;        /* USAGE_TZ, seconds east of UTC */
     int ok;                /* 2xx: counted as a request; else counted in errors */
+    int64_t count;         /* requests this record stands for (0 means 1); usage is their sum */
 };
 
-/* Expands a finished request into its counter updates (every view's counters). 0 or -1. */
+/* Expands finished requests (one, or `count` of one key/model/hour) into their counter updates. 0 or -1. */
 int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r);
 
 /* Makes a model name safe to use inside field names: bounded, no control characters. */

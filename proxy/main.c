@@ -4,7 +4,7 @@
  * SIGTERM/SIGINT stop the listener, let in-flight requests and streams
  * finish (up to SHUTDOWN_GRACE_SECONDS), flush usage, exit 0.
  */
-#include "px.h"
+#include "px_req.h"
 
 #include "ap_curl.h"
 #include "ap_fallback.h"
@@ -96,7 +96,16 @@ static int main_setup(struct main_state *m)
     if (ctx->admin_key == NULL)
         ap_warn(NULL, "ADMIN_KEY is not set: the admin API will answer 503");
 
-    ctx->base = event_base_new();
+    /*
+     * The changelist merges the del/add pairs that curl and bufferevents make on
+     * the same descriptor within one loop turn into one epoll_ctl (or none).
+     */
+    struct event_config *ec = event_config_new();
+    if (ec == NULL)
+        return -1;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    ctx->base = event_base_new_with_config(ec);
+    event_config_free(ec);
     if (ctx->base == NULL || px_metrics_init() < 0)
         return -1;
     ctx->dns = evdns_base_new(ctx->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
@@ -148,6 +157,7 @@ static void main_teardown(struct main_state *m)
     px_keys_free(ctx->keys);
     px_fallback_free(ctx->fb);
     px_lark_free(ctx->lark);
+    px_attempt_pool_free(ctx);
     ap_curl_free(ctx->curl);
     px_import_free(ctx->import);
     ap_fallback_free(ctx->fallback);

@@ -94,6 +94,8 @@ struct px_ctx {
     struct px_import *import;       /* owned; NULL when no KEYS_FILE */
     char *admin_key;                /* borrowed: cfg.admin_key or the imported one */
     struct px_stats stats;
+    CURL *easy_pool[128];           /* owned: idle easy handles, reused (curl_easy_init is not cheap) */
+    int easy_pool_n;
     unsigned draining:1;            /* SIGTERM: finishing in-flight work */
 };
 

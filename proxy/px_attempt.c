@@ -28,6 +28,7 @@
 
 #include <cJSON.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,9 +166,18 @@ static int attempt_build_body(struct px_req *r)
     const char *err = NULL;
 
     snprintf(r->served_model, sizeof(r->served_model), "%s", t->model ? t->model : r->model);
-    if (r->json == NULL)
+    if (!r->api)
         return 0; /* pass-through route */
     int foreign = !attempt_same_family(r->served_model, r->model);
+    int rename = t->model != NULL && strcmp(t->model, r->model) != 0;
+    int want_usage = t->fmt == AP_FMT_OPENAI && r->stream && !r->client_usage;
+    /* The tree is built only when something must change. */
+    if (t->fmt == r->client_fmt && !rename && !want_usage && !foreign && t->max_tokens_limit <= 0)
+        return 0;
+    if (px_req_json(r) == NULL) {
+        px_relay_reply_error(r, 400, "request body is not valid JSON");
+        return -1;
+    }
     if (t->fmt != r->client_fmt) {
         struct ap_conv_opts o = {t->model, t->max_tokens_limit, 1};
         out = r->client_fmt == AP_FMT_ANTHROPIC ? ap_conv_req_a2o(r->json, &o, &err)
@@ -177,10 +187,8 @@ static int attempt_build_body(struct px_req *r)
             return -1;
         }
     } else {
-        int want_usage = t->fmt == AP_FMT_OPENAI && r->stream && !r->client_usage;
         const cJSON *mt = cJSON_GetObjectItemCaseSensitive(r->json, "max_tokens");
         int clamp = t->max_tokens_limit > 0 && cJSON_IsNumber(mt) && mt->valuedouble > t->max_tokens_limit;
-        int rename = t->model != NULL && strcmp(t->model, r->model) != 0;
         if (!want_usage && !clamp && !rename && !foreign)
             return 0;
         out = cJSON_Duplicate(r->json, 1);
@@ -224,7 +232,7 @@ static void attempt_copy_headers(struct px_req *r, int converted)
         evhttp_add_header(out, "Content-Type", r->is_sse ? "text/event-stream" : "application/json");
     evhttp_remove_header(out, "x-request-id");
     evhttp_add_header(out, "x-request-id", r->rid);
-    if (r->json != NULL) {
+    if (r->api) {
         const struct ap_tier *t = r->target.tier;
         evhttp_add_header(out, "x-api-proxy-model", r->served_model);
         evhttp_add_header(out, "x-api-proxy-tier", t ? t->name : "upstream");
@@ -289,10 +297,40 @@ static void attempt_end_stream(struct px_req *r, int upstream_ok)
 
 /* ---- curl callbacks ---- */
 
+/* Any sign of life from the upstream restarts its silence limit. */
+static void attempt_alive(struct px_req *r)
+{
+    struct timeval tv = {r->ctx->cfg.upstream_read_s, 0};
+    evtimer_add(r->idle, &tv);
+}
+
+static void attempt_on_done(CURL *easy, CURLcode rc, void *arg);
+
+/*
+ * UPSTREAM_READ_TIMEOUT_SECONDS of silence. Our own timer, because curl's
+ * low-speed check averages over a window and fires seconds late. A transfer
+ * we paused for a slow client is not the upstream's silence.
+ */
+static void attempt_on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_req *r = arg;
+    (void)fd;
+    (void)what;
+    if (!r->in_curl)
+        return;
+    if (r->paused) {
+        attempt_alive(r);
+        return;
+    }
+    ap_curl_remove(r->ctx->curl, r->easy);
+    attempt_on_done(r->easy, CURLE_OPERATION_TIMEDOUT, r);
+}
+
 static size_t attempt_on_header(char *buf, size_t size, size_t n, void *arg)
 {
     struct px_req *r = arg;
     size_t len = size * n;
+    attempt_alive(r);
     if (len <= 2 && r->status >= 200)
         r->t_headers = ap_mono_ms(); /* the blank line after the final response's headers */
     if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
@@ -333,6 +371,7 @@ static size_t attempt_on_write(char *data, size_t size, size_t n, void *arg)
 
     if (r->client_gone)
         return 0;
+    attempt_alive(r);
     if (!(r->is_sse && r->status >= 200 && r->status < 300)) {
         if ((long)(evbuffer_get_length(r->body) + len) > r->ctx->cfg.max_body)
             return 0; /* too large to buffer: fails the transfer, reported as 502 */
@@ -406,7 +445,7 @@ static void attempt_reply_buffered(struct px_req *r)
         }
         return;
     }
-    if (ok && r->json == NULL) { /* other routes; Messages / Chat answers were read by attempt_body_is_answer */
+    if (ok && !r->api) { /* other routes; Messages / Chat answers were read by attempt_body_is_answer */
         if (r->target.fmt == AP_FMT_OPENAI)
             ap_usage_openai_body(&r->usage, b, blen);
         else
@@ -506,6 +545,7 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
     const char *msg = NULL;
     (void)easy;
     r->in_curl = 0;
+    evtimer_del(r->idle);
 
     if (r->started) {
         if (rc != CURLE_OK) {
@@ -528,7 +568,7 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
         return;
     if (rc == CURLE_OK && (r->status < 200 || r->status >= 300) && attempt_reactive(r))
         return;
-    if (rc == CURLE_OK && r->status >= 200 && r->status < 300 && r->json != NULL && !r->is_sse &&
+    if (rc == CURLE_OK && r->status >= 200 && r->status < 300 && r->api && !r->is_sse &&
         !attempt_body_is_answer(r)) {
         /* A 2xx that is not a message or completion: broken, maybe only on this tier. */
         if (px_relay_has_next(r) && px_relay_next(r, "invalid answer"))
@@ -555,6 +595,30 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
 
 /* ---- lifecycle ---- */
 
+static CURL *attempt_easy_get(struct px_ctx *ctx)
+{
+    return ctx->easy_pool_n > 0 ? ctx->easy_pool[--ctx->easy_pool_n] : curl_easy_init();
+}
+
+/* Back to the pool with its options cleared (live connections stay in the multi handle's cache). */
+static void attempt_easy_put(struct px_ctx *ctx, CURL *e)
+{
+    if (e == NULL)
+        return;
+    if (ctx->easy_pool_n < (int)(sizeof(ctx->easy_pool) / sizeof(ctx->easy_pool[0]))) {
+        curl_easy_reset(e);
+        ctx->easy_pool[ctx->easy_pool_n++] = e;
+    } else {
+        curl_easy_cleanup(e);
+    }
+}
+
+void px_attempt_pool_free(struct px_ctx *ctx)
+{
+    while (ctx->easy_pool_n > 0)
+        curl_easy_cleanup(ctx->easy_pool[--ctx->easy_pool_n]);
+}
+
 void px_attempt_start(struct px_req *r)
 {
     struct px_ctx *ctx = r->ctx;
@@ -564,7 +628,7 @@ void px_attempt_start(struct px_req *r)
         px_relay_finish(r);
         return;
     }
-    r->easy = curl_easy_init();
+    r->easy = attempt_easy_get(ctx);
     if (r->easy == NULL || attempt_build_headers(r) < 0) {
         px_relay_reply_error(r, 500, "out of memory");
         px_relay_finish(r);
@@ -576,9 +640,6 @@ void px_attempt_start(struct px_req *r)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ctx->cfg.upstream_connect_ms);
-    /* An upstream silent for this long is given up on (curl does not count paused time). */
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, ctx->cfg.upstream_read_s);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, attempt_on_header);
@@ -607,6 +668,12 @@ void px_attempt_start(struct px_req *r)
     }
     r->t_sent = ap_mono_ms();
     r->t_headers = 0;
+    if (r->idle == NULL && (r->idle = evtimer_new(ctx->base, attempt_on_idle, r)) == NULL) {
+        px_relay_reply_error(r, 500, "out of memory");
+        px_relay_finish(r);
+        return;
+    }
+    attempt_alive(r);
     if (ap_curl_add(ctx->curl, e, attempt_on_done, r) < 0) {
         px_relay_reply_error(r, 500, "cannot start the upstream request");
         px_relay_finish(r);
@@ -617,6 +684,8 @@ void px_attempt_start(struct px_req *r)
 
 void px_attempt_abort(struct px_req *r)
 {
+    if (r->idle != NULL)
+        evtimer_del(r->idle);
     if (r->in_curl) {
         ap_curl_remove(r->ctx->curl, r->easy);
         r->in_curl = 0;
@@ -628,8 +697,7 @@ void px_attempt_abort(struct px_req *r)
 void px_attempt_reset(struct px_req *r)
 {
     px_attempt_abort(r);
-    if (r->easy != NULL)
-        curl_easy_cleanup(r->easy);
+    attempt_easy_put(r->ctx, r->easy);
     r->easy = NULL;
     curl_slist_free_all(r->hdrs);
     r->hdrs = NULL;

@@ -124,8 +124,13 @@ void px_request_id(struct evhttp_request *req, char *out)
         memcpy(out, c, n + 1);
         return;
     }
-    if (ap_random_hex(out, 16) < 0)
-        snprintf(out, 33, "%016llx", (unsigned long long)(uintptr_t)req);
+    /* Ids need uniqueness, not secrecy: a PRNG seeded once from the CSPRNG is enough
+     * and spares the CSPRNG (and its fork checks) on every request. */
+    static uint64_t state;
+    if (state == 0 && (ap_random_bytes(&state, sizeof(state)) < 0 || state == 0))
+        state = (uint64_t)(uintptr_t)req ^ 0x9e3779b97f4a7c15ULL;
+    uint64_t a = ap_splitmix64(&state), b = ap_splitmix64(&state);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
 }
 
 /*

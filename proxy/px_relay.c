@@ -14,11 +14,13 @@
 #include "px_req.h"
 
 #include "ap_fallback.h"
+#include "ap_jscan.h"
 #include "ap_log.h"
 #include "ap_time.h"
 
 #include <cJSON.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,13 +106,13 @@ static void relay_start_tier(struct px_req *r, const struct ap_tier *tier)
 static void relay_route(struct px_req *r)
 {
     r->chain = ap_fallback_ref(r->ctx->fallback);
-    r->nplan = r->json ? px_fallback_plan(r->ctx->fb, r->model, r->plan, PX_MAX_TIERS) : 0;
+    r->nplan = r->api ? px_fallback_plan(r->ctx->fb, r->model, r->plan, PX_MAX_TIERS) : 0;
     r->iplan = 0;
     if (r->nplan > 0 && strcmp(r->plan[0]->model, r->model) != 0) {
         ap_info(r->rid, "fallback: %s is unavailable, using %s", r->model, r->plan[0]->model);
         px_metrics_switch("proactive");
     }
-    const struct ap_tier *tier = r->nplan > 0 ? r->plan[0] : r->json ? ap_fallback_find(r->chain, r->model) : NULL;
+    const struct ap_tier *tier = r->nplan > 0 ? r->plan[0] : r->api ? ap_fallback_find(r->chain, r->model) : NULL;
     relay_start_tier(r, tier);
 }
 
@@ -136,46 +138,64 @@ int px_relay_next(struct px_req *r, const char *why)
 
 /* ---- intake ---- */
 
-/* Validates a Messages / Chat Completions body and keeps it; replies 400 and returns -1 when bad. */
+/*
+ * Validates a Messages / Chat Completions body with a scan that builds no
+ * tree (most bodies go upstream untouched); replies 400 and returns -1 when bad.
+ */
 static int relay_check_body(struct px_req *r)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(r->ereq);
     size_t len = evbuffer_get_length(in);
+    struct ap_jscan js;
     if (evhttp_request_get_command(r->ereq) != EVHTTP_REQ_POST) {
         px_relay_reply_error(r, 405, "use POST");
         return -1;
     }
-    r->json = cJSON_ParseWithLength((const char *)evbuffer_pullup(in, -1), len);
     const char *err = NULL;
-    if (r->json == NULL) {
+    if (ap_jscan((const char *)evbuffer_pullup(in, -1), len, &js) < 0)
         err = "request body is not valid JSON";
-    } else if (!cJSON_IsObject(r->json)) {
+    else if (js.root != AP_J_OBJECT)
         err = "request body must be a JSON object";
-    } else {
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(r->json, "model");
-        const cJSON *s = cJSON_GetObjectItemCaseSensitive(r->json, "stream");
-        const cJSON *so = cJSON_GetObjectItemCaseSensitive(r->json, "stream_options");
-        if (m == NULL)
-            err = "model: field required";
-        else if (!cJSON_IsString(m) || m->valuestring[0] == '\0')
-            err = "model: must be a non-empty string";
-        else if (strlen(m->valuestring) >= AP_MODEL_MAX)
-            err = "model: too long";
-        else if (s != NULL && !cJSON_IsBool(s) && !cJSON_IsNull(s))
-            err = "stream: must be a boolean";
-        else if (so != NULL && !cJSON_IsObject(so) && !cJSON_IsNull(so))
-            err = "stream_options: must be an object";
-        else {
-            snprintf(r->model, sizeof(r->model), "%s", m->valuestring);
-            r->stream = cJSON_IsTrue(s);
-            r->client_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
-        }
-    }
+    else if (js.model == AP_J_ABSENT)
+        err = "model: field required";
+    else if (js.model != AP_J_STRING || js.model_len == 0)
+        err = "model: must be a non-empty string";
+    else if (js.model_len >= AP_MODEL_MAX)
+        err = "model: too long";
+    else if (js.stream != AP_J_ABSENT && js.stream != AP_J_TRUE && js.stream != AP_J_FALSE && js.stream != AP_J_NULL)
+        err = "stream: must be a boolean";
+    else if (js.stream_options != AP_J_ABSENT && js.stream_options != AP_J_OBJECT && js.stream_options != AP_J_NULL)
+        err = "stream_options: must be an object";
     if (err != NULL) {
         px_relay_reply_error(r, 400, err);
         return -1;
     }
+    r->api = 1;
+    r->stream = js.stream == AP_J_TRUE;
+    r->client_usage = js.include_usage == AP_J_TRUE;
+    if (!js.model_escaped) {
+        memcpy(r->model, js.model_raw, js.model_len);
+        r->model[js.model_len] = '\0';
+    } else {
+        /* Rare: let cJSON decode the escapes of that one string. */
+        cJSON *m = cJSON_ParseWithLength(js.model_raw - 1, js.model_len + 2);
+        snprintf(r->model, sizeof(r->model), "%s", cJSON_IsString(m) ? m->valuestring : "");
+        cJSON_Delete(m);
+        if (r->model[0] == '\0') {
+            px_relay_reply_error(r, 400, "model: must be a non-empty string");
+            return -1;
+        }
+    }
     return 0;
+}
+
+cJSON *px_req_json(struct px_req *r)
+{
+    if (r->json == NULL && r->api && r->ereq != NULL) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(r->ereq);
+        r->json = cJSON_ParseWithLength((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in));
+    }
+    return r->json;
 }
 
 static void relay_authorized(struct px_req *r)
@@ -295,6 +315,8 @@ void px_relay_finish(struct px_req *r)
     relay_log(r);
     r->ctx->stats.active--;
     px_attempt_reset(r);
+    if (r->idle != NULL)
+        event_free(r->idle);
     ap_fallback_free(r->chain);
     cJSON_Delete(r->json);
     if (r->body != NULL)

@@ -44,7 +44,8 @@ struct px_req {
     int64_t t0;                         /* monotonic ms at arrival */
     char key_hash[AP_SHA256_HEX];
     struct px_key_info key;
-    struct cJSON *json;                 /* owned: the client's body (messages, chat) */
+    struct cJSON *json;                 /* owned: the client's body, parsed only when it must change */
+    unsigned api:1;                     /* a Messages / Chat Completions call (body validated) */
     char model[AP_MODEL_MAX];           /* requested model, "" if none */
     int stream;                         /* the client asked for a stream */
     int client_usage;                   /* OpenAI client asked stream_options.include_usage */
@@ -69,6 +70,7 @@ struct px_req {
     struct ap_stream *sse;              /* owned: set while streaming */
     struct ap_usage usage;
     int reply_status;                   /* what the client got (0: nothing yet) */
+    struct event *idle;                 /* owned: the upstream's silence limit for this attempt */
     int64_t t_sent;                     /* monotonic ms: this attempt's request went out */
     int64_t t_headers;                  /* monotonic ms: its response headers arrived (0: not yet) */
 
@@ -88,6 +90,11 @@ void px_attempt_start(struct px_req *r);
 void px_attempt_abort(struct px_req *r);
 /* Frees what one attempt owns (ready for another). */
 void px_attempt_reset(struct px_req *r);
+/* Frees the idle easy handles (shutdown). */
+void px_attempt_pool_free(struct px_ctx *ctx);
+
+/* The client's body as a tree (parsed on first use; the body was validated on intake). */
+struct cJSON *px_req_json(struct px_req *r);
 
 /* px_relay.c */
 void px_relay_reply_error(struct px_req *r, int status, const char *msg);

@@ -7,6 +7,10 @@
  *                                   ▲                 │ reply lost / error
  *                                   └──── resend ─────┘ (same batch id)
  *
+ * A request costs one tree lookup: it is merged into a tuple per (key,
+ * model, outcome, hour), and tuples are expanded into Redis counter updates
+ * (about 45 per tuple) only when a batch is prepared.
+ *
  * A batch keeps its id until Redis acknowledges it, and the flush script
  * applies a given id at most once, so a reply lost to a disconnect can be
  * resent without counting twice. While Redis is down deltas keep merging
@@ -20,6 +24,7 @@
 #include "ap_time.h"
 
 #include <event2/event.h>
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +32,22 @@
 #define USAGE_BATCH_MAX_OPS 4000
 #define USAGE_DEDUPE_TTL_S 86400
 
+/* Requests of one key, model and outcome within one hour, summed. */
+struct usage_tuple {
+    char *id;                   /* owned: key id, outcome, hour and model joined (the sort key) */
+    char key_id[17];
+    char model[AP_MODEL_MAX];
+    int ok;
+    int64_t last_ms;            /* latest completion (last_used; its hour is the tuple's) */
+    int64_t count;
+    struct ap_usage sum;
+};
+
 struct px_usage {
     struct px_ctx *ctx;         /* borrowed */
-    struct ap_delta *pending;   /* owned */
+    void *tuples;               /* owned: tsearch tree of usage_tuple */
+    size_t ntuples;
+    struct ap_delta *pending;   /* owned: expanded counter updates */
     struct ap_batch *inflight;  /* owned; sent or waiting to be resent */
     char inflight_id[128];
     uint64_t seq;
@@ -39,11 +57,54 @@ struct px_usage {
 
 static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv);
 
+static int usage_tuple_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct usage_tuple *)a)->id, ((const struct usage_tuple *)b)->id);
+}
+
+static void usage_tuple_free(void *p)
+{
+    struct usage_tuple *t = p;
+    free(t->id);
+    free(t);
+}
+
+static void usage_expand_one(const void *node, VISIT which, void *arg)
+{
+    struct px_usage *u = arg;
+    if (which != postorder && which != leaf)
+        return;
+    const struct usage_tuple *t = *(const struct usage_tuple *const *)node;
+    struct ap_usage_rec r = {
+        .key_id = t->key_id,
+        .model = t->model,
+        .usage = t->sum,
+        .when_ms = t->last_ms,
+        .tz_offset = u->ctx->cfg.tz_offset,
+        .ok = t->ok,
+        .count = t->count,
+    };
+    if (ap_store_record(u->pending, &r) < 0)
+        ap_error(NULL, "usage: out of memory expanding the usage of key %s", t->key_id);
+}
+
+/* Turns the tuples into counter updates (only when a batch is about to be made). */
+static void usage_expand(struct px_usage *u)
+{
+    if (u->ntuples == 0)
+        return;
+    twalk_r(u->tuples, usage_expand_one, u);
+    tdestroy(u->tuples, usage_tuple_free);
+    u->tuples = NULL;
+    u->ntuples = 0;
+}
+
 static void usage_send(struct px_usage *u)
 {
     if (u->sending || !ap_redis_up(u->ctx->redis))
         return;
     if (u->inflight == NULL) {
+        usage_expand(u);
         ap_store_key(u->inflight_id, sizeof(u->inflight_id), "flush:%s:%llu", u->ctx->cfg.instance_id,
                      (unsigned long long)++u->seq);
         u->inflight = ap_delta_take_flush(u->pending, USAGE_BATCH_MAX_OPS, u->inflight_id, USAGE_DEDUPE_TTL_S);
@@ -74,8 +135,8 @@ static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
     ap_batch_free(u->inflight);
     u->inflight = NULL;
     /* A backlog (after an outage) or shutdown: keep going without waiting for the timer. */
-    size_t left = ap_delta_count(u->pending);
-    if (left >= USAGE_BATCH_MAX_OPS || (left > 0 && u->ctx->draining))
+    size_t left = ap_delta_count(u->pending) + u->ntuples;
+    if (ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS || (left > 0 && u->ctx->draining))
         usage_send(u);
 }
 
@@ -108,10 +169,11 @@ void px_usage_free(struct px_usage *u)
     if (u == NULL)
         return;
     size_t lost = px_usage_pending(u);
-    if (lost > 0)
+    if (lost > 0 && u->pending != NULL)
         ap_error(NULL, "usage: %zu counter updates could not be written to Redis before exit", lost);
     if (u->timer != NULL)
         event_free(u->timer);
+    tdestroy(u->tuples, usage_tuple_free);
     ap_batch_free(u->inflight);
     ap_delta_free(u->pending);
     free(u);
@@ -120,21 +182,40 @@ void px_usage_free(struct px_usage *u)
 void px_usage_record(struct px_usage *u, const char *key_id, const char *model,
                      const struct ap_usage *usage, int ok)
 {
-    struct ap_usage_rec r = {
-        .key_id = key_id,
-        .model = model,
-        .usage = *usage,
-        .when_ms = ap_now_ms(),
-        .tz_offset = u->ctx->cfg.tz_offset,
-        .ok = ok,
-    };
-    if (ap_store_record(u->pending, &r) < 0)
-        ap_error(NULL, "usage: out of memory recording a request of key %s", key_id);
+    int64_t now = ap_now_ms();
+    long long hour = (long long)((now / 1000 + u->ctx->cfg.tz_offset) / 3600);
+    char idbuf[AP_MODEL_MAX + 64];
+    snprintf(idbuf, sizeof(idbuf), "%s|%d|%lld|%s", key_id, ok, hour, model && model[0] ? model : "unknown");
+    struct usage_tuple probe = {.id = idbuf}, *t;
+    struct usage_tuple **slot = tfind(&probe, &u->tuples, usage_tuple_cmp);
+    if (slot != NULL) {
+        t = *slot;
+    } else {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL || (t->id = strdup(idbuf)) == NULL || tsearch(t, &u->tuples, usage_tuple_cmp) == NULL) {
+            if (t != NULL)
+                free(t->id);
+            free(t);
+            ap_error(NULL, "usage: out of memory recording a request of key %s", key_id);
+            return;
+        }
+        snprintf(t->key_id, sizeof(t->key_id), "%s", key_id);
+        snprintf(t->model, sizeof(t->model), "%s", model ? model : "");
+        t->ok = ok;
+        u->ntuples++;
+    }
+    t->count++;
+    t->last_ms = now > t->last_ms ? now : t->last_ms;
+    t->sum.input += usage->input;
+    t->sum.output += usage->output;
+    t->sum.cache_creation += usage->cache_creation;
+    t->sum.cache_read += usage->cache_read;
 }
 
 size_t px_usage_pending(const struct px_usage *u)
 {
-    return ap_delta_count(u->pending) + (u->inflight ? u->inflight->nops : 0);
+    /* Requests merged in tuples count once per tuple here: this is a backlog figure. */
+    return u->ntuples + ap_delta_count(u->pending) + (u->inflight ? u->inflight->nops : 0);
 }
 
 void px_usage_kick(struct px_usage *u)
