@@ -5,6 +5,7 @@
  */
 #include "ap_jscan.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #define JSCAN_MAX_DEPTH 1000
@@ -26,14 +27,34 @@ static int jscan_hex(unsigned char c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+/*
+ * Skips plain string bytes 8 at a time (long prompts are most of a request):
+ * stops at the first word holding a quote, a backslash or a control byte.
+ */
+static const unsigned char *jscan_plain(const unsigned char *p, const unsigned char *end)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+        uint64_t special = ((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w);
+        if (special & highs)
+            break;
+        p += 8;
+    }
+    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20)
+        p++;
+    return p;
+}
+
 /* At the opening quote; leaves p after the closing one. Reports the contents. */
 static int jscan_string(struct jscan *s, const char **start, size_t *len, int *escaped)
 {
     const unsigned char *p = s->p + 1;
     int esc = 0;
     for (;;) {
-        while (p < s->end && *p != '"' && *p != '\\' && *p >= 0x20)
-            p++;
+        p = jscan_plain(p, s->end);
         if (p >= s->end || *p < 0x20)
             return -1;
         if (*p == '"')

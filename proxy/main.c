@@ -14,6 +14,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,11 +149,15 @@ static void main_teardown(struct main_state *m)
         event_free(m->sigterm);
     if (m->sigint)
         event_free(m->sigint);
+    /*
+     * Redis first: its pending callbacks run now (with no reply) and answer
+     * their requests, so the HTTP server and every callback's owner (usage,
+     * keys, fallback, Lark) must still be alive.
+     */
+    ap_redis_free(ctx->redis);
     if (ctx->http)
         evhttp_free(ctx->http);
     px_conn_shutdown();
-    /* Redis first: its pending callbacks (usage, keys) still need their owners. */
-    ap_redis_free(ctx->redis);
     px_usage_free(ctx->usage);
     px_keys_free(ctx->keys);
     px_fallback_free(ctx->fb);
@@ -179,6 +184,12 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    /*
+     * Request bodies of a few hundred KB are made contiguous once each; keep such
+     * blocks in the heap for reuse instead of an mmap/munmap (and page faults) per request.
+     */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 128 << 20);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         ap_error(NULL, "curl_global_init failed");
         return 1;

@@ -55,6 +55,7 @@ struct px_config {
     long upstream_read_s;           /* UPSTREAM_READ_TIMEOUT_SECONDS: max silence */
     long stream_buffer;             /* STREAM_BUFFER_BYTES: back-pressure limit per client */
     long usage_flush_ms;            /* USAGE_FLUSH_MS */
+    long usage_durable;             /* USAGE_DURABLE: success replies wait for their usage to be in Redis */
     long shutdown_grace_s;          /* SHUTDOWN_GRACE_SECONDS */
     char instance_id[64];
 };
@@ -176,6 +177,16 @@ void px_usage_record(struct px_usage *u, const char *key_id, const char *model,
 size_t px_usage_pending(const struct px_usage *u);
 /* Tries to write now (Redis came back, or shutting down). */
 void px_usage_kick(struct px_usage *u);
+typedef void (*px_usage_done_fn)(void *arg);
+/*
+ * Calls fn(arg) once what was recorded so far is in Redis, or at once when
+ * Redis is unreachable (or as soon as it becomes so). May call it before returning.
+ */
+void px_usage_wait(struct px_usage *u, px_usage_done_fn fn, void *arg);
+/* Forgets the waits of arg (their callbacks will not run). */
+void px_usage_cancel(struct px_usage *u, void *arg);
+/* Redis went away: nobody waits any more. */
+void px_usage_redis_down(struct px_usage *u);
 
 /* ---- keys.json import (px_import.c) ---- */
 

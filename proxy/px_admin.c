@@ -39,6 +39,7 @@ struct admin_call {
 
 static void admin_call_free(struct admin_call *c)
 {
+    c->ctx->stats.active--; /* counted so that a graceful stop waits for it */
     OPENSSL_cleanse(&c->nk, sizeof(c->nk));
     ap_import_free(&c->imp);
     free(c);
@@ -144,6 +145,7 @@ static struct admin_call *admin_call_new(struct px_ctx *ctx, struct evhttp_reque
     c->ctx = ctx;
     c->req = req;
     c->kind = kind;
+    ctx->stats.active++;
     return c;
 }
 

@@ -249,6 +249,8 @@ static void attempt_on_client_close(void *arg)
     if (r->ereq != NULL) {
         evhttp_send_reply_end(r->ereq);
         r->ereq = NULL;
+        if (!r->waiting)
+            r->ctx->stats.streams--;
     }
     ap_info(r->rid, "client left mid-stream; upstream transfer aborted");
     px_relay_finish(r);
@@ -284,15 +286,28 @@ static void attempt_send_chunk(struct px_req *r)
         evhttp_send_reply_chunk_with_cb(r->ereq, r->chunk, attempt_on_drained, r);
 }
 
+/* The stream's last bytes (the chunked terminator): the client sees the end. */
+static void attempt_deliver_stream_end(struct px_req *r)
+{
+    px_conn_watch_close(r->evcon, NULL, NULL);
+    evhttp_send_reply_end(r->ereq);
+    r->ereq = NULL;
+}
+
+/* Ends the client's stream and the request. */
 static void attempt_end_stream(struct px_req *r, int upstream_ok)
 {
     ap_stream_end(r->sse, upstream_ok, r->chunk);
     attempt_send_chunk(r);
     ap_stream_usage(r->sse, &r->usage);
-    px_conn_watch_close(r->evcon, NULL, NULL);
-    evhttp_send_reply_end(r->ereq);
-    r->ereq = NULL;
     r->ctx->stats.streams--;
+    px_relay_complete(r, attempt_deliver_stream_end);
+}
+
+static void attempt_deliver_body(struct px_req *r)
+{
+    evhttp_send_reply(r->ereq, r->reply_status, NULL, r->body);
+    r->ereq = NULL;
 }
 
 /* ---- curl callbacks ---- */
@@ -426,7 +441,7 @@ static int attempt_failure_status(CURLcode rc, const char **msg)
     }
 }
 
-/* A complete non-stream answer: relayed as is, or converted to the client's format. */
+/* A complete non-stream answer: relayed as is, or converted to the client's format; ends the request. */
 static void attempt_reply_buffered(struct px_req *r)
 {
     size_t blen = evbuffer_get_length(r->body);
@@ -438,11 +453,14 @@ static void attempt_reply_buffered(struct px_req *r)
         /* A 2xx stream that never delivered a byte; ap_stream gives it its error ending. */
         struct ap_stream_opts o = {r->target.fmt, r->client_fmt, NULL, r->client_usage};
         r->sse = ap_stream_new(&o);
-        if (r->sse != NULL) {
-            attempt_start_stream(r);
-            ap_stream_feed(r->sse, b, blen, r->chunk);
-            attempt_end_stream(r, 1);
+        if (r->sse == NULL) {
+            px_relay_reply_error(r, 500, "out of memory");
+            px_relay_finish(r);
+            return;
         }
+        attempt_start_stream(r);
+        ap_stream_feed(r->sse, b, blen, r->chunk);
+        attempt_end_stream(r, 1);
         return;
     }
     if (ok && !r->api) { /* other routes; Messages / Chat answers were read by attempt_body_is_answer */
@@ -454,8 +472,7 @@ static void attempt_reply_buffered(struct px_req *r)
     if (!convert) {
         attempt_copy_headers(r, 0);
         r->reply_status = r->status;
-        evhttp_send_reply(r->ereq, r->status, NULL, r->body);
-        r->ereq = NULL;
+        px_relay_complete(r, attempt_deliver_body);
         return;
     }
     cJSON *doc;
@@ -467,15 +484,27 @@ static void attempt_reply_buffered(struct px_req *r)
             ap_warn(r->rid, "upstream answered %d with a body that is not a %s response", r->status,
                     r->target.fmt == AP_FMT_OPENAI ? "chat completion" : "message");
             px_relay_reply_error(r, 502, "upstream sent an invalid response");
+            px_relay_finish(r);
             return;
         }
     } else {
         doc = ap_conv_error(r->client_fmt, r->status, b, blen);
     }
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    if (text == NULL) {
+        px_relay_reply_error(r, 500, "out of memory");
+        px_relay_finish(r);
+        return;
+    }
+    evbuffer_drain(r->body, evbuffer_get_length(r->body));
+    evbuffer_add(r->body, text, strlen(text));
+    cJSON_free(text);
     attempt_copy_headers(r, 1);
+    evhttp_remove_header(evhttp_request_get_output_headers(r->ereq), "Content-Type");
+    evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "Content-Type", "application/json");
     r->reply_status = r->status;
-    px_reply_json(r->ereq, r->status, doc);
-    r->ereq = NULL;
+    px_relay_complete(r, attempt_deliver_body);
 }
 
 /* A failure another tier may not share: refused or broken connections, garbage. */
@@ -536,7 +565,6 @@ static void attempt_held_done(struct px_req *r, CURLcode rc)
     }
     attempt_start_stream(r);
     attempt_end_stream(r, rc == CURLE_OK || r->retry);
-    px_relay_finish(r);
 }
 
 static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
@@ -553,7 +581,6 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
             r->ctx->stats.upstream_errors++;
         }
         attempt_end_stream(r, rc == CURLE_OK);
-        px_relay_finish(r);
         return;
     }
     if (r->sse != NULL) {
@@ -589,8 +616,7 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
         px_relay_finish(r);
         return;
     }
-    attempt_reply_buffered(r);
-    px_relay_finish(r);
+    attempt_reply_buffered(r); /* replies and finishes */
 }
 
 /* ---- lifecycle ---- */

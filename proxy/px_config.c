@@ -75,6 +75,7 @@ int px_config_load(struct px_config *c)
     bad |= ap_env_long("UPSTREAM_READ_TIMEOUT_SECONDS", 300, 1, 86400, &c->upstream_read_s);
     bad |= ap_env_long("STREAM_BUFFER_BYTES", 256L << 10, 4096, 1L << 30, &c->stream_buffer);
     bad |= ap_env_long("USAGE_FLUSH_MS", 100, 1, 60000, &c->usage_flush_ms);
+    bad |= ap_env_long("USAGE_DURABLE", 1, 0, 1, &c->usage_durable);
     bad |= ap_env_long("SHUTDOWN_GRACE_SECONDS", 30, 0, 3600, &c->shutdown_grace_s);
 
     const char *iid = ap_env_str("INSTANCE_ID", NULL);

@@ -177,6 +177,8 @@ static struct bufferevent *conn_on_new(struct event_base *base, void *arg)
     if (c->input_cb == NULL || tsearch(c, &conn_registry, conn_cmp) == NULL)
         goto fail;
     bufferevent_incref(c->bev);
+    /* Large bodies arrive in fewer reads (libevent's default is 16 KiB a read). */
+    bufferevent_set_max_single_read(c->bev, 256 * 1024);
     conn_arm(c, CONN_CHECK_MS);
     return c->bev;
 fail:

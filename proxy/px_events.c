@@ -44,4 +44,5 @@ void px_events_on_down(struct ap_redis *r, void *arg)
     (void)r;
     ap_warn(NULL, "redis down: serving cached keys, holding %zu usage updates in memory",
             px_usage_pending(ctx->usage));
+    px_usage_redis_down(ctx->usage);
 }

@@ -121,8 +121,21 @@ void px_lark_free(struct px_lark *l)
     free(l);
 }
 
+/* Every asynchronous call is counted in stats.active, so a graceful stop waits for it. */
+static struct lark_call *lark_call_new(struct px_lark *l, struct evhttp_request *req)
+{
+    struct lark_call *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->l = l;
+    c->req = req;
+    l->ctx->stats.active++;
+    return c;
+}
+
 static void lark_call_done(struct lark_call *c)
 {
+    c->l->ctx->stats.active--;
     cJSON_Delete(c->body);
     free(c->plain);
     memset(c->app_token, 0, sizeof(c->app_token));
@@ -240,17 +253,14 @@ static void lark_on_recorded(redisAsyncContext *ac, void *reply, void *priv)
 
 static void lark_card(struct px_lark *l, struct evhttp_request *req, cJSON *body, const struct ap_lark_event *ev)
 {
-    struct lark_call *c = calloc(1, sizeof(*c));
     char *plain = cJSON_PrintUnformatted(body);
-    if (c == NULL || plain == NULL) {
-        free(c);
+    struct lark_call *c = plain ? lark_call_new(l, req) : NULL;
+    if (c == NULL) {
         cJSON_free(plain);
         cJSON_Delete(body);
         lark_error(req, 500, "out of memory");
         return;
     }
-    c->l = l;
-    c->req = req;
     c->body = body;
     c->plain = plain;
     snprintf(c->action, sizeof(c->action), "%s", ev->action ? ev->action : "");
@@ -525,14 +535,12 @@ static void lark_get(struct px_lark *l, struct evhttp_request *req)
         lark_page(req, 400, "&#10060; Authorization failed:", "missing or invalid state; start the authorization again");
         return;
     }
-    struct lark_call *c = calloc(1, sizeof(*c));
+    struct lark_call *c = lark_call_new(l, req);
     if (c == NULL) {
         evhttp_clear_headers(&q);
         lark_page(req, 500, "&#10060; Authorization failed:", "out of memory");
         return;
     }
-    c->l = l;
-    c->req = req;
     snprintf(c->code, sizeof(c->code), "%s", code);
     char key[256];
     ap_store_key(key, sizeof(key), "lark:state:%s", state);
@@ -596,20 +604,22 @@ void px_lark_authorize(struct px_ctx *ctx, struct evhttp_request *req)
     }
     char state[33], key[256], *url = NULL;
     char *enc_redirect = evhttp_uriencode(redirect, -1, 0);
-    struct lark_call *c = calloc(1, sizeof(*c));
-    if (ap_random_hex(state, 16) < 0 || enc_redirect == NULL || c == NULL ||
+    if (ap_random_hex(state, 16) < 0 || enc_redirect == NULL ||
         asprintf(&url, "%s/open-apis/authen/v1/authorize?app_id=%s&redirect_uri=%s&state=%s", l->base_url, l->app_id,
                  enc_redirect, state) < 0) {
         evhttp_clear_headers(&q);
         free(enc_redirect);
-        free(c);
         px_reply_error(req, PX_FMT_ADMIN, 500, "cannot build the authorization URL");
         return;
     }
     evhttp_clear_headers(&q);
     free(enc_redirect);
-    c->l = l;
-    c->req = req;
+    struct lark_call *c = lark_call_new(l, req);
+    if (c == NULL) {
+        free(url);
+        px_reply_error(req, PX_FMT_ADMIN, 500, "out of memory");
+        return;
+    }
     c->body = cJSON_CreateObject();
     cJSON_AddStringToObject(c->body, "url", url);
     cJSON_AddStringToObject(c->body, "state", state);

@@ -291,20 +291,51 @@ static void relay_log(struct px_req *r)
     ap_log_fields(AP_LOG_INFO, r->rid, "request", fields);
 }
 
+/* Records the request's usage, once. */
+static void relay_count(struct px_req *r)
+{
+    if (r->counted || r->key.state != PX_KEY_ENABLED || r->reply_status == 0)
+        return;
+    r->counted = 1;
+    int ok = r->reply_status >= 200 && r->reply_status < 300;
+    px_usage_record(r->ctx->usage, r->key.id, r->served_model[0] ? r->served_model : r->model, &r->usage, ok);
+    if (ok)
+        px_metrics_tokens(&r->usage);
+}
+
+static void relay_on_durable(void *arg)
+{
+    struct px_req *r = arg;
+    r->waiting = 0;
+    if (r->ereq != NULL)
+        r->deliver(r);
+    px_relay_finish(r);
+}
+
+void px_relay_complete(struct px_req *r, void (*deliver)(struct px_req *r))
+{
+    relay_count(r);
+    r->deliver = deliver;
+    if (r->counted && r->reply_status >= 200 && r->reply_status < 300 && r->ctx->cfg.usage_durable) {
+        r->waiting = 1;
+        px_usage_wait(r->ctx->usage, relay_on_durable, r); /* may run it at once */
+        return;
+    }
+    deliver(r);
+    px_relay_finish(r);
+}
+
 void px_relay_finish(struct px_req *r)
 {
     if (r->finished)
         return;
     r->finished = 1;
+    if (r->waiting)
+        px_usage_cancel(r->ctx->usage, r);
     px_attempt_abort(r);
     const char *model = r->served_model[0] ? r->served_model : r->model;
     const char *tier = r->target.tier ? r->target.tier->name : r->t_sent ? "upstream" : "";
-    if (r->key.state == PX_KEY_ENABLED && r->reply_status != 0) {
-        int ok = r->reply_status >= 200 && r->reply_status < 300;
-        px_usage_record(r->ctx->usage, r->key.id, model, &r->usage, ok);
-        if (ok)
-            px_metrics_tokens(&r->usage);
-    }
+    relay_count(r);
     static const char *const routes[] = {"messages", "chat_completions", "passthrough"};
     px_metrics_request(routes[r->route], r->reply_status, tier, model);
     if (r->t_sent != 0) {

@@ -81,7 +81,10 @@ struct px_req {
     unsigned in_curl:1;                 /* transfer running */
     unsigned hold:1;                    /* keep the stream from the client until content (another tier may follow) */
     unsigned retry:1;                   /* the stream failed before content: abandon it for the next tier */
+    unsigned counted:1;                 /* usage recorded */
+    unsigned waiting:1;                 /* the reply waits for its usage to reach Redis */
     unsigned finished:1;
+    void (*deliver)(struct px_req *r);  /* hands the prepared reply to evhttp */
 };
 
 /* px_attempt.c: starts the transfer to r->target; replies and finishes on failure. */
@@ -99,6 +102,12 @@ struct cJSON *px_req_json(struct px_req *r);
 /* px_relay.c */
 void px_relay_reply_error(struct px_req *r, int status, const char *msg);
 void px_relay_finish(struct px_req *r);
+/*
+ * The reply (r->reply_status set) is ready: counts usage, then runs `deliver`
+ * and finishes the request, after the usage is safe in Redis for a success
+ * (USAGE_DURABLE) so a client never sees complete a request nobody counted.
+ */
+void px_relay_complete(struct px_req *r, void (*deliver)(struct px_req *r));
 /* 1 when a later tier of the plan could still take the request. */
 int px_relay_has_next(const struct px_req *r);
 /* Abandons the current attempt and starts the next usable tier: 1, or 0 if there is none. */

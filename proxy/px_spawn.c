@@ -105,7 +105,7 @@ static void spawn_on_limit(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     s->timed_out = 1;
-    kill(s->pid, SIGKILL);
+    kill(-s->pid, SIGKILL); /* the whole group: what the command started in the background too */
 }
 
 int px_spawn_run(struct event_base *base, char *const argv[], int timeout_s, px_spawn_cb cb, void *arg)
@@ -126,7 +126,17 @@ int px_spawn_run(struct event_base *base, char *const argv[], int timeout_s, px_
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
-    int rc = posix_spawnp(&s->pid, argv[0], &fa, NULL, argv, environ);
+    /* Its own process group (so the limit can kill all of it), and SIGPIPE back to default. */
+    posix_spawnattr_t at;
+    sigset_t def;
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setpgroup(&at, 0);
+    sigemptyset(&def);
+    sigaddset(&def, SIGPIPE);
+    posix_spawnattr_setsigdefault(&at, &def);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF);
+    int rc = posix_spawnp(&s->pid, argv[0], &fa, &at, argv, environ);
+    posix_spawnattr_destroy(&at);
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
     s->out_fd = fds[0];
@@ -143,7 +153,7 @@ int px_spawn_run(struct event_base *base, char *const argv[], int timeout_s, px_
     else /* kernel without pidfd: look every 50 ms */
         s->exit_ev = event_new(base, -1, EV_PERSIST, spawn_on_exit, s);
     if (s->out_ev == NULL || s->limit == NULL || s->exit_ev == NULL) {
-        kill(s->pid, SIGKILL);
+        kill(-s->pid, SIGKILL);
         waitpid(s->pid, NULL, 0); /* just killed: returns at once */
         spawn_free(s);
         return -1;

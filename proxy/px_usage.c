@@ -15,10 +15,17 @@
  * applies a given id at most once, so a reply lost to a disconnect can be
  * resent without counting twice. While Redis is down deltas keep merging
  * in `pending`; nothing counted is dropped.
+ *
+ * Durable completion (USAGE_DURABLE, on by default): a successful reply is
+ * handed to the client only once its usage is in Redis (px_usage_wait), so a
+ * replica killed with SIGKILL loses no request a client saw complete. Waiters
+ * make the next batch go out at once: batches grow with the load (group
+ * commit), one EVAL per batch. While Redis is unreachable nobody waits.
  */
 #include "px.h"
 
 #include "ap_delta.h"
+#include "ap_keys.h"
 #include "ap_log.h"
 #include "ap_store.h"
 #include "ap_time.h"
@@ -43,13 +50,23 @@ struct usage_tuple {
     struct ap_usage sum;
 };
 
+struct usage_waiter {
+    px_usage_done_fn fn;
+    void *arg;
+    struct usage_waiter *next;
+};
+
 struct px_usage {
     struct px_ctx *ctx;         /* borrowed */
+    struct usage_waiter *w_flight; /* owned: released when the batch in flight is acknowledged */
+    struct usage_waiter *w_next;   /* owned: their usage is not in a batch yet */
+    unsigned flight_covers:1;   /* the batch in flight holds everything that was pending */
     void *tuples;               /* owned: tsearch tree of usage_tuple */
     size_t ntuples;
     struct ap_delta *pending;   /* owned: expanded counter updates */
     struct ap_batch *inflight;  /* owned; sent or waiting to be resent */
-    char inflight_id[128];
+    char inflight_id[160];
+    char boot[17];              /* random per process: batch ids never repeat across restarts */
     uint64_t seq;
     struct event *timer;        /* owned */
     unsigned sending:1;         /* an EVAL is awaiting its reply */
@@ -99,17 +116,55 @@ static void usage_expand(struct px_usage *u)
     u->ntuples = 0;
 }
 
+/* Runs and frees a list of waiters (detached first: a callback may add new ones). */
+static void usage_release(struct usage_waiter *w)
+{
+    while (w != NULL) {
+        struct usage_waiter *next = w->next;
+        w->fn(w->arg);
+        free(w);
+        w = next;
+    }
+}
+
+static void usage_release_all(struct px_usage *u)
+{
+    struct usage_waiter *a = u->w_flight, *b = u->w_next;
+    u->w_flight = u->w_next = NULL;
+    usage_release(a);
+    usage_release(b);
+}
+
+/* Appends list b to list *a. */
+static void usage_append(struct usage_waiter **a, struct usage_waiter *b)
+{
+    while (*a != NULL)
+        a = &(*a)->next;
+    *a = b;
+}
+
 static void usage_send(struct px_usage *u)
 {
-    if (u->sending || !ap_redis_up(u->ctx->redis))
+    if (u->sending)
         return;
+    if (!ap_redis_up(u->ctx->redis)) {
+        usage_release_all(u); /* nobody waits for a Redis that is not there */
+        return;
+    }
     if (u->inflight == NULL) {
         usage_expand(u);
-        ap_store_key(u->inflight_id, sizeof(u->inflight_id), "flush:%s:%llu", u->ctx->cfg.instance_id,
+        /* INSTANCE_ID may be reused by a restarted replica; the boot nonce keeps ids unique. */
+        ap_store_key(u->inflight_id, sizeof(u->inflight_id), "flush:%s:%s:%llu", u->ctx->cfg.instance_id, u->boot,
                      (unsigned long long)++u->seq);
         u->inflight = ap_delta_take_flush(u->pending, USAGE_BATCH_MAX_OPS, u->inflight_id, USAGE_DEDUPE_TTL_S);
-        if (u->inflight == NULL)
+        u->flight_covers = ap_delta_count(u->pending) == 0;
+        struct usage_waiter *w = u->w_next;
+        u->w_next = NULL;
+        if (u->inflight == NULL) {
+            usage_release(w); /* their usage is already written */
             return;
+        }
+        usage_append(&u->w_flight, w);
     }
     struct ap_batch *b = u->inflight;
     if (ap_redis_argv(u->ctx->redis, usage_on_reply, u, b->argc, (const char **)b->argv, b->lens) == 0)
@@ -124,19 +179,27 @@ static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
     u->sending = 0;
     if (rep == NULL) {
         /* Lost with the connection: maybe applied, maybe not. The same id is resent. */
+        usage_release_all(u);
         return;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
         ap_error(NULL, "usage: flush refused by Redis (will retry): %s", rep->str);
+        usage_release_all(u);
         return;
     }
     ap_debug(NULL, "usage: batch %s %s (%zu counters)", u->inflight_id,
              rep->integer == 1 ? "applied" : "was already applied", u->inflight->nops);
     ap_batch_free(u->inflight);
     u->inflight = NULL;
-    /* A backlog (after an outage) or shutdown: keep going without waiting for the timer. */
+    if (u->flight_covers) {
+        struct usage_waiter *w = u->w_flight;
+        u->w_flight = NULL;
+        usage_release(w);
+    }
+    /* Waiters, a backlog (after an outage) or shutdown: go on without waiting for the timer. */
     size_t left = ap_delta_count(u->pending) + u->ntuples;
-    if (ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS || (left > 0 && u->ctx->draining))
+    if (u->w_flight != NULL || u->w_next != NULL || ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS ||
+        (left > 0 && u->ctx->draining))
         usage_send(u);
 }
 
@@ -153,6 +216,10 @@ struct px_usage *px_usage_new(struct px_ctx *ctx)
     if (u == NULL)
         return NULL;
     u->ctx = ctx;
+    if (ap_random_hex(u->boot, 8) < 0) {
+        free(u);
+        return NULL;
+    }
     u->pending = ap_delta_new();
     u->timer = event_new(ctx->base, -1, EV_PERSIST, usage_on_timer, u);
     if (u->pending == NULL || u->timer == NULL) {
@@ -174,6 +241,14 @@ void px_usage_free(struct px_usage *u)
     if (u->timer != NULL)
         event_free(u->timer);
     tdestroy(u->tuples, usage_tuple_free);
+    for (struct usage_waiter *w = u->w_flight, *n; w != NULL; w = n) {
+        n = w->next;
+        free(w);
+    }
+    for (struct usage_waiter *w = u->w_next, *n; w != NULL; w = n) {
+        n = w->next;
+        free(w);
+    }
     ap_batch_free(u->inflight);
     ap_delta_free(u->pending);
     free(u);
@@ -221,4 +296,43 @@ size_t px_usage_pending(const struct px_usage *u)
 void px_usage_kick(struct px_usage *u)
 {
     usage_send(u);
+}
+
+void px_usage_wait(struct px_usage *u, px_usage_done_fn fn, void *arg)
+{
+    struct usage_waiter *w = malloc(sizeof(*w));
+    if (w == NULL || !ap_redis_up(u->ctx->redis)) {
+        free(w);
+        fn(arg);
+        return;
+    }
+    w->fn = fn;
+    w->arg = arg;
+    w->next = NULL;
+    usage_append(&u->w_next, w);
+    usage_send(u);
+}
+
+static void usage_cancel_in(struct usage_waiter **l, void *arg)
+{
+    while (*l != NULL) {
+        if ((*l)->arg == arg) {
+            struct usage_waiter *w = *l;
+            *l = w->next;
+            free(w);
+        } else {
+            l = &(*l)->next;
+        }
+    }
+}
+
+void px_usage_cancel(struct px_usage *u, void *arg)
+{
+    usage_cancel_in(&u->w_flight, arg);
+    usage_cancel_in(&u->w_next, arg);
+}
+
+void px_usage_redis_down(struct px_usage *u)
+{
+    usage_release_all(u);
 }
