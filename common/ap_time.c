@@ -99,8 +99,10 @@ int ap_time_parse_iso(const char *s, time_t *out)
     if (*p == 'Z' || *p == 'z') {
         p++;
     } else if (*p == '+' || *p == '-') {
+        if (strlen(p) != 6 || p[3] != ':')
+            return -1;
         int oh = time_digits(p + 1, 2), om = time_digits(p + 4, 2);
-        if (oh < 0 || oh > 14 || p[3] != ':' || om < 0 || om > 59)
+        if (oh < 0 || oh > 14 || om < 0 || om > 59)
             return -1;
         off = (oh * 3600L + om * 60L) * (*p == '-' ? -1 : 1);
         p += 6;
