@@ -93,11 +93,14 @@ int pl_load_fallback(struct pl_ctx *ctx)
     return 0;
 }
 
-static void main_arm_tick(struct pl_ctx *ctx)
+/* Every quarter interval (the first one soon after start, so a fresh fleet gets data at once). */
+static void main_arm_tick(struct pl_ctx *ctx, long ms)
 {
-    long ms = (long)(ctx->cfg.interval_s * 250);
-    if (ms < 20)
-        ms = 20;
+    if (ms < 0) {
+        ms = (long)(ctx->cfg.interval_s * 250);
+        if (ms < 20)
+            ms = 20;
+    }
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     event_del(ctx->tick);
     event_add(ctx->tick, &tv);
@@ -105,9 +108,11 @@ static void main_arm_tick(struct pl_ctx *ctx)
 
 static void main_on_tick(evutil_socket_t fd, short what, void *arg)
 {
+    struct pl_ctx *ctx = arg;
     (void)fd;
     (void)what;
-    pl_lease_tick(arg);
+    main_arm_tick(ctx, -1);
+    pl_lease_tick(ctx);
 }
 
 static void main_on_hup(evutil_socket_t sig, short what, void *arg)
@@ -117,7 +122,7 @@ static void main_on_hup(evutil_socket_t sig, short what, void *arg)
     (void)what;
     ap_info(NULL, "SIGHUP: reloading %s", ctx->cfg.fallback_path);
     if (pl_load_fallback(ctx) == 0) {
-        main_arm_tick(ctx);
+        main_arm_tick(ctx, -1);
         pl_push_config(ctx);
     }
 }
@@ -171,7 +176,7 @@ int main(int argc, char **argv)
         ctx.dns = evdns_base_new(ctx.base, 0);
     ctx.curl = ap_curl_new(ctx.base);
     ctx.redis = ap_redis_new(ctx.base, ctx.dns, &ctx.cfg.redis, NULL, NULL);
-    ctx.tick = event_new(ctx.base, -1, EV_PERSIST, main_on_tick, &ctx);
+    ctx.tick = event_new(ctx.base, -1, 0, main_on_tick, &ctx);
     ctx.lark = pl_lark_new(&ctx);
     sig[0] = evsignal_new(ctx.base, SIGTERM, main_on_term, &ctx);
     sig[1] = evsignal_new(ctx.base, SIGINT, main_on_term, &ctx);
@@ -184,7 +189,7 @@ int main(int argc, char **argv)
     if (pl_http_start(&ctx, &http) < 0)
         goto out;
     ap_redis_start(ctx.redis);
-    main_arm_tick(&ctx);
+    main_arm_tick(&ctx, 100);
     ap_info(NULL, "api-poller %s up: upstream %s, redis %s:%d", ctx.cfg.instance_id, ctx.cfg.upstream_url,
             ctx.cfg.redis.host, ctx.cfg.redis.port);
     event_base_dispatch(ctx.base);
