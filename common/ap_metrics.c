@@ -146,6 +146,8 @@ void ap_metrics_observe(struct ap_metrics *m, const char *name, const char *labe
 char *ap_metrics_label(char *out, size_t n, const char *value)
 {
     size_t o = 0;
+    if (n == 0)
+        return out;
     for (const char *p = value ? value : ""; *p != '\0' && o + 3 < n; p++) {
         if (*p == '\\' || *p == '"') {
             out[o++] = '\\';
@@ -167,12 +169,20 @@ struct metrics_walk {
     int rc;
 };
 
+/* Integers exactly (counters grow large); fractions to 15 digits, which hides summing noise (10 x 0.1 is 1). */
+static void metrics_format(char *buf, size_t n, double v)
+{
+    if (v == floor(v) && fabs(v) <= 9007199254740992.0)
+        snprintf(buf, n, "%.0f", v);
+    else
+        snprintf(buf, n, "%.15g", v);
+}
+
 static void metrics_print_value(struct evbuffer *out, double v)
 {
-    if (v == floor(v) && fabs(v) < 1e15)
-        evbuffer_add_printf(out, "%.0f\n", v);
-    else
-        evbuffer_add_printf(out, "%.15g\n", v);
+    char buf[64];
+    metrics_format(buf, sizeof(buf), v);
+    evbuffer_add_printf(out, "%s\n", buf);
 }
 
 static void metrics_render_one(const void *node, VISIT which, void *arg)
@@ -200,8 +210,10 @@ static void metrics_render_one(const void *node, VISIT which, void *arg)
         evbuffer_add_printf(w->out, "%s_bucket{%s%sle=\"%g\"} %llu\n", f->name, s->labels, sep, metrics_buckets[i],
                             s->buckets[i]);
     evbuffer_add_printf(w->out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", f->name, s->labels, sep, s->count);
-    evbuffer_add_printf(w->out, "%s_sum%s%s%s %.15g\n", f->name, s->labels[0] ? "{" : "", s->labels,
-                        s->labels[0] ? "}" : "", s->value);
+    char sum[64];
+    metrics_format(sum, sizeof(sum), s->value);
+    evbuffer_add_printf(w->out, "%s_sum%s%s%s %s\n", f->name, s->labels[0] ? "{" : "", s->labels,
+                        s->labels[0] ? "}" : "", sum);
     evbuffer_add_printf(w->out, "%s_count%s%s%s %llu\n", f->name, s->labels[0] ? "{" : "", s->labels,
                         s->labels[0] ? "}" : "", s->count);
 }

@@ -95,7 +95,8 @@ void ap_quota_settle(struct ap_quota *q, const struct ap_quota *prev, double min
     for (size_t i = 0; i < q->n; i++) {
         const struct ap_quota_model *p = ap_quota_find(prev, q->m[i].model);
         double need = (p != NULL && !p->available) ? min + margin : min;
-        q->m[i].available = q->m[i].fraction >= need;
+        /* "at least": 0.05 + 0.1 is 0.15000000000000002 in binary, yet 0.15 must pass. */
+        q->m[i].available = q->m[i].fraction >= need - 1e-9;
     }
 }
 
