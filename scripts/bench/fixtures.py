@@ -7,6 +7,10 @@ writes into OUTDIR:
   req-small.json     ~300 B Anthropic Messages request (non-stream)
   req-large.json     ~200 KB request (a long conversation, non-stream)
   req-stream.json    the small request with "stream": true
+  oai-small.json     the small request in the OpenAI Chat Completions format (for the
+  oai-large.json     "api-proxy+convert" variant: POST /v1/chat/completions, which
+  oai-stream.json    api-proxy converts to /v1/messages, and the answer back); the
+                     stream one asks for the usage chunk (stream_options.include_usage)
   resp-message.json  the mock's fixed non-stream answer (Anthropic message with usage)
   resp-stream.sse    the mock's fixed stream: message_start, content_block_start, ping,
                      STREAM_DELTAS content_block_delta events, content_block_stop,
@@ -14,6 +18,11 @@ writes into OUTDIR:
   mock-message.inc   nginx directives (`set`, `return 200 '...'`) answering with those two
   mock-stream.inc    bodies from memory, so the mock reads no file and runs no code
   expected-usage     "INPUT OUTPUT" tokens of one answer, for the usage check
+  reply-text.txt     the reply text (what a converted answer must carry)
+  model.txt          the model every request names
+  health.json        the mock's fixed GET /health: quota per account in the upstream's
+  mock-health.inc    format (several accounts, three models; the max per model is what
+                     the poller keeps: MODEL 0.8, gemini-3-pro-high 0.5, opus 0.5)
 
 Everything is deterministic: the same bytes every run, so runs compare.
 """
@@ -39,6 +48,38 @@ def reply_text():
 
 def dumps(obj):
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+
+
+def oai_request(req):
+    """The same request in the OpenAI Chat Completions format (system prompt first)."""
+    a = json.loads(req)
+    out = {"model": a["model"], "max_tokens": a["max_tokens"],
+           "messages": [{"role": "system", "content": a["system"]}] + a["messages"]}
+    if a.get("stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return dumps(out)
+
+
+def health():
+    """An antigravity-style /health: several accounts (one invalid, ignored by the poller),
+    three models; per model the poller keeps the max remainingFraction over valid accounts."""
+    reset = "2099-01-01T00:00:00Z"
+
+    def models(main, gemini, opus):
+        return {MODEL: {"remaining": "%d%%" % (main * 100), "remainingFraction": main, "resetTime": reset},
+                "gemini-3-pro-high": {"remaining": "%d%%" % (gemini * 100), "remainingFraction": gemini,
+                                      "resetTime": reset},
+                "claude-opus-4-6-thinking": {"remaining": "%d%%" % (opus * 100), "remainingFraction": opus,
+                                             "resetTime": reset}}
+    accounts = [
+        {"email": "bench-a@example.com", "status": "ok", "modelRateLimits": {}, "models": models(0.8, 0.2, 0.5)},
+        {"email": "bench-b@example.com", "status": "ok", "modelRateLimits": {}, "models": models(0.3, 0.5, 0.1)},
+        {"email": "bench-c@example.com", "status": "ok", "modelRateLimits": {}, "models": models(0.6, 0.4, 0.3)},
+        {"email": "bench-d@example.com", "status": "invalid", "modelRateLimits": {},
+         "models": models(1.0, 1.0, 1.0)},
+    ]
+    return dumps({"status": "ok", "timestamp": "2026-01-01T00:00:00Z", "accounts": accounts})
 
 
 def request(content, stream=False, extra_messages=()):
@@ -131,7 +172,13 @@ def main():
         "resp-message.json": dumps(message("msg_01BenchFixedNonStreamReply0", text)),
         "resp-stream.sse": stream_body("msg_01BenchFixedStreamReply00000", text),
         "expected-usage": "%d %d\n" % (INPUT_TOKENS, OUTPUT_TOKENS),
+        "reply-text.txt": text,
+        "model.txt": MODEL + "\n",
+        "health.json": health(),
     }
+    for name in ("small", "large", "stream"):
+        files["oai-%s.json" % name] = oai_request(files["req-%s.json" % name])
+    files["mock-health.inc"] = nginx_return(files["health.json"], "bench_health")
     files["mock-message.inc"] = nginx_return(files["resp-message.json"], "bench_msg")
     files["mock-stream.inc"] = nginx_return(files["resp-stream.sse"], "bench_sse")
     for name, data in files.items():

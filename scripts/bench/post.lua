@@ -6,6 +6,8 @@
 --   BENCH_PATH       request path (default /v1/messages)
 --   BENCH_KEY        client API key (sent to every target, so requests are byte-identical)
 --   BENCH_STREAM     "1": add `x-bench-stream: 1`, which the mock maps to its SSE answer
+--   BENCH_OPENAI     "1": an OpenAI client (with BENCH_PATH=/v1/chat/completions): the key
+--                    goes in `Authorization: Bearer`, and no anthropic-version is sent
 --
 -- No response() callback on purpose: defining one makes wrk keep every response's headers
 -- and body for Lua, which costs the load generator CPU. wrk still counts non-2xx/3xx
@@ -23,8 +25,12 @@ wrk.method = "POST"
 wrk.path = os.getenv("BENCH_PATH") or "/v1/messages"
 wrk.body = slurp(os.getenv("BENCH_BODY_FILE"))
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["anthropic-version"] = "2023-06-01"
-wrk.headers["x-api-key"] = os.getenv("BENCH_KEY") or "none"
+if os.getenv("BENCH_OPENAI") == "1" then
+   wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "none")
+else
+   wrk.headers["anthropic-version"] = "2023-06-01"
+   wrk.headers["x-api-key"] = os.getenv("BENCH_KEY") or "none"
+end
 if os.getenv("BENCH_STREAM") == "1" then
    wrk.headers["x-bench-stream"] = "1"
    wrk.headers["Accept"] = "text/event-stream"
