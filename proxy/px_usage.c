@@ -31,6 +31,7 @@
 #include "ap_time.h"
 
 #include <event2/event.h>
+#include <openssl/sha.h>
 #include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,12 +68,27 @@ struct px_usage {
     struct ap_batch *inflight;  /* owned; sent or waiting to be resent */
     char inflight_id[160];
     char boot[17];              /* random per process: batch ids never repeat across restarts */
+    char flush_sha[41];         /* SHA-1 of ap_script_flush: batches go as EVALSHA */
+    unsigned use_eval:1;        /* Redis answered NOSCRIPT: send the next one in full */
     uint64_t seq;
     struct event *timer;        /* owned */
     unsigned sending:1;         /* an EVAL is awaiting its reply */
 };
 
 static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+/* Redis names scripts by the SHA-1 of their text. */
+static void usage_sha1_hex(const char *text, char out[41])
+{
+    unsigned char d[20];
+    static const char hx[] = "0123456789abcdef";
+    SHA1((const unsigned char *)text, strlen(text), d);
+    for (int i = 0; i < 20; i++) {
+        out[2 * i] = hx[d[i] >> 4];
+        out[2 * i + 1] = hx[d[i] & 15];
+    }
+    out[40] = '\0';
+}
 
 static int usage_tuple_cmp(const void *a, const void *b)
 {
@@ -167,8 +183,22 @@ static void usage_send(struct px_usage *u)
         usage_append(&u->w_flight, w);
     }
     struct ap_batch *b = u->inflight;
+    const char *argv[2] = {b->argv[0], b->argv[1]};
+    size_t lens[2] = {b->lens[0], b->lens[1]};
+    if (!u->use_eval) {
+        /* The same batch naming the script by its SHA-1 instead of sending its text
+         * (hiredis copies the command before returning, so the swap is brief). */
+        b->argv[0] = (char *)"EVALSHA";
+        b->lens[0] = 7;
+        b->argv[1] = u->flush_sha;
+        b->lens[1] = 40;
+    }
     if (ap_redis_argv(u->ctx->redis, usage_on_reply, u, b->argc, (const char **)b->argv, b->lens) == 0)
         u->sending = 1;
+    b->argv[0] = (char *)argv[0];
+    b->argv[1] = (char *)argv[1];
+    b->lens[0] = lens[0];
+    b->lens[1] = lens[1];
 }
 
 static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -182,11 +212,18 @@ static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
         usage_release_all(u);
         return;
     }
+    if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 && !u->use_eval) {
+        /* Redis restarted or flushed its script cache: send it in full (which loads it again). */
+        u->use_eval = 1;
+        usage_send(u);
+        return;
+    }
     if (rep->type == REDIS_REPLY_ERROR) {
         ap_error(NULL, "usage: flush refused by Redis (will retry): %s", rep->str);
         usage_release_all(u);
         return;
     }
+    u->use_eval = 0;
     ap_debug(NULL, "usage: batch %s %s (%zu counters)", u->inflight_id,
              rep->integer == 1 ? "applied" : "was already applied", u->inflight->nops);
     ap_batch_free(u->inflight);
@@ -220,6 +257,7 @@ struct px_usage *px_usage_new(struct px_ctx *ctx)
         free(u);
         return NULL;
     }
+    usage_sha1_hex(ap_script_flush, u->flush_sha);
     u->pending = ap_delta_new();
     u->timer = event_new(ctx->base, -1, EV_PERSIST, usage_on_timer, u);
     if (u->pending == NULL || u->timer == NULL) {
