@@ -801,8 +801,8 @@ run_wrk() {
 }
 
 # TCP connections opened so far on this machine (ActiveOpens in /proc/net/snmp): over a
-# run, divided by its requests, it shows who opens a connection per request (HAProxy's
-# http-server-close does, towards the replicas). Machine-wide: other programs add theirs.
+# run, divided by its requests, it shows who opens a connection per request (0 when every
+# hop keeps its connections alive). Machine-wide: other programs add theirs.
 tcp_opens() {
     awk '/^Tcp:/ && !h { for (i = 1; i <= NF; i++) col[$i] = i; h = 1; next }
         /^Tcp:/ { print $col["ActiveOpens"]; exit }' /proc/net/snmp
@@ -1360,8 +1360,8 @@ print_fleet_report() {
     printf '  %s; %s; %s; %s; kernel %s\n' "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
         "$("$HAPROXY" -v 2>&1 | awk 'NR == 1 {print "HAProxy " $3}')" \
         "$(redis-server --version | awk '{print $1" "$2" "$3}')" "$(proxy_version)" "$(uname -r)"
-    printf '  HAProxy config: tests/cluster/haproxy.cfg.in (round robin, /health checks every 500 ms, option\n'
-    printf '  http-server-close: one new connection to a replica per request)\n'
+    printf '  HAProxy config: tests/cluster/haproxy.cfg.in (round robin, /health checks every 500 ms,\n'
+    printf '  kept-alive connections to the replicas)\n'
     printf '  replicas: LOG_LEVEL=%s, usage accounting on, real key, fallback %s\n' \
         "$PROXY_LOG_LEVEL" "$([[ $FLEET_FALLBACK == 1 ]] && echo "on (three-tier chain, one poller every ${POLL_INTERVAL}s)" || echo off)"
     printf '  CPU us/req: all replicas + redis-server + HAProxy (then split); the poller apart. Redis cmds/req: INFO\n'
