@@ -3,7 +3,11 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 int ap_file_read(const char *path, char **out, size_t *len)
 {
@@ -40,5 +44,28 @@ int ap_file_read(const char *path, char **out, size_t *len)
     buf[n] = '\0';
     *out = buf;
     *len = n;
+    return 0;
+}
+
+int ap_file_write_atomic(const char *path, const char *text, int mode)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    size_t n = strlen(text);
+    int ok = fchmod(fd, (mode_t)mode) == 0 && write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;
+    int saved = errno;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) < 0) {
+        saved = ok ? errno : saved;
+        unlink(tmp);
+        errno = saved;
+        return -1;
+    }
     return 0;
 }

@@ -134,6 +134,31 @@ void ap_lark_classify(const cJSON *body, struct ap_lark_event *ev)
     ev->kind = AP_LARK_OTHER;
 }
 
+char *ap_lark_app_token_request(const char *app_id, const char *app_secret)
+{
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "app_id", app_id);
+    cJSON_AddStringToObject(req, "app_secret", app_secret);
+    char *text = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    return text;
+}
+
+char *ap_lark_token_record(cJSON *data, int64_t now_ms)
+{
+    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(data, "expires_in");
+    const cJSON *rexp = cJSON_GetObjectItemCaseSensitive(data, "refresh_expires_in");
+    cJSON_DeleteItemFromObjectCaseSensitive(data, "obtained_at_ms");
+    cJSON_DeleteItemFromObjectCaseSensitive(data, "expires_at_ms");
+    cJSON_DeleteItemFromObjectCaseSensitive(data, "refresh_expires_at_ms");
+    cJSON_AddNumberToObject(data, "obtained_at_ms", (double)now_ms);
+    if (cJSON_IsNumber(exp))
+        cJSON_AddNumberToObject(data, "expires_at_ms", (double)now_ms + exp->valuedouble * 1000);
+    if (cJSON_IsNumber(rexp))
+        cJSON_AddNumberToObject(data, "refresh_expires_at_ms", (double)now_ms + rexp->valuedouble * 1000);
+    return cJSON_PrintUnformatted(data);
+}
+
 char *ap_html_escape(const char *s)
 {
     size_t n = 1;

@@ -42,6 +42,16 @@ struct ap_lark_event {
 /* Reads a (decrypted) callback body. Strings point into `body`. */
 void ap_lark_classify(const struct cJSON *body, struct ap_lark_event *ev);
 
+/* The body of an app_access_token/internal request (new JSON text; free with cJSON_free). */
+char *ap_lark_app_token_request(const char *app_id, const char *app_secret);
+
+/*
+ * The user token as stored (Redis, LARK_TOKEN_FILE): the `data` of an OIDC
+ * answer with obtained_at_ms, expires_at_ms and refresh_expires_at_ms added
+ * (from expires_in / refresh_expires_in). Returns new JSON text (cJSON_free) or NULL.
+ */
+char *ap_lark_token_record(struct cJSON *data, int64_t now_ms);
+
 /* HTML-escapes s into a new string (caller frees). */
 char *ap_html_escape(const char *s);
 

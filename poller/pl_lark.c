@@ -9,6 +9,8 @@
 
 #include "ap_env.h"
 #include "ap_fetch.h"
+#include "ap_file.h"
+#include "ap_lark.h"
 #include "ap_log.h"
 #include "ap_store.h"
 #include "ap_time.h"
@@ -16,7 +18,6 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <event2/event.h>
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,34 +52,15 @@ static void lark_done(struct pl_lark *lk)
 
 static void lark_store(struct pl_lark *lk, cJSON *data)
 {
-    int64_t now = ap_now_ms();
-    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(data, "expires_in");
-    const cJSON *rexp = cJSON_GetObjectItemCaseSensitive(data, "refresh_expires_in");
-    cJSON_AddNumberToObject(data, "obtained_at_ms", (double)now);
-    if (cJSON_IsNumber(exp))
-        cJSON_AddNumberToObject(data, "expires_at_ms", (double)now + exp->valuedouble * 1000);
-    if (cJSON_IsNumber(rexp))
-        cJSON_AddNumberToObject(data, "refresh_expires_at_ms", (double)now + rexp->valuedouble * 1000);
-    char *text = cJSON_PrintUnformatted(data);
+    char *text = ap_lark_token_record(data, ap_now_ms());
     if (text == NULL)
         return;
     char key[128];
     ap_store_key(key, sizeof(key), "lark:user_token");
     ap_redis_cmd(lk->ctx->redis, NULL, NULL, "SET %s %s", key, text);
-    if (lk->token_file != NULL) {
-        /* Atomic replace, mode 0600; tiny and rare. */
-        char tmp[1100];
-        snprintf(tmp, sizeof(tmp), "%s.tmp.%d", lk->token_file, (int)getpid());
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        size_t n = strlen(text);
-        int ok = fd >= 0 && write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;
-        if (fd >= 0)
-            ok = close(fd) == 0 && ok;
-        if (!ok || rename(tmp, lk->token_file) < 0) {
-            unlink(tmp);
-            ap_error(NULL, "lark: cannot write LARK_TOKEN_FILE: %s", strerror(errno));
-        }
-    }
+    /* Tiny and rare: written in place, atomically, mode 0600. */
+    if (lk->token_file != NULL && ap_file_write_atomic(lk->token_file, text, 0600) < 0)
+        ap_error(NULL, "lark: cannot write LARK_TOKEN_FILE: %s", strerror(errno));
     OPENSSL_cleanse(text, strlen(text));
     cJSON_free(text);
     ap_info(NULL, "lark: user access token refreshed");
@@ -150,11 +132,7 @@ static void lark_on_token(redisAsyncContext *ac, void *reply, void *priv)
     cJSON_Delete(j);
     char url[1200];
     snprintf(url, sizeof(url), "%s/open-apis/auth/v3/app_access_token/internal", lk->base_url);
-    cJSON *req = cJSON_CreateObject();
-    cJSON_AddStringToObject(req, "app_id", lk->app_id);
-    cJSON_AddStringToObject(req, "app_secret", lk->app_secret);
-    char *payload = cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
+    char *payload = ap_lark_app_token_request(lk->app_id, lk->app_secret);
     const char *hdrs[] = {"Content-Type: application/json; charset=utf-8", NULL};
     if (payload == NULL ||
         ap_fetch_start(lk->ctx->curl, url, hdrs, payload, strlen(payload), LARK_LIMIT_MS, lark_on_app_token, lk) == NULL)

@@ -17,6 +17,7 @@
 
 #include "ap_env.h"
 #include "ap_fetch.h"
+#include "ap_file.h"
 #include "ap_keys.h"
 #include "ap_lark.h"
 #include "ap_log.h"
@@ -384,24 +385,6 @@ static void lark_page(struct evhttp_request *req, int status, const char *msg, c
     free(esc);
 }
 
-/* Writes the token file atomically with mode 0600 (a few hundred bytes, once per authorization). */
-static int lark_write_token_file(const char *path, const char *text)
-{
-    char tmp[1100];
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -1;
-    size_t n = strlen(text);
-    int ok = write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) < 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 static void lark_on_user_token(void *arg, int status, const char *body, size_t len, const char *err)
 {
     struct lark_call *c = arg;
@@ -416,19 +399,12 @@ static void lark_on_user_token(void *arg, int status, const char *body, size_t l
         lark_call_done(c);
         return;
     }
-    int64_t now = ap_now_ms();
-    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(data, "expires_in");
-    const cJSON *rexp = cJSON_GetObjectItemCaseSensitive(data, "refresh_expires_in");
-    cJSON_AddNumberToObject(data, "obtained_at_ms", (double)now);
-    if (cJSON_IsNumber(exp))
-        cJSON_AddNumberToObject(data, "expires_at_ms", (double)now + exp->valuedouble * 1000);
-    if (cJSON_IsNumber(rexp))
-        cJSON_AddNumberToObject(data, "refresh_expires_at_ms", (double)now + rexp->valuedouble * 1000);
-    char *text = cJSON_PrintUnformatted(data);
+    char *text = ap_lark_token_record(data, ap_now_ms());
     char key[128];
     ap_store_key(key, sizeof(key), "lark:user_token");
     int stored = text != NULL && ap_redis_cmd(l->ctx->redis, NULL, NULL, "SET %s %s", key, text) == 0;
-    if (text != NULL && l->token_file != NULL && lark_write_token_file(l->token_file, text) < 0) {
+    /* A few hundred bytes once per authorization: written in place, atomically, mode 0600. */
+    if (text != NULL && l->token_file != NULL && ap_file_write_atomic(l->token_file, text, 0600) < 0) {
         ap_error(NULL, "lark: cannot write LARK_TOKEN_FILE: %s", strerror(errno));
         stored = 0;
     }
@@ -495,11 +471,7 @@ static void lark_on_state(redisAsyncContext *ac, void *reply, void *priv)
     }
     char url[1200];
     snprintf(url, sizeof(url), "%s/open-apis/auth/v3/app_access_token/internal", l->base_url);
-    cJSON *req = cJSON_CreateObject();
-    cJSON_AddStringToObject(req, "app_id", l->app_id);
-    cJSON_AddStringToObject(req, "app_secret", l->app_secret);
-    char *payload = cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
+    char *payload = ap_lark_app_token_request(l->app_id, l->app_secret);
     const char *hdrs[] = {"Content-Type: application/json; charset=utf-8", NULL};
     if (payload == NULL || ap_fetch_start(l->ctx->curl, url, hdrs, payload, strlen(payload), LARK_OAUTH_LIMIT_MS,
                                           lark_on_app_token, c) == NULL) {
