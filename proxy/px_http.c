@@ -181,7 +181,7 @@ static const char *http_framing_problem(struct evhttp_request *req)
 {
     struct evkeyvalq *h = evhttp_request_get_input_headers(req);
     const char *te = NULL, *cl = NULL;
-    int ncl = 0, nte = 0;
+    int nte = 0;
     for (struct evkeyval *kv = h->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
         if (strcasecmp(kv->key, "Transfer-Encoding") == 0) {
             te = kv->value;
@@ -190,14 +190,12 @@ static const char *http_framing_problem(struct evhttp_request *req)
             if (cl != NULL && strcmp(cl, kv->value) != 0)
                 return "conflicting Content-Length headers";
             cl = kv->value;
-            ncl++;
         }
     }
     if (te != NULL && cl != NULL)
         return "Content-Length together with Transfer-Encoding";
     if (nte > 1 || (te != NULL && strcasecmp(te, "chunked") != 0))
         return "unsupported Transfer-Encoding";
-    (void)ncl;
     return NULL;
 }
 
