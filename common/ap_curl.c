@@ -266,11 +266,6 @@ void ap_curl_remove(struct ap_curl *c, CURL *easy)
     c->active--;
 }
 
-int ap_curl_active(const struct ap_curl *c)
-{
-    return c->active;
-}
-
 void ap_curl_free(struct ap_curl *c)
 {
     if (c == NULL)

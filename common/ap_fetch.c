@@ -10,7 +10,6 @@
 #define FETCH_MAX_BODY (4u << 20)
 
 struct ap_fetch {
-    struct ap_curl *curl;       /* borrowed */
     CURL *easy;                 /* owned */
     struct curl_slist *hdrs;    /* owned */
     char *body;                 /* owned copy of the request body */
@@ -60,7 +59,6 @@ struct ap_fetch *ap_fetch_start(struct ap_curl *c, const char *url, const char *
     struct ap_fetch *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return NULL;
-    f->curl = c;
     f->cb = cb;
     f->arg = arg;
     f->easy = curl_easy_init();
@@ -98,12 +96,4 @@ struct ap_fetch *ap_fetch_start(struct ap_curl *c, const char *url, const char *
 fail:
     fetch_free(f);
     return NULL;
-}
-
-void ap_fetch_cancel(struct ap_fetch *f)
-{
-    if (f == NULL)
-        return;
-    ap_curl_remove(f->curl, f->easy);
-    fetch_free(f);
 }

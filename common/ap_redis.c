@@ -192,11 +192,6 @@ static void redis_teardown(struct ap_redis *r, const char *why)
         r->cbs.on_down(r, r->cbs.arg);
 }
 
-void ap_redis_reset(struct ap_redis *r, const char *why)
-{
-    redis_teardown(r, why);
-}
-
 /* ---- hiredis callbacks ---- */
 
 static void redis_on_connect(const redisAsyncContext *ac, int status)

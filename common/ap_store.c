@@ -246,11 +246,6 @@ const char ap_script_key_delete[] =
     "if rec[1] then redis.call('DEL', p..'keyid:'..rec[1]); redis.call('ZREM', p..'keys', rec[1]) end\n"
     "return {rec[1], rec[2]}\n";
 
-/* ARGV: prefix, id, sha256. Returns {hash, record fields...} or nil. */
-const char ap_script_key_get[] =
-    LUA_RESOLVE
-    "return {h, redis.call('HGETALL', rk)}\n";
-
 /* ARGV: prefix. Returns {{record, totals}, ...} in creation order. */
 const char ap_script_keys_list[] =
     "local p = ARGV[1]\n"

@@ -32,7 +32,4 @@ int ap_curl_add(struct ap_curl *c, CURL *easy, ap_curl_done_fn done, void *arg);
  */
 void ap_curl_remove(struct ap_curl *c, CURL *easy);
 
-/* Number of transfers in progress. */
-int ap_curl_active(const struct ap_curl *c);
-
 #endif

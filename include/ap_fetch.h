@@ -20,12 +20,10 @@ typedef void (*ap_fetch_cb)(void *arg, int status, const char *body, size_t len,
 /*
  * Starts a request: POST with `body` (JSON) when body is not NULL, else GET.
  * `headers` is a NULL-terminated list of "Name: value" (may be NULL). Returns
- * a handle for ap_fetch_cancel, or NULL when it could not start (cb not called).
+ * a non-NULL handle, or NULL when it could not start (cb not called).
  */
 struct ap_fetch *ap_fetch_start(struct ap_curl *c, const char *url, const char *const *headers,
                                 const char *body, size_t len, long timeout_ms, ap_fetch_cb cb, void *arg);
 
-/* Aborts a request in progress; its callback is not called. */
-void ap_fetch_cancel(struct ap_fetch *f);
 
 #endif

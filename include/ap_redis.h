@@ -74,9 +74,6 @@ int ap_redis_argv(struct ap_redis *r, redisCallbackFn *fn, void *priv, int argc,
                   const char **argv, const size_t *lens);
 int ap_redis_cmd(struct ap_redis *r, redisCallbackFn *fn, void *priv, const char *fmt, ...);
 
-/* Drops the connections now (pending callbacks get NULL) and reconnects later. */
-void ap_redis_reset(struct ap_redis *r, const char *why);
-
 const struct ap_redis_stats *ap_redis_stats(const struct ap_redis *r);
 
 /* Frees everything; pending callbacks get NULL replies first. NULL allowed. */

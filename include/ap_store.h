@@ -98,7 +98,6 @@ extern const char ap_script_flush[];
 extern const char ap_script_key_create[];
 extern const char ap_script_key_set_enabled[];
 extern const char ap_script_key_delete[];
-extern const char ap_script_key_get[];
 extern const char ap_script_keys_list[];
 extern const char ap_script_key_usage[];
 extern const char ap_script_usage_total[];
