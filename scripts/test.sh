@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test from a fresh Debian machine: installs what is missing,
-# builds, runs the unit + integration (+ SDK) tests, then the same tests
-# again against an ASan/UBSan build.
+# builds, runs the unit + integration (+ SDK, cluster) tests, then the same
+# tests again against an ASan/UBSan build, then the core integration tests with
+# the proxies and pollers under valgrind (leaks and memory errors fail them).
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    the normal build only (no sanitizer pass)
+#   scripts/test.sh --quick    the normal build only (no sanitizer or valgrind pass)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
@@ -12,5 +13,10 @@ status=0
 make test || status=1
 if [ "${1:-}" != "--quick" ]; then
     make -j"$(nproc)" sanitize || status=1
+    echo "== valgrind: core integration tests with the daemons under valgrind"
+    AP_VALGRIND=1 AP_BIN="$PWD/bin" python3 tests/integration/runner.py \
+        tests/integration/test_auth.py tests/integration/test_relay.py tests/integration/test_usage.py \
+        tests/integration/test_faults.py tests/integration/test_fallback.py tests/integration/test_poller.py \
+        tests/integration/test_lark.py || status=1
 fi
 exit $status
