@@ -134,6 +134,15 @@ void ap_lark_classify(const cJSON *body, struct ap_lark_event *ev)
     ev->kind = AP_LARK_OTHER;
 }
 
+int ap_lark_app_token_header(const char *body, size_t len, char *out, size_t n)
+{
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(j, "app_access_token");
+    int ok = cJSON_IsString(tok) && snprintf(out, n, "Authorization: Bearer %s", tok->valuestring) < (int)n;
+    cJSON_Delete(j);
+    return ok ? 0 : -1;
+}
+
 char *ap_lark_app_token_request(const char *app_id, const char *app_secret)
 {
     cJSON *req = cJSON_CreateObject();

@@ -42,6 +42,12 @@ struct ap_lark_event {
 /* Reads a (decrypted) callback body. Strings point into `body`. */
 void ap_lark_classify(const struct cJSON *body, struct ap_lark_event *ev);
 
+/*
+ * Reads an app_access_token/internal answer into an "Authorization: Bearer <token>"
+ * header line (out, n bytes). 0, or -1 when it carries no token.
+ */
+int ap_lark_app_token_header(const char *body, size_t len, char *out, size_t n);
+
 /* The body of an app_access_token/internal request (new JSON text; free with cJSON_free). */
 char *ap_lark_app_token_request(const char *app_id, const char *app_secret);
 

@@ -69,6 +69,7 @@ int ap_redis_up(const struct ap_redis *r);
  * Sends a command. `fn` is always called exactly once later, with a NULL reply
  * if the connection is lost first; a reply is valid only during the call.
  * Returns -1 (and `fn` is NOT called) when the connection is not up.
+ * `lens` may be NULL when every argument is a NUL-terminated string.
  */
 int ap_redis_argv(struct ap_redis *r, redisCallbackFn *fn, void *priv, int argc,
                   const char **argv, const size_t *lens);

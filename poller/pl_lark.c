@@ -83,16 +83,11 @@ static void lark_on_refreshed(void *arg, int status, const char *body, size_t le
 static void lark_on_app_token(void *arg, int status, const char *body, size_t len, const char *err)
 {
     struct pl_lark *lk = arg;
-    cJSON *j = cJSON_ParseWithLength(body, len);
-    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(j, "app_access_token");
-    if (status != 200 || !cJSON_IsString(tok)) {
+    if (status != 200 || ap_lark_app_token_header(body, len, lk->auth, sizeof(lk->auth)) < 0) {
         ap_warn(NULL, "lark: app_access_token failed (HTTP %d%s%s)", status, err ? ": " : "", err ? err : "");
-        cJSON_Delete(j);
         lark_done(lk);
         return;
     }
-    snprintf(lk->auth, sizeof(lk->auth), "Authorization: Bearer %s", tok->valuestring);
-    cJSON_Delete(j);
     char url[1200];
     snprintf(url, sizeof(url), "%s/open-apis/authen/v1/oidc/refresh_access_token", lk->base_url);
     cJSON *req = cJSON_CreateObject();

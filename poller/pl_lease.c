@@ -61,10 +61,7 @@ void pl_lease_tick(struct pl_ctx *ctx)
     snprintf(ttl, sizeof(ttl), "%ld", lease_ttl_ms(ctx));
     if (ctx->leader) {
         const char *argv[] = {"EVAL", ap_script_lease_renew, "0", key, ctx->cfg.instance_id, ttl};
-        size_t lens[6];
-        for (int i = 0; i < 6; i++)
-            lens[i] = strlen(argv[i]);
-        ap_redis_argv(ctx->redis, lease_on_reply, ctx, 6, argv, lens);
+        ap_redis_argv(ctx->redis, lease_on_reply, ctx, 6, argv, NULL);
     } else {
         ap_redis_cmd(ctx->redis, lease_on_reply, ctx, "SET %s %s NX PX %s", key, ctx->cfg.instance_id, ttl);
     }
@@ -77,10 +74,7 @@ void pl_lease_release(struct pl_ctx *ctx)
         return;
     ap_store_key(key, sizeof(key), "poller:leader");
     const char *argv[] = {"EVAL", ap_script_lease_release, "0", key, ctx->cfg.instance_id};
-    size_t lens[5];
-    for (int i = 0; i < 5; i++)
-        lens[i] = strlen(argv[i]);
-    ap_redis_argv(ctx->redis, NULL, NULL, 5, argv, lens);
+    ap_redis_argv(ctx->redis, NULL, NULL, 5, argv, NULL);
     ctx->leader = 0;
 }
 
@@ -93,8 +87,5 @@ void pl_push_config(struct pl_ctx *ctx)
     ap_store_key(channel, sizeof(channel), "events");
     const char *argv[] = {"EVAL", ap_script_set_if_changed, "0", key, ctx->fallback_text, channel,
                           "{\"type\":\"config\"}"};
-    size_t lens[7];
-    for (int i = 0; i < 7; i++)
-        lens[i] = strlen(argv[i]);
-    ap_redis_argv(ctx->redis, NULL, NULL, 7, argv, lens);
+    ap_redis_argv(ctx->redis, NULL, NULL, 7, argv, NULL);
 }

@@ -41,10 +41,7 @@ static void poll_publish(struct pl_ctx *ctx, struct ap_quota *fresh)
         ap_store_key(key, sizeof(key), "quota");
         ap_store_key(channel, sizeof(channel), "events");
         const char *argv[] = {"EVAL", ap_script_set_publish, "0", key, value, channel, msg ? msg : ""};
-        size_t lens[7];
-        for (int i = 0; i < 7; i++)
-            lens[i] = strlen(argv[i]);
-        ap_redis_argv(ctx->redis, NULL, NULL, 7, argv, lens);
+        ap_redis_argv(ctx->redis, NULL, NULL, 7, argv, NULL);
         if (changed)
             ctx->stats.events++;
     }

@@ -71,13 +71,10 @@ static redisContext *admin_connect(void)
 static redisReply *admin_eval(redisContext *c, const char *script, int nargs, const char **args)
 {
     const char *argv[16] = {"EVAL", script, "0", ap_store_prefix()};
-    size_t lens[16];
     int n = 4;
     for (int i = 0; i < nargs && n < 16; i++)
         argv[n++] = args[i];
-    for (int i = 0; i < n; i++)
-        lens[i] = strlen(argv[i]);
-    redisReply *r = redisCommandArgv(c, n, argv, lens);
+    redisReply *r = redisCommandArgv(c, n, argv, NULL);
     if (r == NULL) {
         fprintf(stderr, "Redis: %s\n", c->errstr);
         return NULL;

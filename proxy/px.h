@@ -73,9 +73,8 @@ struct px_lark;
 struct ap_tier;
 
 struct px_stats {
-    uint64_t requests;
     uint64_t upstream_errors;
-    int active;                     /* proxied requests in flight */
+    int active;                     /* requests in flight (proxied, admin, Lark): a graceful stop waits for them */
     int streams;                    /* streamed replies in flight */
 };
 

@@ -153,7 +153,6 @@ static struct admin_call *admin_call_new(struct px_ctx *ctx, struct evhttp_reque
 static void admin_eval(struct admin_call *c, const char *script, int nargs, const char **args)
 {
     const char *argv[16];
-    size_t lens[16];
     int n = 0;
     argv[n++] = "EVAL";
     argv[n++] = script;
@@ -161,9 +160,7 @@ static void admin_eval(struct admin_call *c, const char *script, int nargs, cons
     argv[n++] = ap_store_prefix();
     for (int i = 0; i < nargs && n < 16; i++)
         argv[n++] = args[i];
-    for (int i = 0; i < n; i++)
-        lens[i] = strlen(argv[i]);
-    if (ap_redis_argv(c->ctx->redis, admin_on_reply, c, n, argv, lens) < 0) {
+    if (ap_redis_argv(c->ctx->redis, admin_on_reply, c, n, argv, NULL) < 0) {
         admin_unavailable(c->req);
         admin_call_free(c);
     }

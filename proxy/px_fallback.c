@@ -149,10 +149,7 @@ static void fallback_on_state(redisAsyncContext *ac, void *reply, void *priv)
 void px_fallback_reload(struct px_fallback *fb)
 {
     const char *argv[] = {"EVAL", ap_script_fallback_state, "0", ap_store_prefix()};
-    size_t lens[4];
-    for (int i = 0; i < 4; i++)
-        lens[i] = strlen(argv[i]);
-    ap_redis_argv(fb->ctx->redis, fallback_on_state, fb, 4, argv, lens);
+    ap_redis_argv(fb->ctx->redis, fallback_on_state, fb, 4, argv, NULL);
 }
 
 void px_fallback_on_event(struct px_fallback *fb, const char *type, const cJSON *ev)
@@ -217,10 +214,7 @@ void px_fallback_mark(struct px_fallback *fb, const struct ap_tier *t, const cha
     ap_store_key(key, sizeof(key), "exhausted");
     ap_store_key(channel, sizeof(channel), "events");
     const char *argv[] = {"EVAL", ap_script_mark_exhausted, "0", key, t->model, until_s, channel, msg, now_s};
-    size_t lens[9];
-    for (int i = 0; i < 9; i++)
-        lens[i] = strlen(argv[i]);
-    ap_redis_argv(fb->ctx->redis, NULL, NULL, 9, argv, lens);
+    ap_redis_argv(fb->ctx->redis, NULL, NULL, 9, argv, NULL);
 }
 
 uint64_t px_fallback_switches(const struct px_fallback *fb)

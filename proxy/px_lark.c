@@ -272,10 +272,7 @@ static void lark_card(struct px_lark *l, struct evhttp_request *req, cJSON *body
     ap_store_key(stream, sizeof(stream), "lark:cards");
     const char *argv[] = {"EVAL", ap_script_lark_record, "0", ev->event_id ? seen : "", stream, LARK_STREAM_MAXLEN,
                           ev->event_id ? ev->event_id : "", ev->event_type ? ev->event_type : "", c->action, plain};
-    size_t lens[10];
-    for (int i = 0; i < 10; i++)
-        lens[i] = strlen(argv[i]);
-    if (ap_redis_argv(l->ctx->redis, lark_on_recorded, c, 10, argv, lens) < 0) {
+    if (ap_redis_argv(l->ctx->redis, lark_on_recorded, c, 10, argv, NULL) < 0) {
         lark_error(req, 503, "cannot record the event right now; retry");
         lark_call_done(c);
     }
@@ -425,17 +422,12 @@ static void lark_on_app_token(void *arg, int status, const char *body, size_t le
 {
     struct lark_call *c = arg;
     struct px_lark *l = c->l;
-    cJSON *j = cJSON_ParseWithLength(body, len);
-    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(j, "app_access_token");
-    if (status != 200 || !cJSON_IsString(tok)) {
+    if (status != 200 || ap_lark_app_token_header(body, len, c->app_token, sizeof(c->app_token)) < 0) {
         ap_warn(NULL, "lark: app_access_token failed (HTTP %d)", status);
         lark_page(c->req, 502, "&#10060; Authorization failed:", status ? body : err);
-        cJSON_Delete(j);
         lark_call_done(c);
         return;
     }
-    snprintf(c->app_token, sizeof(c->app_token), "Authorization: Bearer %s", tok->valuestring);
-    cJSON_Delete(j);
     char url[1200];
     snprintf(url, sizeof(url), "%s/open-apis/authen/v1/oidc/access_token", l->base_url);
     cJSON *req = cJSON_CreateObject();

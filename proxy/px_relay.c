@@ -241,11 +241,11 @@ void px_relay_handle(struct px_ctx *ctx, struct evhttp_request *req, enum px_rou
     r->resp_headers.tqh_first = NULL;
     r->resp_headers.tqh_last = &r->resp_headers.tqh_first;
     px_request_id(req, r->rid);
-    px_log_path(evhttp_request_get_uri(req), r->path, sizeof(r->path));
+    if (ap_log_enabled(AP_LOG_INFO)) /* the path is kept for the access log only */
+        px_log_path(evhttp_request_get_uri(req), r->path, sizeof(r->path));
     r->method = relay_method_name(evhttp_request_get_command(req));
     r->body = evbuffer_new();
     r->chunk = evbuffer_new();
-    ctx->stats.requests++;
     ctx->stats.active++;
     if (r->body == NULL || r->chunk == NULL) {
         px_relay_reply_error(r, 500, "out of memory");
@@ -278,6 +278,8 @@ void px_relay_handle(struct px_ctx *ctx, struct evhttp_request *req, enum px_rou
 
 static void relay_log(struct px_req *r)
 {
+    if (!ap_log_enabled(AP_LOG_INFO))
+        return;
     char fields[1024], model[AP_MODEL_MAX * 2], served[AP_MODEL_MAX * 2];
     ap_log_json_str(model, sizeof(model), r->model);
     ap_log_json_str(served, sizeof(served), r->served_model);
