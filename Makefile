@@ -51,13 +51,13 @@ $(BUILD)/%.o: %.c
 
 $(LIBAP): $(call obj,$(COMMON_SRC))
 	@mkdir -p $(dir $@)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 $(LIBPX): $(call obj,$(PROXY_SRC))
 	@mkdir -p $(dir $@)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 $(LIBPL): $(call obj,$(POLLER_SRC))
 	@mkdir -p $(dir $@)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 $(BIN)/api-proxy: $(call obj,proxy/main.c) $(LIBPX) $(LIBAP)
 	@mkdir -p $(dir $@)

@@ -40,6 +40,54 @@ void ap_key_mask(const char *key, char *out, size_t n)
     snprintf(out, n, "%.8s...%s", key, key + l - 4);
 }
 
+void ap_mask_path(const char *path, char *out, size_t n)
+{
+    size_t o = 0;
+    const char *p = path;
+    if (n == 0)
+        return;
+    while (*p != '\0' && *p != '?' && o + 1 < n) {
+        if (*p == '/') {
+            out[o++] = *p++;
+            continue;
+        }
+        const char *e = p;
+        while (*e != '\0' && *e != '/' && *e != '?')
+            e++;
+        size_t len = (size_t)(e - p);
+        int plain = len <= 24 && strncmp(p, "sk-", 3) != 0;
+        if (plain && o + len + 1 < n) {
+            memcpy(out + o, p, len);
+            o += len;
+        } else if (!plain) {
+            char seg[256], masked[AP_MASK_LEN];
+            size_t sl = len < sizeof(seg) - 1 ? len : sizeof(seg) - 1;
+            memcpy(seg, p, sl);
+            seg[sl] = '\0';
+            ap_key_mask(seg, masked, sizeof(masked));
+            size_t ml = strlen(masked);
+            if (o + ml + 1 < n) {
+                memcpy(out + o, masked, ml);
+                o += ml;
+            }
+        }
+        p = e;
+    }
+    out[o] = '\0';
+}
+
+void ap_url_redact(const char *url, char *out, size_t n)
+{
+    const char *scheme = strstr(url, "://");
+    const char *auth = scheme ? scheme + 3 : url;
+    size_t hl = strcspn(auth, "/?#");
+    const char *at = memchr(auth, '@', hl);
+    size_t pre = (size_t)(auth - url);
+    const char *rest = at ? at + 1 : auth;
+    size_t rl = strcspn(rest, "?#");
+    snprintf(out, n, "%.*s%.*s", (int)pre, url, (int)rl, rest);
+}
+
 int ap_random_bytes(void *out, size_t n)
 {
     return RAND_bytes(out, (int)n) == 1 ? 0 : -1;

@@ -13,10 +13,19 @@ static const double metrics_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0
                                          1, 2.5, 5, 10, 30, 60, 120, 300};
 #define METRICS_NB (sizeof(metrics_buckets) / sizeof(metrics_buckets[0]))
 
+/*
+ * Series per family, at most: labels may come from outside (a model name),
+ * and a registry that grows with its input is a memory leak and a scrape
+ * that never ends. Past the cap, new label sets share one series labelled
+ * overflow="true".
+ */
+#define METRICS_MAX_SERIES 1000
+
 struct metrics_family {
     char *name;
     char *help;
     enum ap_metric_type type;
+    size_t nseries;
 };
 
 struct metrics_series {
@@ -73,6 +82,7 @@ int ap_metrics_define(struct ap_metrics *m, const char *name, enum ap_metric_typ
     f[m->nfams].name = strdup(name);
     f[m->nfams].help = strdup(help);
     f[m->nfams].type = type;
+    f[m->nfams].nseries = 0;
     if (f[m->nfams].name == NULL || f[m->nfams].help == NULL) {
         free(f[m->nfams].name);
         free(f[m->nfams].help);
@@ -82,7 +92,7 @@ int ap_metrics_define(struct ap_metrics *m, const char *name, enum ap_metric_typ
     return 0;
 }
 
-static const struct metrics_family *metrics_family(const struct ap_metrics *m, const char *name)
+static struct metrics_family *metrics_family(const struct ap_metrics *m, const char *name)
 {
     for (size_t i = 0; i < m->nfams; i++)
         if (strcmp(m->fams[i].name, name) == 0)
@@ -92,7 +102,7 @@ static const struct metrics_family *metrics_family(const struct ap_metrics *m, c
 
 static struct metrics_series *metrics_get(struct ap_metrics *m, const char *name, const char *labels)
 {
-    const struct metrics_family *fam = metrics_family(m, name);
+    struct metrics_family *fam = metrics_family(m, name);
     if (fam == NULL)
         return NULL;
     char buf[512];
@@ -103,6 +113,9 @@ static struct metrics_series *metrics_get(struct ap_metrics *m, const char *name
     struct metrics_series **found = tfind(&probe, &m->series, metrics_cmp);
     if (found != NULL)
         return *found;
+    static const char overflow[] = "overflow=\"true\"";
+    if (fam->nseries >= METRICS_MAX_SERIES && strcmp(labels ? labels : "", overflow) != 0)
+        return metrics_get(m, name, overflow);
     struct metrics_series *s = calloc(1, sizeof(*s));
     if (s == NULL || (s->key = strdup(buf)) == NULL) {
         free(s);
@@ -114,6 +127,7 @@ static struct metrics_series *metrics_get(struct ap_metrics *m, const char *name
         metrics_series_free(s);
         return NULL;
     }
+    fam->nseries++;
     return s;
 }
 

@@ -24,6 +24,17 @@ void ap_sha256(const void *data, size_t len, unsigned char out[32]);
  */
 void ap_key_mask(const char *key, char *out, size_t n);
 
+/*
+ * A request path for logs: logs must never carry a key, and admin paths embed
+ * one (/admin/keys/<key>/...), as may a confused client anywhere. Segments
+ * that are not short plain words are masked; the query string is dropped.
+ * The result still needs JSON escaping to go into a log line.
+ */
+void ap_mask_path(const char *path, char *out, size_t n);
+
+/* A URL fit to show (logs, /health): without user:password@ and without its query. */
+void ap_url_redact(const char *url, char *out, size_t n);
+
 /* A new key "sk-" + 48 hex digits (192 bits from the CSPRNG) into out (>= 52 bytes). 0, or -1 if the CSPRNG failed. */
 int ap_key_generate(char *out, size_t n);
 

@@ -4,7 +4,7 @@
  * SIGTERM/SIGINT stop the listener, let in-flight requests and streams
  * finish (up to SHUTDOWN_GRACE_SECONDS), flush usage, exit 0.
  */
-#include "px_req.h"
+#include "px.h"
 
 #include "ap_curl.h"
 #include "ap_fallback.h"
@@ -13,9 +13,9 @@
 
 #include <event2/dns.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,7 +135,7 @@ static int main_setup(struct main_state *m)
     event_add(m->sigterm, NULL);
     event_add(m->sigint, NULL);
     ap_info(NULL, "api-proxy %s up: upstream %s, redis %s:%d, %zu tiers (fallback %s)", ctx->cfg.instance_id,
-            ctx->cfg.upstream_url, ctx->cfg.redis.host, ctx->cfg.redis.port, ctx->fallback->ntiers,
+            ctx->cfg.upstream_shown, ctx->cfg.redis.host, ctx->cfg.redis.port, ctx->fallback->ntiers,
             ctx->fallback->enabled ? "on" : "off");
     return 0;
 }
@@ -155,9 +155,7 @@ static void main_teardown(struct main_state *m)
      * keys, fallback, Lark) must still be alive.
      */
     ap_redis_free(ctx->redis);
-    if (ctx->http)
-        evhttp_free(ctx->http);
-    px_conn_shutdown();
+    px_http_free(ctx);
     px_usage_free(ctx->usage);
     px_keys_free(ctx->keys);
     px_fallback_free(ctx->fb);
@@ -184,6 +182,12 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Every client stream holds two descriptors (client, upstream): take what the hard limit allows. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     /*
      * Request bodies of a few hundred KB are made contiguous once each; keep such
      * blocks in the heap for reuse instead of an mmap/munmap (and page faults) per request.

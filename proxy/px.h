@@ -1,17 +1,18 @@
 /*
  * px: the proxy replica. Internal header shared by the proxy sources.
  *
- *   client ──HTTP──▶ px_http (evhttp, routing, framing checks, error formats)
- *                      │
- *                      ├─▶ px_admin  ──EVAL──▶ Redis (keys, usage views)
- *                      ├─▶ px_health
- *                      └─▶ px_auth (key cache ◀─pub/sub── Redis)
- *                            └─▶ px_relay ──curl multi──▶ upstream
- *                                  └─▶ px_usage (batched, idempotent flush ──▶ Redis)
+ *   client ──HTTP/1.1──▶ px_listen / px_conn / px_hreq (our server: framing, deadlines)
+ *                           │
+ *                           ▼
+ *                        px_router ──▶ px_admin, px_health, px_metrics, px_lark
+ *                           │
+ *                           └──▶ px_request (auth, plan, finish) ──▶ px_attempt ──curl multi──▶ upstream
+ *                                   │ decisions: px_outbound, px_verdict (pure)
+ *                                   └──▶ px_usage (batched, idempotent flush ──▶ Redis)
  *
  * One event loop per process; nothing here blocks. A request's async state
- * lives in one struct (px_req for proxied requests, px_call for an admin
- * call), freed in one place.
+ * lives in one struct (px_request for proxied requests, admin_call for an
+ * admin call), freed in one place. docs/architecture.md has the whole picture.
  */
 #ifndef PX_H
 #define PX_H
@@ -20,12 +21,11 @@
 #include <stdint.h>
 
 #include <curl/curl.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 
 #include "ap_redis.h"
 #include "ap_sse.h"
 #include "ap_usage.h"
+#include "px_http.h"
 
 struct event_base;
 struct evdns_base;
@@ -57,6 +57,9 @@ struct px_config {
     long usage_flush_ms;            /* USAGE_FLUSH_MS */
     long usage_durable;             /* USAGE_DURABLE: success replies wait for their usage to be in Redis */
     long shutdown_grace_s;          /* SHUTDOWN_GRACE_SECONDS */
+    long max_connections;           /* MAX_CONNECTIONS: client connections at once */
+    struct px_allow *passthrough;   /* owned: PASSTHROUGH: which other /v1 paths pass through */
+    char upstream_shown[1024];      /* UPSTREAM_URL without credentials, for /health and logs */
     char instance_id[64];
 };
 
@@ -82,8 +85,7 @@ struct px_ctx {
     struct px_config cfg;
     struct event_base *base;        /* owned */
     struct evdns_base *dns;         /* owned */
-    struct evhttp *http;            /* owned */
-    struct evhttp_bound_socket *listener; /* owned by http; NULL once draining */
+    struct px_server *server;       /* owned: the listener and the client connections */
     struct ap_redis *redis;         /* owned */
     struct ap_curl *curl;           /* owned */
     struct px_keys *keys;           /* owned */
@@ -99,47 +101,23 @@ struct px_ctx {
     unsigned draining:1;            /* SIGTERM: finishing in-flight work */
 };
 
-/* ---- HTTP helpers (px_http.c) ---- */
+/* ---- routing (px_router.c) and reply helpers (px_reply.c) ---- */
 
-/* Which error format an endpoint speaks. */
-enum px_fmt { PX_FMT_ANTHROPIC, PX_FMT_OPENAI, PX_FMT_ADMIN };
-
-int px_http_start(struct px_ctx *ctx);
-void px_http_stop_accepting(struct px_ctx *ctx);
-
-/* Sends a JSON document (takes ownership of `doc`) with `status`. */
-void px_reply_json(struct evhttp_request *req, int status, struct cJSON *doc);
-/* Sends a JSON text as is. */
-void px_reply_raw_json(struct evhttp_request *req, int status, const char *json, size_t len);
-/* Sends an error in the endpoint's format. */
-void px_reply_error(struct evhttp_request *req, enum px_fmt fmt, int status, const char *message);
+/* Answers one request (called by the connection once the request is read whole). */
+void px_router_dispatch(struct px_ctx *ctx, struct px_hreq *h);
+/* The error format of the endpoint a path belongs to. */
+enum px_fmt px_fmt_for_path(const char *path);
 /* The error body itself (new object), e.g. to embed in a stream. */
 struct cJSON *px_error_doc(enum px_fmt fmt, int status, const char *message);
-/* Anthropic/OpenAI error type for a status. */
-const char *px_error_type(enum px_fmt fmt, int status);
 
-/* The presented client key (x-api-key wins over Authorization: Bearer), or NULL. */
-const char *px_request_key(struct evhttp_request *req);
+/* ---- the pass-through allow-list (px_allow.c, pure) ---- */
 
-/* Request id: the client's x-request-id if sane, else a new one (out >= 33 bytes). */
-void px_request_id(struct evhttp_request *req, char *out);
-
-/* Writes the path of `uri` with secrets masked, for logs (no query string). */
-void px_log_path(const char *uri, char *out, size_t n);
-
-/* ---- client connections (px_conn.c) ---- */
-
-/* Wraps every accepted connection (request deadline, write limit). Before binding. */
-void px_conn_setup(struct px_ctx *ctx);
-/* A request was read whole: stops its deadline until the reply is out. */
-void px_conn_request_read(struct evhttp_request *req);
-/* Bytes of reply waiting to reach the client's socket. */
-size_t px_conn_backlog(struct evhttp_connection *evcon);
-typedef void (*px_conn_close_fn)(void *arg);
-/* Calls fn(arg) if the client's connection closes (fn NULL: stop watching). */
-void px_conn_watch_close(struct evhttp_connection *evcon, px_conn_close_fn fn, void *arg);
-/* Releases what is left of every connection (after evhttp_free, before the base goes). */
-void px_conn_shutdown(void);
+struct px_allow;
+/* Parses "METHOD /path,..." (a path ending in '*' is a prefix); NULL with *err set when malformed. */
+struct px_allow *px_allow_parse(const char *spec, const char **err);
+void px_allow_free(struct px_allow *a);
+/* 1 when the method may reach the (decoded) path. */
+int px_allow_match(const struct px_allow *a, const char *method, const char *path);
 
 /* ---- keys (px_keys.c) ---- */
 
@@ -200,7 +178,7 @@ void px_import_free(struct px_import *im);
 
 /* ---- admin API (px_admin.c) and health (px_health.c) ---- */
 
-void px_admin_handle(struct px_ctx *ctx, struct evhttp_request *req, const char *path);
+void px_admin_handle(struct px_ctx *ctx, struct px_hreq *req, const char *path);
 /* ---- fallback state (px_fallback.c) ---- */
 
 struct px_fallback *px_fallback_new(struct px_ctx *ctx);
@@ -214,18 +192,18 @@ size_t px_fallback_plan(struct px_fallback *fb, const char *model, const struct 
 int px_fallback_usable(struct px_fallback *fb, const struct ap_tier *t);
 /* Marks a tier's model exhausted on every replica (reactive fallback). */
 void px_fallback_mark(struct px_fallback *fb, const struct ap_tier *t, const char *why);
-/* 1 when an error text says quota, capacity, credit, rate limit... */
-int px_reactive_text(const char *s, size_t len);
 uint64_t px_fallback_switches(const struct px_fallback *fb);
 /* GET /admin/fallback. */
-void px_fallback_admin(struct px_ctx *ctx, struct evhttp_request *req);
-void px_health_handle(struct px_ctx *ctx, struct evhttp_request *req);
+void px_fallback_admin(struct px_ctx *ctx, struct px_hreq *req);
+void px_health_handle(struct px_ctx *ctx, struct px_hreq *req);
 
-/* ---- proxied requests (px_relay.c) ---- */
+/* ---- proxied requests (px_request.c) ---- */
 
 enum px_route { PX_ROUTE_MESSAGES, PX_ROUTE_CHAT, PX_ROUTE_PASS };
 
-void px_relay_handle(struct px_ctx *ctx, struct evhttp_request *req, enum px_route route);
+void px_request_handle(struct px_ctx *ctx, struct px_hreq *req, enum px_route route);
+/* Frees the idle curl handles (shutdown). */
+void px_attempt_pool_free(struct px_ctx *ctx);
 
 /* ---- child processes (px_spawn.c) ---- */
 
@@ -240,21 +218,22 @@ struct px_lark;
 struct px_lark *px_lark_new(struct px_ctx *ctx);
 void px_lark_free(struct px_lark *l);
 /* POST and GET /oauth/callback. */
-void px_lark_handle(struct px_ctx *ctx, struct evhttp_request *req);
+void px_lark_handle(struct px_ctx *ctx, struct px_hreq *req);
 /* GET /admin/lark/authorize: a fresh state and the authorization URL. */
-void px_lark_authorize(struct px_ctx *ctx, struct evhttp_request *req);
+void px_lark_authorize(struct px_ctx *ctx, struct px_hreq *req);
 
 /* ---- metrics (px_metrics.c) ---- */
 
 int px_metrics_init(void);
 void px_metrics_free(void);
+/* tier and model: "" when there is none (e.g. the key was refused); the caller bounds them. */
 void px_metrics_request(const char *route, int status, const char *tier, const char *model);
 /* ttfb_s < 0: unknown. */
 void px_metrics_upstream(const char *tier, double total_s, double ttfb_s);
 void px_metrics_tokens(const struct ap_usage *u);
 /* kind: "proactive" or "reactive". */
 void px_metrics_switch(const char *kind);
-void px_metrics_handle(struct px_ctx *ctx, struct evhttp_request *req);
+void px_metrics_handle(struct px_ctx *ctx, struct px_hreq *req);
 
 /* ---- pub/sub events (px_events.c) ---- */
 

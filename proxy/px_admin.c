@@ -17,7 +17,7 @@
 
 #include <cJSON.h>
 #include <openssl/crypto.h>
-#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
 #include <event2/http.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +30,7 @@ enum admin_kind {
 
 struct admin_call {
     struct px_ctx *ctx;             /* borrowed */
-    struct evhttp_request *req;     /* borrowed until the reply is sent */
+    struct px_hreq *req;     /* borrowed until the reply is sent */
     enum admin_kind kind;
     struct ap_new_key nk;           /* ADMIN_KEY_CREATE; the secret is wiped on free */
     size_t waiting, imported, failed; /* ADMIN_IMPORT: one reply per key */
@@ -45,7 +45,7 @@ static void admin_call_free(struct admin_call *c)
     free(c);
 }
 
-static void admin_unavailable(struct evhttp_request *req)
+static void admin_unavailable(struct px_hreq *req)
 {
     px_reply_error(req, PX_FMT_ADMIN, 503, "Redis is unavailable; try again shortly");
 }
@@ -135,7 +135,7 @@ static void admin_on_reply(redisAsyncContext *ac, void *reply, void *priv)
     admin_call_free(c);
 }
 
-static struct admin_call *admin_call_new(struct px_ctx *ctx, struct evhttp_request *req, enum admin_kind kind)
+static struct admin_call *admin_call_new(struct px_ctx *ctx, struct px_hreq *req, enum admin_kind kind)
 {
     struct admin_call *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -167,13 +167,13 @@ static void admin_eval(struct admin_call *c, const char *script, int nargs, cons
 }
 
 /* The request body as a JSON object, or NULL after replying 400. */
-static cJSON *admin_body(struct evhttp_request *req, int optional)
+static cJSON *admin_body(struct px_hreq *req, int optional)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
+    size_t len;
+    const char *body = px_hreq_body(req, &len);
     if (len == 0 && optional)
         return cJSON_CreateObject();
-    cJSON *j = cJSON_ParseWithLength((const char *)evbuffer_pullup(in, -1), len);
+    cJSON *j = cJSON_ParseWithLength(body, len);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
         px_reply_error(req, PX_FMT_ADMIN, 400, "body must be a JSON object");
@@ -182,7 +182,7 @@ static cJSON *admin_body(struct evhttp_request *req, int optional)
     return j;
 }
 
-static void admin_create(struct px_ctx *ctx, struct evhttp_request *req)
+static void admin_create(struct px_ctx *ctx, struct px_hreq *req)
 {
     cJSON *body = admin_body(req, 1);
     if (body == NULL)
@@ -210,15 +210,15 @@ static void admin_create(struct px_ctx *ctx, struct evhttp_request *req)
     admin_eval(c, ap_script_key_create, 6, args);
 }
 
-static void admin_import(struct px_ctx *ctx, struct evhttp_request *req)
+static void admin_import(struct px_ctx *ctx, struct px_hreq *req)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
     char err[256];
     struct admin_call *c = admin_call_new(ctx, req, ADMIN_IMPORT);
     if (c == NULL)
         return;
-    size_t len = evbuffer_get_length(in);
-    if (ap_import_parse((const char *)evbuffer_pullup(in, -1), len, &c->imp, err, sizeof(err)) < 0) {
+    size_t len;
+    const char *body = px_hreq_body(req, &len);
+    if (ap_import_parse(body, len, &c->imp, err, sizeof(err)) < 0) {
         char msg[300];
         snprintf(msg, sizeof(msg), "not a keys.json document: %s", err);
         px_reply_error(req, PX_FMT_ADMIN, 400, msg);
@@ -251,28 +251,34 @@ static void admin_import(struct px_ctx *ctx, struct evhttp_request *req)
     }
 }
 
-/* Splits "/admin/keys/<k>/<action>": writes the decoded <k> and returns the action ("" if none). */
+/*
+ * Splits "/admin/keys/<k>/<action>" (the path is decoded already): writes <k>
+ * and returns the action ("" if none), or NULL when <k> cannot be a key or an
+ * id. Keys and ids are made of letters, digits, '-', '_' and '.', so anything
+ * else (a space, a NUL, a slash that was encoded) is refused rather than
+ * trimmed: "<key>%20" must not act on <key>.
+ */
 static const char *admin_key_path(const char *rest, char *key, size_t n)
 {
     const char *slash = strchr(rest, '/');
     size_t kl = slash ? (size_t)(slash - rest) : strlen(rest);
-    char raw[512];
-    if (kl == 0 || kl >= sizeof(raw))
+    if (kl == 0 || kl >= n)
         return NULL;
-    memcpy(raw, rest, kl);
-    raw[kl] = '\0';
-    char *dec = evhttp_uridecode(raw, 0, NULL);
-    if (dec == NULL)
-        return NULL;
-    snprintf(key, n, "%s", dec);
-    free(dec);
+    for (size_t i = 0; i < kl; i++) {
+        char ch = rest[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+              ch == '_' || ch == '.'))
+            return NULL;
+    }
+    memcpy(key, rest, kl);
+    key[kl] = '\0';
     return slash ? slash + 1 : "";
 }
 
-static void admin_key_action(struct px_ctx *ctx, struct evhttp_request *req, const char *rest)
+static void admin_key_action(struct px_ctx *ctx, struct px_hreq *req, const char *rest)
 {
     char key[300], hash[AP_SHA256_HEX];
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    enum px_method m = px_hreq_method(req);
     const char *action = admin_key_path(rest, key, sizeof(key));
     if (action == NULL) {
         px_reply_error(req, PX_FMT_ADMIN, 404, "Key not found");
@@ -280,19 +286,19 @@ static void admin_key_action(struct px_ctx *ctx, struct evhttp_request *req, con
     }
     enum admin_kind kind;
     const char *script;
-    if (strcmp(action, "usage") == 0 && m == EVHTTP_REQ_GET) {
+    if (strcmp(action, "usage") == 0 && m == PX_GET) {
         kind = ADMIN_KEY_USAGE;
         script = ap_script_key_usage;
-    } else if (strcmp(action, "disable") == 0 && m == EVHTTP_REQ_POST) {
+    } else if (strcmp(action, "disable") == 0 && m == PX_POST) {
         kind = ADMIN_KEY_DISABLE;
         script = ap_script_key_set_enabled;
-    } else if (strcmp(action, "enable") == 0 && m == EVHTTP_REQ_POST) {
+    } else if (strcmp(action, "enable") == 0 && m == PX_POST) {
         kind = ADMIN_KEY_ENABLE;
         script = ap_script_key_set_enabled;
-    } else if (action[0] == '\0' && m == EVHTTP_REQ_DELETE) {
+    } else if (action[0] == '\0' && m == PX_DELETE) {
         kind = ADMIN_KEY_DELETE;
         script = ap_script_key_delete;
-    } else if (action[0] == '\0' && m == EVHTTP_REQ_GET) {
+    } else if (action[0] == '\0' && m == PX_GET) {
         kind = ADMIN_KEY_USAGE; /* GET /admin/keys/<k>: the same detail document */
         script = ap_script_key_usage;
     } else {
@@ -310,10 +316,10 @@ static void admin_key_action(struct px_ctx *ctx, struct evhttp_request *req, con
 }
 
 /* ?date=YYYY-MM-DD, validated; "" when absent; NULL after replying 400. */
-static const char *admin_date(struct evhttp_request *req, char *out)
+static const char *admin_date(struct px_hreq *req, char *out)
 {
     struct evkeyvalq q;
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    const char *query = px_hreq_query(req);
     out[0] = '\0';
     if (query == NULL)
         return out;
@@ -334,7 +340,7 @@ static const char *admin_date(struct evhttp_request *req, char *out)
     return out;
 }
 
-static void admin_usage(struct px_ctx *ctx, struct evhttp_request *req, enum admin_kind kind)
+static void admin_usage(struct px_ctx *ctx, struct px_hreq *req, enum admin_kind kind)
 {
     char date[11];
     if (kind != ADMIN_USAGE && admin_date(req, date) == NULL)
@@ -350,13 +356,13 @@ static void admin_usage(struct px_ctx *ctx, struct evhttp_request *req, enum adm
 }
 
 /* 0 when the caller holds the admin key; otherwise replies and returns -1. */
-static int admin_authorize(struct px_ctx *ctx, struct evhttp_request *req)
+static int admin_authorize(struct px_ctx *ctx, struct px_hreq *req)
 {
     if (ctx->admin_key == NULL) {
         px_reply_error(req, PX_FMT_ADMIN, 503, "admin API disabled: set ADMIN_KEY");
         return -1;
     }
-    const char *k = px_request_key(req);
+    const char *k = px_hreq_key(req);
     if (k == NULL) {
         px_reply_error(req, PX_FMT_ADMIN, 401, "Admin key required");
         return -1;
@@ -368,30 +374,30 @@ static int admin_authorize(struct px_ctx *ctx, struct evhttp_request *req)
     return 0;
 }
 
-void px_admin_handle(struct px_ctx *ctx, struct evhttp_request *req, const char *path)
+void px_admin_handle(struct px_ctx *ctx, struct px_hreq *req, const char *path)
 {
     if (admin_authorize(ctx, req) < 0)
         return;
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
-    if (strcmp(path, "/admin/keys") == 0 && m == EVHTTP_REQ_GET) {
+    enum px_method m = px_hreq_method(req);
+    if (strcmp(path, "/admin/keys") == 0 && m == PX_GET) {
         struct admin_call *c = admin_call_new(ctx, req, ADMIN_KEYS_LIST);
         if (c != NULL)
             admin_eval(c, ap_script_keys_list, 0, NULL);
-    } else if (strcmp(path, "/admin/keys") == 0 && m == EVHTTP_REQ_POST) {
+    } else if (strcmp(path, "/admin/keys") == 0 && m == PX_POST) {
         admin_create(ctx, req);
     } else if (strncmp(path, "/admin/keys/", 12) == 0) {
         admin_key_action(ctx, req, path + 12);
-    } else if (strcmp(path, "/admin/usage") == 0 && m == EVHTTP_REQ_GET) {
+    } else if (strcmp(path, "/admin/usage") == 0 && m == PX_GET) {
         admin_usage(ctx, req, ADMIN_USAGE);
-    } else if (strcmp(path, "/admin/usage/daily") == 0 && m == EVHTTP_REQ_GET) {
+    } else if (strcmp(path, "/admin/usage/daily") == 0 && m == PX_GET) {
         admin_usage(ctx, req, ADMIN_USAGE_DAILY);
-    } else if (strcmp(path, "/admin/usage/hourly") == 0 && m == EVHTTP_REQ_GET) {
+    } else if (strcmp(path, "/admin/usage/hourly") == 0 && m == PX_GET) {
         admin_usage(ctx, req, ADMIN_USAGE_HOURLY);
-    } else if (strcmp(path, "/admin/import") == 0 && m == EVHTTP_REQ_POST) {
+    } else if (strcmp(path, "/admin/import") == 0 && m == PX_POST) {
         admin_import(ctx, req);
-    } else if (strcmp(path, "/admin/lark/authorize") == 0 && m == EVHTTP_REQ_GET) {
+    } else if (strcmp(path, "/admin/lark/authorize") == 0 && m == PX_GET) {
         px_lark_authorize(ctx, req);
-    } else if (strcmp(path, "/admin/fallback") == 0 && m == EVHTTP_REQ_GET) {
+    } else if (strcmp(path, "/admin/fallback") == 0 && m == PX_GET) {
         px_fallback_admin(ctx, req);
     } else {
         px_reply_error(req, PX_FMT_ADMIN, 404, "Not Found");

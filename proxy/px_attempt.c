@@ -1,26 +1,26 @@
 /*
- * One upstream attempt: build the request for the target (converted when the
- * target speaks the other format), run it on curl multi, relay the answer.
+ * One upstream attempt: the outbound request (decided by px_outbound), its
+ * transfer on curl multi, and the relay of its answer.
  *
- *   attempt_start ─▶ curl ─▶ on_header (status, headers kept)
- *                         ─▶ on_write ─┬─ 2xx SSE: ap_stream (tap or convert) ─▶ client now;
- *                         │            │  curl paused while the client's buffer is full
- *                         │            └─ else: buffered
- *                         ─▶ on_done ──▶ reply (converted if needed) or end the stream
- *   client gone mid-stream ─▶ on_client_close ─▶ abort ─▶ finish
+ *   px_attempt_start ─▶ curl ─▶ on_header (status, headers kept)
+ *                            ─▶ on_write ─┬─ 2xx SSE: ap_stream (tap or convert) ─▶ client now;
+ *                            │            │  curl paused while the client's buffer is full
+ *                            │            └─ else: buffered
+ *                            ─▶ on_done ──┬─ streamed: end the stream ─▶ px_request_complete
+ *                                         └─ else: one outcome ─▶ px_request_on_outcome
  *
- * When another tier may follow (px_relay_has_next), a stream is held back
- * until its first content: a stream that fails before that (an error event,
- * a dropped connection, an empty 200) is retried on the next tier, and the
- * client never sees the failed one. Error answers that say quota, capacity,
- * credit or rate limit (and 429/503/529) mark the model exhausted on every
- * replica and go to the next tier too.
+ * When another tier may follow, a stream is held back until its first
+ * content: a stream that fails before that is reported as an outcome like
+ * any error, and the client never sees it. The final event of a stream
+ * (message_stop, [DONE]) and any error ending are held in the request's tail
+ * until the usage is durable (px_request_complete).
  */
-#include "px_req.h"
+#include "px_request.h"
 
 #include "ap_conv.h"
 #include "ap_curl.h"
 #include "ap_fallback.h"
+#include "ap_http1.h"
 #include "ap_log.h"
 #include "ap_sse.h"
 #include "ap_stream.h"
@@ -29,7 +29,6 @@
 #include <cJSON.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,10 +37,33 @@
 /* Held-back stream bytes past which we commit anyway (an envelope is far smaller). */
 #define ATTEMPT_HOLD_MAX (64 * 1024)
 
+struct px_attempt {
+    struct px_request *r;               /* borrowed: the request owns the attempt */
+    struct px_target target;
+    char *send_body;                    /* owned; NULL: the client's body as is */
+    size_t send_len;
+    CURL *easy;                         /* owned (back to the pool when done) */
+    struct curl_slist *hdrs;            /* owned */
+    int status;                         /* upstream status, 0 before headers */
+    char *rh;                           /* owned: upstream headers to relay, "name\0value\0"... */
+    size_t rh_len, rh_cap;
+    struct evbuffer *body;              /* owned: buffered (non-stream) answer */
+    struct evbuffer *chunk;             /* owned: client bytes on their way */
+    struct ap_stream *sse;              /* owned: set once a 2xx stream began */
+    struct event *idle;                 /* owned: the upstream's silence limit */
+    unsigned is_sse:1;                  /* the upstream answered text/event-stream */
+    unsigned in_curl:1;                 /* transfer running */
+    unsigned paused:1;                  /* curl paused until the client drains */
+    unsigned hold:1;                    /* keep the stream from the client until content */
+    unsigned started:1;                 /* the stream reached the client: headers are out */
+    unsigned retry:1;                   /* the held stream failed before content */
+    unsigned transfer_ok:1;             /* curl finished cleanly */
+    unsigned final_held:1;              /* the stream's end was seen: its bytes go to the tail */
+};
+
 static const char *const attempt_hop_by_hop[] = {
-    "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "host", "expect",
-    NULL,
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
+    "transfer-encoding", "upgrade", "content-length", "date", NULL,
 };
 
 static int attempt_is_hop(const char *name)
@@ -52,271 +74,107 @@ static int attempt_is_hop(const char *name)
     return 0;
 }
 
-/* Request headers that must not reach the upstream. */
-static int attempt_drop_header(const char *name, const char *conn_tokens)
-{
-    if (attempt_is_hop(name) || strcasecmp(name, "x-api-key") == 0 || strcasecmp(name, "authorization") == 0 ||
-        strcasecmp(name, "accept-encoding") == 0 || strcasecmp(name, "x-request-id") == 0 ||
-        strcasecmp(name, "content-type") == 0)
-        return 1;
-    /* Headers the client named in Connection are hop-by-hop too (RFC 9110 7.6.1). */
-    if (conn_tokens != NULL) {
-        size_t n = strlen(name);
-        for (const char *p = conn_tokens; (p = strcasestr(p, name)) != NULL; p += n) {
-            int start = p == conn_tokens || p[-1] == ',' || p[-1] == ' ';
-            int end = p[n] == '\0' || p[n] == ',' || p[n] == ' ';
-            if (start && end)
-                return 1;
-        }
-    }
-    return 0;
-}
-
-static int attempt_add_header(struct px_req *r, const char *name, const char *value)
-{
-    char line[4096];
-    int n = snprintf(line, sizeof(line), "%s: %s", name, value);
-    if (n < 0 || (size_t)n >= sizeof(line))
-        return 0; /* an absurd header is dropped rather than truncated */
-    struct curl_slist *l = curl_slist_append(r->hdrs, line);
-    if (l == NULL)
-        return -1;
-    r->hdrs = l;
-    return 0;
-}
-
-static int attempt_build_headers(struct px_req *r)
-{
-    const struct px_target *t = &r->target;
-    struct evkeyvalq *in = evhttp_request_get_input_headers(r->ereq);
-    const char *ct = evhttp_find_header(in, "Content-Type");
-    int rc = 0;
-
-    if (!t->external) {
-        /* Our own upstream: the client's headers (anthropic-version, -beta...) go along. */
-        const char *conn = evhttp_find_header(in, "Connection");
-        for (struct evkeyval *kv = in->tqh_first; kv != NULL && rc == 0; kv = kv->next.tqe_next)
-            if (!attempt_drop_header(kv->key, conn))
-                rc = attempt_add_header(r, kv->key, kv->value);
-        if (t->fmt == AP_FMT_ANTHROPIC && r->client_fmt == AP_FMT_OPENAI &&
-            evhttp_find_header(in, "anthropic-version") == NULL)
-            rc |= attempt_add_header(r, "anthropic-version", "2023-06-01");
-    } else {
-        rc |= attempt_add_header(r, "Accept", r->stream ? "text/event-stream" : "application/json");
-        rc |= attempt_add_header(r, "User-Agent", "api-proxy");
-    }
-    if (t->auth != NULL) {
-        char bearer[1100];
-        snprintf(bearer, sizeof(bearer), "Bearer %s", t->auth);
-        if (!t->external || t->fmt == AP_FMT_ANTHROPIC)
-            rc |= attempt_add_header(r, "x-api-key", t->auth);
-        rc |= attempt_add_header(r, "Authorization", bearer);
-    }
-    /* curl would otherwise add "Expect: 100-continue" and a form content type. */
-    rc |= attempt_add_header(r, "Expect", "");
-    rc |= attempt_add_header(r, "Content-Type", r->send_body || ct == NULL ? "application/json" : ct);
-    rc |= attempt_add_header(r, "x-request-id", r->rid);
-    return rc < 0 ? -1 : 0;
-}
-
-/* "claude-opus-4-6" -> "claude": signatures of one family mean nothing to another. */
-static size_t attempt_family(const char *model)
-{
-    return strcspn(model, "-/:_.");
-}
-
-static int attempt_same_family(const char *a, const char *b)
-{
-    size_t n = attempt_family(a);
-    return n == attempt_family(b) && strncasecmp(a, b, n) == 0;
-}
-
-/* Drops reasoning history the target cannot accept: thinking signed by another model family. */
-static void attempt_strip_thinking(cJSON *body, enum ap_fmt fmt)
-{
-    cJSON *m;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(body, "messages")) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        if (!cJSON_IsString(role) || strcmp(role->valuestring, "assistant") != 0)
-            continue;
-        if (fmt == AP_FMT_OPENAI) {
-            cJSON_DeleteItemFromObjectCaseSensitive(m, "reasoning_content");
-            cJSON_DeleteItemFromObjectCaseSensitive(m, "reasoning_signature");
-            continue;
-        }
-        cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        for (int i = cJSON_GetArraySize(content) - 1; i >= 0; i--) {
-            const cJSON *type = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(content, i), "type");
-            if (cJSON_IsString(type) &&
-                (strcmp(type->valuestring, "thinking") == 0 || strcmp(type->valuestring, "redacted_thinking") == 0))
-                cJSON_DeleteItemFromArray(content, i);
-        }
-    }
-}
-
-/*
- * The body for the target: the client's bytes untouched when nothing must
- * change, else the client's JSON edited (model, usage request, token limit)
- * or converted to the other format. Returns -1 after replying 400.
- */
-static int attempt_build_body(struct px_req *r)
-{
-    const struct px_target *t = &r->target;
-    cJSON *out = NULL;
-    const char *err = NULL;
-
-    snprintf(r->served_model, sizeof(r->served_model), "%s", t->model ? t->model : r->model);
-    if (!r->api)
-        return 0; /* pass-through route */
-    int foreign = !attempt_same_family(r->served_model, r->model);
-    int rename = t->model != NULL && strcmp(t->model, r->model) != 0;
-    int want_usage = t->fmt == AP_FMT_OPENAI && r->stream && !r->client_usage;
-    /* The tree is built only when something must change. */
-    if (t->fmt == r->client_fmt && !rename && !want_usage && !foreign && t->max_tokens_limit <= 0)
-        return 0;
-    if (px_req_json(r) == NULL) {
-        px_relay_reply_error(r, 400, "request body is not valid JSON");
-        return -1;
-    }
-    if (t->fmt != r->client_fmt) {
-        struct ap_conv_opts o = {t->model, t->max_tokens_limit, 1};
-        out = r->client_fmt == AP_FMT_ANTHROPIC ? ap_conv_req_a2o(r->json, &o, &err)
-                                                 : ap_conv_req_o2a(r->json, &o, &err);
-        if (out == NULL) {
-            px_relay_reply_error(r, 400, err ? err : "request cannot be converted");
-            return -1;
-        }
-    } else {
-        const cJSON *mt = cJSON_GetObjectItemCaseSensitive(r->json, "max_tokens");
-        int clamp = t->max_tokens_limit > 0 && cJSON_IsNumber(mt) && mt->valuedouble > t->max_tokens_limit;
-        if (!want_usage && !clamp && !rename && !foreign)
-            return 0;
-        out = cJSON_Duplicate(r->json, 1);
-        if (out == NULL)
-            goto oom;
-        if (rename)
-            cJSON_ReplaceItemInObjectCaseSensitive(out, "model", cJSON_CreateString(t->model));
-        if (clamp)
-            cJSON_ReplaceItemInObjectCaseSensitive(out, "max_tokens", cJSON_CreateNumber((double)t->max_tokens_limit));
-        if (want_usage) {
-            /* For accounting; the extra chunk is taken out of the client's stream. */
-            cJSON_DeleteItemFromObjectCaseSensitive(out, "stream_options");
-            cJSON *so = cJSON_AddObjectToObject(out, "stream_options");
-            cJSON_AddTrueToObject(so, "include_usage");
-        }
-    }
-    if (foreign)
-        attempt_strip_thinking(out, t->fmt);
-    r->send_body = cJSON_PrintUnformatted(out);
-    cJSON_Delete(out);
-    if (r->send_body == NULL)
-        goto oom;
-    r->send_len = strlen(r->send_body);
-    return 0;
-oom:
-    px_relay_reply_error(r, 500, "out of memory");
-    return -1;
-}
-
 /* ---- relaying the answer ---- */
 
-static void attempt_copy_headers(struct px_req *r, int converted)
+static void attempt_copy_headers(struct px_attempt *a, int converted)
 {
-    struct evkeyvalq *out = evhttp_request_get_output_headers(r->ereq);
-    for (struct evkeyval *kv = r->resp_headers.tqh_first; kv != NULL; kv = kv->next.tqe_next) {
-        if (converted && (strcasecmp(kv->key, "content-type") == 0 || strcasecmp(kv->key, "content-encoding") == 0))
+    struct px_request *r = a->r;
+    struct px_hreq *h = r->hreq;
+    for (size_t i = 0; i < a->rh_len;) {
+        const char *name = a->rh + i;
+        const char *value = name + strlen(name) + 1;
+        i = (size_t)(value - a->rh) + strlen(value) + 1;
+        if (strcasecmp(name, "x-request-id") == 0 ||
+            (converted && (strcasecmp(name, "content-type") == 0 || strcasecmp(name, "content-encoding") == 0)))
             continue;
-        evhttp_add_header(out, kv->key, kv->value);
+        px_hreq_add_header(h, name, value);
     }
-    if (evhttp_find_header(out, "Content-Type") == NULL)
-        evhttp_add_header(out, "Content-Type", r->is_sse ? "text/event-stream" : "application/json");
-    evhttp_remove_header(out, "x-request-id");
-    evhttp_add_header(out, "x-request-id", r->rid);
-    if (r->api) {
-        const struct ap_tier *t = r->target.tier;
-        evhttp_add_header(out, "x-api-proxy-model", r->served_model);
-        evhttp_add_header(out, "x-api-proxy-tier", t ? t->name : "upstream");
+    if (!px_hreq_has_reply_header(h, "content-type"))
+        px_hreq_add_header(h, "Content-Type", a->is_sse ? "text/event-stream" : "application/json");
+    px_hreq_add_header(h, "x-request-id", r->rid);
+    if (r->route != PX_ROUTE_PASS) {
+        px_hreq_add_header(h, "x-api-proxy-model", r->served_model);
+        px_hreq_add_header(h, "x-api-proxy-tier", a->target.tier ? a->target.tier->name : "upstream");
     }
 }
 
-static void attempt_on_client_close(void *arg)
+static void attempt_on_drained(void *arg)
 {
-    struct px_req *r = arg;
-    r->client_gone = 1;
-    r->evcon = NULL;
-    px_attempt_abort(r);
-    /* The request was detached from its dead connection: ending it frees it. */
-    if (r->ereq != NULL) {
-        evhttp_send_reply_end(r->ereq);
-        r->ereq = NULL;
-        if (!r->waiting)
-            r->ctx->stats.streams--;
-    }
-    ap_info(r->rid, "client left mid-stream; upstream transfer aborted");
-    px_relay_finish(r);
-}
-
-static void attempt_on_drained(struct evhttp_connection *evcon, void *arg)
-{
-    struct px_req *r = arg;
-    (void)evcon;
-    if (r->paused && r->in_curl && !r->client_gone) {
-        r->paused = 0;
+    struct px_attempt *a = arg;
+    if (a->paused && a->in_curl) {
+        a->paused = 0;
         /* May call attempt_on_write before returning, which may pause again. */
-        curl_easy_pause(r->easy, CURLPAUSE_CONT);
+        curl_easy_pause(a->easy, CURLPAUSE_CONT);
     }
 }
 
-static void attempt_start_stream(struct px_req *r)
+static void attempt_start_stream(struct px_attempt *a)
 {
-    attempt_copy_headers(r, r->target.fmt != r->client_fmt);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(r->ereq);
-    if (evhttp_find_header(out, "Cache-Control") == NULL)
-        evhttp_add_header(out, "Cache-Control", "no-cache");
-    px_conn_watch_close(r->evcon, attempt_on_client_close, r);
-    r->reply_status = r->status;
-    evhttp_send_reply_start(r->ereq, r->status, NULL);
-    r->started = 1;
+    struct px_request *r = a->r;
+    attempt_copy_headers(a, a->target.fmt != r->facts.client_fmt);
+    if (!px_hreq_has_reply_header(r->hreq, "cache-control"))
+        px_hreq_add_header(r->hreq, "Cache-Control", "no-cache");
+    px_hreq_on_drain(r->hreq, attempt_on_drained, a);
+    r->reply_status = a->status;
+    r->streamed = 1;
+    px_hreq_start(r->hreq, a->status);
+    a->started = 1;
     r->ctx->stats.streams++;
 }
 
-static void attempt_send_chunk(struct px_req *r)
+static struct evbuffer *attempt_tail(struct px_attempt *a)
 {
-    if (evbuffer_get_length(r->chunk) > 0)
-        evhttp_send_reply_chunk_with_cb(r->ereq, r->chunk, attempt_on_drained, r);
+    if (a->r->tail == NULL)
+        a->r->tail = evbuffer_new();
+    return a->r->tail;
 }
 
-/* The stream's last bytes (the chunked terminator): the client sees the end. */
-static void attempt_deliver_stream_end(struct px_req *r)
+/*
+ * Sends the client bytes produced so far, except the stream's end: once the
+ * upstream's final event was seen, that event (and anything after it) is
+ * held in the request's tail until the usage is durable.
+ */
+static void attempt_relay(struct px_attempt *a, int end)
 {
-    px_conn_watch_close(r->evcon, NULL, NULL);
-    evhttp_send_reply_end(r->ereq);
-    r->ereq = NULL;
+    struct px_request *r = a->r;
+    size_t len = evbuffer_get_length(a->chunk);
+    struct evbuffer *tail = NULL;
+    if (len == 0)
+        return;
+    if ((a->final_held || end || ap_stream_done(a->sse)) && (tail = attempt_tail(a)) != NULL) {
+        if (!a->final_held) {
+            const char *p = (const char *)evbuffer_pullup(a->chunk, -1);
+            size_t keep = ap_sse_last_event(p, len);
+            px_hreq_chunk(r->hreq, p, keep);
+            evbuffer_drain(a->chunk, keep);
+            a->final_held = 1;
+        }
+        evbuffer_add_buffer(tail, a->chunk);
+        return;
+    }
+    px_hreq_chunk_buf(r->hreq, a->chunk);
 }
 
-/* Ends the client's stream and the request. */
-static void attempt_end_stream(struct px_req *r, int upstream_ok)
+/* The stream that reached the client ended: its last event (or error ending) waits in the tail. */
+static void attempt_end_stream(struct px_attempt *a, int upstream_ok)
 {
-    ap_stream_end(r->sse, upstream_ok, r->chunk);
-    attempt_send_chunk(r);
-    ap_stream_usage(r->sse, &r->usage);
+    struct px_request *r = a->r;
+    ap_stream_end(a->sse, upstream_ok, a->chunk);
+    attempt_relay(a, 1);
+    ap_stream_usage(a->sse, &r->usage);
     r->ctx->stats.streams--;
-    px_relay_complete(r, attempt_deliver_stream_end);
-}
-
-static void attempt_deliver_body(struct px_req *r)
-{
-    evhttp_send_reply(r->ereq, r->reply_status, NULL, r->body);
-    r->ereq = NULL;
+    if (r->hreq != NULL)
+        px_hreq_on_drain(r->hreq, NULL, NULL);
+    px_request_complete(r);
 }
 
 /* ---- curl callbacks ---- */
 
 /* Any sign of life from the upstream restarts its silence limit. */
-static void attempt_alive(struct px_req *r)
+static void attempt_alive(struct px_attempt *a)
 {
-    struct timeval tv = {r->ctx->cfg.upstream_read_s, 0};
-    evtimer_add(r->idle, &tv);
+    struct timeval tv = {a->r->ctx->cfg.upstream_read_s, 0};
+    evtimer_add(a->idle, &tv);
 }
 
 static void attempt_on_done(CURL *easy, CURLcode rc, void *arg);
@@ -328,295 +186,268 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg);
  */
 static void attempt_on_idle(evutil_socket_t fd, short what, void *arg)
 {
-    struct px_req *r = arg;
+    struct px_attempt *a = arg;
     (void)fd;
     (void)what;
-    if (!r->in_curl)
+    if (!a->in_curl)
         return;
-    if (r->paused) {
-        attempt_alive(r);
+    if (a->paused) {
+        attempt_alive(a);
         return;
     }
-    ap_curl_remove(r->ctx->curl, r->easy);
-    attempt_on_done(r->easy, CURLE_OPERATION_TIMEDOUT, r);
+    ap_curl_remove(a->r->ctx->curl, a->easy);
+    attempt_on_done(a->easy, CURLE_OPERATION_TIMEDOUT, a);
+}
+
+static int attempt_keep_header(struct px_attempt *a, const char *name, size_t nl, const char *value, size_t vl)
+{
+    size_t need = a->rh_len + nl + vl + 2;
+    if (need > a->rh_cap) {
+        size_t cap = a->rh_cap ? a->rh_cap * 2 : 1024;
+        while (cap < need)
+            cap *= 2;
+        char *p = realloc(a->rh, cap);
+        if (p == NULL)
+            return -1;
+        a->rh = p;
+        a->rh_cap = cap;
+    }
+    memcpy(a->rh + a->rh_len, name, nl);
+    a->rh[a->rh_len + nl] = '\0';
+    memcpy(a->rh + a->rh_len + nl + 1, value, vl);
+    a->rh[a->rh_len + nl + 1 + vl] = '\0';
+    a->rh_len = need;
+    return 0;
 }
 
 static size_t attempt_on_header(char *buf, size_t size, size_t n, void *arg)
 {
-    struct px_req *r = arg;
+    struct px_attempt *a = arg;
+    struct px_request *r = a->r;
     size_t len = size * n;
-    attempt_alive(r);
-    if (len <= 2 && r->status >= 200)
+    attempt_alive(a);
+    if (len <= 2 && a->status >= 200)
         r->t_headers = ap_mono_ms(); /* the blank line after the final response's headers */
     if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
         const char *sp = memchr(buf, ' ', len);
-        r->status = sp ? atoi(sp + 1) : 0;
-        evhttp_clear_headers(&r->resp_headers);
-        r->is_sse = 0;
+        a->status = sp ? atoi(sp + 1) : 0;
+        r->upstream_status = a->status;
+        a->rh_len = 0;
+        a->is_sse = 0;
         return len;
     }
     const char *colon = memchr(buf, ':', len);
     if (colon == NULL || colon == buf)
         return len; /* the blank line ending the headers */
-    char name[128], value[2048];
     size_t nl = (size_t)(colon - buf);
     const char *v = colon + 1, *end = buf + len;
     while (v < end && (*v == ' ' || *v == '\t'))
         v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
         end--;
-    if (nl >= sizeof(name) || (size_t)(end - v) >= sizeof(value))
+    char name[128];
+    if (nl >= sizeof(name) || end - v > 8192)
         return len;
     memcpy(name, buf, nl);
     name[nl] = '\0';
-    memcpy(value, v, (size_t)(end - v));
-    value[end - v] = '\0';
     if (attempt_is_hop(name))
         return len;
-    if (strcasecmp(name, "content-type") == 0 && strncasecmp(value, "text/event-stream", 17) == 0)
-        r->is_sse = 1;
-    evhttp_add_header(&r->resp_headers, name, value);
-    return len;
+    if (strcasecmp(name, "content-type") == 0 && end - v >= 17 && strncasecmp(v, "text/event-stream", 17) == 0)
+        a->is_sse = 1;
+    return attempt_keep_header(a, name, nl, v, (size_t)(end - v)) < 0 ? 0 : len;
 }
 
 static size_t attempt_on_write(char *data, size_t size, size_t n, void *arg)
 {
-    struct px_req *r = arg;
+    struct px_attempt *a = arg;
+    struct px_request *r = a->r;
     size_t len = size * n;
 
-    if (r->client_gone)
-        return 0;
-    attempt_alive(r);
-    if (!(r->is_sse && r->status >= 200 && r->status < 300)) {
-        if ((long)(evbuffer_get_length(r->body) + len) > r->ctx->cfg.max_body)
+    attempt_alive(a);
+    if (!(a->is_sse && a->status >= 200 && a->status < 300)) {
+        if ((long)(evbuffer_get_length(a->body) + len) > r->ctx->cfg.max_body)
             return 0; /* too large to buffer: fails the transfer, reported as 502 */
-        evbuffer_add(r->body, data, len);
+        evbuffer_add(a->body, data, len);
         return len;
     }
-    if (r->sse == NULL) {
-        struct ap_stream_opts o = {r->target.fmt, r->client_fmt, NULL, r->client_usage};
-        r->sse = ap_stream_new(&o);
-        if (r->sse == NULL)
+    if (a->sse == NULL) {
+        struct ap_stream_opts o = {a->target.fmt, r->facts.client_fmt, NULL, r->facts.client_usage};
+        a->sse = ap_stream_new(&o);
+        if (a->sse == NULL)
             return 0;
-        if (!r->hold)
-            attempt_start_stream(r);
+        if (!a->hold)
+            attempt_start_stream(a);
     }
     /* Back-pressure: decide before consuming, curl hands the same bytes back on resume. */
-    if (r->started && px_conn_backlog(r->evcon) > (size_t)r->ctx->cfg.stream_buffer) {
-        r->paused = 1;
+    if (a->started && px_hreq_backlog(r->hreq) > (size_t)r->ctx->cfg.stream_buffer) {
+        a->paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
-    if (ap_stream_feed(r->sse, data, len, r->chunk) < 0)
+    if (ap_stream_feed(a->sse, data, len, a->chunk) < 0)
         ap_warn(r->rid, "upstream stream is not valid SSE; ending it");
-    if (!r->started) {
-        if (ap_stream_failed(r->sse) && !ap_stream_content_started(r->sse)) {
-            r->retry = 1;
-            return 0; /* aborts the transfer; attempt_on_done moves on */
+    if (!a->started) {
+        if (ap_stream_failed(a->sse) && !ap_stream_content_started(a->sse)) {
+            a->retry = 1;
+            return 0; /* aborts the transfer; on_done reports the failed stream */
         }
-        if (!ap_stream_content_started(r->sse) && !ap_stream_done(r->sse) &&
-            evbuffer_get_length(r->chunk) < ATTEMPT_HOLD_MAX)
+        if (!ap_stream_content_started(a->sse) && !ap_stream_done(a->sse) &&
+            evbuffer_get_length(a->chunk) < ATTEMPT_HOLD_MAX)
             return len; /* still only the envelope: keep it */
-        attempt_start_stream(r);
+        attempt_start_stream(a);
     }
-    attempt_send_chunk(r);
+    attempt_relay(a, 0);
     return len;
 }
 
-static int attempt_failure_status(CURLcode rc, const char **msg)
+static enum px_transport attempt_transport(CURLcode rc)
 {
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
-        *msg = "upstream timed out";
-        return 504;
+        return PX_TR_TIMEOUT;
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
-        *msg = "upstream unreachable";
-        return 502;
+        return PX_TR_REFUSED;
     case CURLE_WRITE_ERROR:
-        *msg = "upstream response too large";
-        return 502;
-    default:
-        *msg = "upstream connection failed";
-        return 502;
-    }
-}
-
-/* A complete non-stream answer: relayed as is, or converted to the client's format; ends the request. */
-static void attempt_reply_buffered(struct px_req *r)
-{
-    size_t blen = evbuffer_get_length(r->body);
-    const char *b = (const char *)evbuffer_pullup(r->body, -1);
-    int ok = r->status >= 200 && r->status < 300;
-    int convert = r->target.fmt != r->client_fmt;
-
-    if (ok && r->is_sse) {
-        /* A 2xx stream that never delivered a byte; ap_stream gives it its error ending. */
-        struct ap_stream_opts o = {r->target.fmt, r->client_fmt, NULL, r->client_usage};
-        r->sse = ap_stream_new(&o);
-        if (r->sse == NULL) {
-            px_relay_reply_error(r, 500, "out of memory");
-            px_relay_finish(r);
-            return;
-        }
-        attempt_start_stream(r);
-        ap_stream_feed(r->sse, b, blen, r->chunk);
-        attempt_end_stream(r, 1);
-        return;
-    }
-    if (ok && !r->api) { /* other routes; Messages / Chat answers were read by attempt_body_is_answer */
-        if (r->target.fmt == AP_FMT_OPENAI)
-            ap_usage_openai_body(&r->usage, b, blen);
-        else
-            ap_usage_anthropic_body(&r->usage, b, blen);
-    }
-    if (!convert) {
-        attempt_copy_headers(r, 0);
-        r->reply_status = r->status;
-        px_relay_complete(r, attempt_deliver_body);
-        return;
-    }
-    cJSON *doc;
-    if (ok) {
-        cJSON *up = cJSON_ParseWithLength(b, blen);
-        doc = r->client_fmt == AP_FMT_ANTHROPIC ? ap_conv_resp_o2a(up, NULL) : ap_conv_resp_a2o(up, NULL);
-        cJSON_Delete(up);
-        if (doc == NULL) {
-            ap_warn(r->rid, "upstream answered %d with a body that is not a %s response", r->status,
-                    r->target.fmt == AP_FMT_OPENAI ? "chat completion" : "message");
-            px_relay_reply_error(r, 502, "upstream sent an invalid response");
-            px_relay_finish(r);
-            return;
-        }
-    } else {
-        doc = ap_conv_error(r->client_fmt, r->status, b, blen);
-    }
-    char *text = cJSON_PrintUnformatted(doc);
-    cJSON_Delete(doc);
-    if (text == NULL) {
-        px_relay_reply_error(r, 500, "out of memory");
-        px_relay_finish(r);
-        return;
-    }
-    evbuffer_drain(r->body, evbuffer_get_length(r->body));
-    evbuffer_add(r->body, text, strlen(text));
-    cJSON_free(text);
-    attempt_copy_headers(r, 1);
-    evhttp_remove_header(evhttp_request_get_output_headers(r->ereq), "Content-Type");
-    evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "Content-Type", "application/json");
-    r->reply_status = r->status;
-    px_relay_complete(r, attempt_deliver_body);
-}
-
-/* A failure another tier may not share: refused or broken connections, garbage. */
-static int attempt_transport_retryable(CURLcode rc)
-{
+        return PX_TR_TOO_LARGE;
     /* Garbage instead of HTTP is "unsupported protocol" to curl (an HTTP/0.9 reply). */
-    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR ||
-           rc == CURLE_GOT_NOTHING || rc == CURLE_WEIRD_SERVER_REPLY || rc == CURLE_PARTIAL_FILE ||
-           rc == CURLE_UNSUPPORTED_PROTOCOL;
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return PX_TR_BROKEN;
+    default:
+        return PX_TR_OTHER;
+    }
 }
 
 /*
  * 1 when a 2xx body of a Messages / Chat Completions call is an answer of the
  * target's format; its usage is taken on the way (one parse for both).
  */
-static int attempt_body_is_answer(struct px_req *r)
+static int attempt_body_is_answer(struct px_attempt *a)
 {
-    size_t blen = evbuffer_get_length(r->body);
-    cJSON *j = blen ? cJSON_ParseWithLength((const char *)evbuffer_pullup(r->body, -1), blen) : NULL;
-    int openai = r->target.fmt == AP_FMT_OPENAI;
+    size_t blen = evbuffer_get_length(a->body);
+    cJSON *j = blen ? cJSON_ParseWithLength((const char *)evbuffer_pullup(a->body, -1), blen) : NULL;
+    int openai = a->target.fmt == AP_FMT_OPENAI;
     int ok = cJSON_IsObject(j) && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, openai ? "choices" : "content"));
     if (ok) {
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "usage");
         if (openai)
-            ap_usage_merge_openai(&r->usage, u);
+            ap_usage_merge_openai(&a->r->usage, u);
         else
-            ap_usage_merge_anthropic(&r->usage, u);
+            ap_usage_merge_anthropic(&a->r->usage, u);
     }
     cJSON_Delete(j);
     return ok;
 }
 
-/* Reactive fallback on a complete error answer: 1 if the next tier took over. */
-static int attempt_reactive(struct px_req *r)
-{
-    size_t blen = evbuffer_get_length(r->body);
-    const char *b = (const char *)evbuffer_pullup(r->body, -1);
-    int hot = r->status == 429 || r->status == 503 || r->status == 529 || px_reactive_text(b ? b : "", blen);
-    if (!hot || !px_relay_has_next(r))
-        return 0;
-    char why[64];
-    snprintf(why, sizeof(why), "HTTP %d", r->status);
-    if (r->target.tier != NULL)
-        px_fallback_mark(r->ctx->fb, r->target.tier, why);
-    return px_relay_next(r, why);
-}
-
-/* A held stream ended before anything reached the client: retry, or give the client what there is. */
-static void attempt_held_done(struct px_req *r, CURLcode rc)
-{
-    int clean = rc == CURLE_OK && ap_stream_done(r->sse);
-    if (!clean && px_relay_has_next(r)) {
-        const char *err = ap_stream_failed(r->sse) ? ap_stream_error(r->sse) : "";
-        if (err[0] != '\0' && r->target.tier != NULL && px_reactive_text(err, strlen(err)))
-            px_fallback_mark(r->ctx->fb, r->target.tier, err);
-        if (px_relay_next(r, ap_stream_failed(r->sse) ? "error before content" : "stream ended before content"))
-            return;
-    }
-    attempt_start_stream(r);
-    attempt_end_stream(r, rc == CURLE_OK || r->retry);
-}
-
 static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
 {
-    struct px_req *r = arg;
-    const char *msg = NULL;
+    struct px_attempt *a = arg;
+    struct px_request *r = a->r;
     (void)easy;
-    r->in_curl = 0;
-    evtimer_del(r->idle);
+    a->in_curl = 0;
+    a->transfer_ok = rc == CURLE_OK;
+    evtimer_del(a->idle);
 
-    if (r->started) {
+    if (a->started) {
         if (rc != CURLE_OK) {
             ap_warn(r->rid, "upstream stream broke: %s", curl_easy_strerror(rc));
             r->ctx->stats.upstream_errors++;
         }
-        attempt_end_stream(r, rc == CURLE_OK);
+        attempt_end_stream(a, rc == CURLE_OK);
         return;
     }
-    if (r->sse != NULL) {
-        attempt_held_done(r, rc);
+    struct px_outcome o = {0};
+    o.api = r->route != PX_ROUTE_PASS;
+    o.has_next = px_request_has_next(r);
+    if (a->sse != NULL) {
+        o.kind = PX_OUT_HELD_STREAM;
+        o.stream_clean = rc == CURLE_OK && ap_stream_done(a->sse);
+        o.stream_error = ap_stream_failed(a->sse) ? ap_stream_error(a->sse) : "";
+    } else if (rc != CURLE_OK) {
+        o.kind = PX_OUT_TRANSPORT;
+        o.transport = attempt_transport(rc);
+        ap_info(r->rid, "upstream transfer failed: %s", curl_easy_strerror(rc));
+    } else {
+        o.kind = PX_OUT_ANSWER;
+        o.status = a->status;
+        o.is_sse = a->is_sse;
+        o.body_len = evbuffer_get_length(a->body);
+        o.body = o.body_len ? (const char *)evbuffer_pullup(a->body, -1) : "";
+        int ok = a->status >= 200 && a->status < 300;
+        o.body_is_answer = ok && o.api && !a->is_sse && attempt_body_is_answer(a);
+    }
+    px_request_on_outcome(r, &o);
+}
+
+/* ---- delivering a complete answer ---- */
+
+void px_attempt_deliver(struct px_request *r)
+{
+    struct px_attempt *a = r->att;
+    int ok = a->status >= 200 && a->status < 300;
+
+    if (a->sse != NULL || (ok && a->is_sse)) {
+        /* A held stream, or a 2xx stream that never sent a byte: ap_stream gives its ending. */
+        if (a->sse == NULL) {
+            struct ap_stream_opts o = {a->target.fmt, r->facts.client_fmt, NULL, r->facts.client_usage};
+            if ((a->sse = ap_stream_new(&o)) == NULL) {
+                px_request_fail(r, 500, "out of memory");
+                return;
+            }
+        }
+        attempt_start_stream(a);
+        attempt_end_stream(a, a->transfer_ok || a->retry);
         return;
     }
-    if (rc != CURLE_OK && attempt_transport_retryable(rc) && px_relay_has_next(r) &&
-        px_relay_next(r, curl_easy_strerror(rc)))
+    size_t blen = evbuffer_get_length(a->body);
+    const char *b = blen ? (const char *)evbuffer_pullup(a->body, -1) : "";
+    if (ok && r->route == PX_ROUTE_PASS) {
+        if (a->target.fmt == AP_FMT_OPENAI)
+            ap_usage_openai_body(&r->usage, b, blen);
+        else
+            ap_usage_anthropic_body(&r->usage, b, blen);
+    }
+    struct evbuffer *tail = attempt_tail(a);
+    if (tail == NULL) {
+        px_request_fail(r, 500, "out of memory");
         return;
-    if (rc == CURLE_OK && r->is_sse && r->status >= 200 && r->status < 300 &&
-        evbuffer_get_length(r->body) == 0 && px_relay_has_next(r) && px_relay_next(r, "empty stream"))
+    }
+    if (a->target.fmt == r->facts.client_fmt || r->route == PX_ROUTE_PASS) {
+        attempt_copy_headers(a, 0);
+        evbuffer_add_buffer(tail, a->body);
+        r->reply_status = a->status;
+        px_request_complete(r);
         return;
-    if (rc == CURLE_OK && (r->status < 200 || r->status >= 300) && attempt_reactive(r))
-        return;
-    if (rc == CURLE_OK && r->status >= 200 && r->status < 300 && r->api && !r->is_sse &&
-        !attempt_body_is_answer(r)) {
-        /* A 2xx that is not a message or completion: broken, maybe only on this tier. */
-        if (px_relay_has_next(r) && px_relay_next(r, "invalid answer"))
+    }
+    cJSON *doc;
+    if (ok) {
+        cJSON *up = cJSON_ParseWithLength(b, blen);
+        doc = r->facts.client_fmt == AP_FMT_ANTHROPIC ? ap_conv_resp_o2a(up, NULL) : ap_conv_resp_a2o(up, NULL);
+        cJSON_Delete(up);
+        if (doc == NULL) {
+            ap_warn(r->rid, "upstream answered %d with a body that is not a %s response", a->status,
+                    a->target.fmt == AP_FMT_OPENAI ? "chat completion" : "message");
+            px_request_fail(r, 502, "upstream sent an invalid response");
             return;
-        ap_warn(r->rid, "upstream answered %d with a body that is not a response", r->status);
-        r->ctx->stats.upstream_errors++;
-        px_relay_reply_error(r, 502, "upstream sent an invalid response");
-        px_relay_finish(r);
+        }
+    } else {
+        doc = ap_conv_error(r->facts.client_fmt, a->status, b, blen);
+    }
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    if (text == NULL) {
+        px_request_fail(r, 500, "out of memory");
         return;
     }
-    if (rc != CURLE_OK || r->status < 100 || r->status > 599) {
-        int st = rc != CURLE_OK ? attempt_failure_status(rc, &msg) : 502;
-        if (rc == CURLE_OK)
-            msg = "upstream sent an invalid status";
-        ap_warn(r->rid, "upstream request failed: %s (%s)", msg, curl_easy_strerror(rc));
-        r->ctx->stats.upstream_errors++;
-        px_relay_reply_error(r, st, msg);
-        px_relay_finish(r);
-        return;
-    }
-    attempt_reply_buffered(r); /* replies and finishes */
+    evbuffer_add(tail, text, strlen(text));
+    cJSON_free(text);
+    attempt_copy_headers(a, 1);
+    r->reply_status = a->status;
+    px_request_complete(r);
 }
 
 /* ---- lifecycle ---- */
@@ -645,101 +476,146 @@ void px_attempt_pool_free(struct px_ctx *ctx)
         curl_easy_cleanup(ctx->easy_pool[--ctx->easy_pool_n]);
 }
 
-void px_attempt_start(struct px_req *r)
+static int attempt_add_header(void *arg, const char *line)
+{
+    struct px_attempt *a = arg;
+    struct curl_slist *l = curl_slist_append(a->hdrs, line);
+    if (l == NULL)
+        return -1;
+    a->hdrs = l;
+    return 0;
+}
+
+/* The outbound body for the target (or the client's). 0, or -1 after failing the request. */
+static int attempt_body(struct px_attempt *a)
+{
+    struct px_request *r = a->r;
+    if (r->route == PX_ROUTE_PASS || !px_outbound_needs_tree(&r->facts, &a->target))
+        return 0;
+    const cJSON *json = px_request_json(r);
+    const char *err = NULL;
+    int rc = json ? px_outbound_body(&r->facts, json, &a->target, &a->send_body, &a->send_len, &err) : -1;
+    if (rc == -2) {
+        px_request_fail(r, 500, "out of memory");
+        return -1;
+    }
+    if (rc < 0) {
+        px_request_fail(r, 400, err ? err : "request body is not valid JSON");
+        return -1;
+    }
+    return 0;
+}
+
+static int attempt_headers(struct px_attempt *a)
+{
+    struct px_request *r = a->r;
+    size_t n = px_hreq_nheaders(r->hreq);
+    const char *names[AP_HTTP1_MAX_HEADERS], *values[AP_HTTP1_MAX_HEADERS];
+    for (size_t i = 0; i < n && i < AP_HTTP1_MAX_HEADERS; i++)
+        px_hreq_header_at(r->hreq, i, &names[i], &values[i]);
+    struct px_header_in in = {names, values, n, r->facts.stream, a->send_body != NULL, r->rid, r->facts.client_fmt};
+    return px_outbound_headers(&in, &a->target, attempt_add_header, a);
+}
+
+void px_attempt_start(struct px_request *r, const struct ap_tier *tier)
 {
     struct px_ctx *ctx = r->ctx;
-    struct evbuffer *in = evhttp_request_get_input_buffer(r->ereq);
-
-    if (attempt_build_body(r) < 0) {
-        px_relay_finish(r);
+    const struct px_config *c = &ctx->cfg;
+    struct px_attempt *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        px_request_fail(r, 500, "out of memory");
         return;
     }
-    r->easy = attempt_easy_get(ctx);
-    if (r->easy == NULL || attempt_build_headers(r) < 0) {
-        px_relay_reply_error(r, 500, "out of memory");
-        px_relay_finish(r);
+    r->att = a;
+    a->r = r;
+    struct px_target_in in = {c->upstream_url, c->upstream_openai, c->upstream_api_key, r->route != PX_ROUTE_PASS,
+                              r->facts.client_fmt, px_hreq_raw_path(r->hreq), px_hreq_query(r->hreq)};
+    if (px_target_for(&in, tier, &a->target) < 0) {
+        px_request_fail(r, 414, "request target too long");
         return;
     }
-    CURL *e = r->easy;
-    curl_easy_setopt(e, CURLOPT_URL, r->target.url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    r->served_tier = tier;
+    if (r->route != PX_ROUTE_PASS)
+        snprintf(r->served_model, sizeof(r->served_model), "%s", px_outbound_model(&r->facts, &a->target));
+    a->hold = px_request_has_next(r);
+    if (attempt_body(a) < 0)
+        return;
+    a->body = evbuffer_new();
+    a->chunk = evbuffer_new();
+    a->idle = evtimer_new(ctx->base, attempt_on_idle, a);
+    a->easy = attempt_easy_get(ctx);
+    if (a->body == NULL || a->chunk == NULL || a->idle == NULL || a->easy == NULL || attempt_headers(a) < 0) {
+        px_request_fail(r, 500, "out of memory");
+        return;
+    }
+    CURL *e = a->easy;
+    curl_easy_setopt(e, CURLOPT_URL, a->target.url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, a->hdrs);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ctx->cfg.upstream_connect_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->upstream_connect_ms);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* The path was checked decoded (no dot segments): curl must send it as it is. */
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, attempt_on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, a);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, attempt_on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, a);
 
-    enum evhttp_cmd_type m = evhttp_request_get_command(r->ereq);
-    static const struct { enum evhttp_cmd_type m; const char *name; } custom[] = {
-        {EVHTTP_REQ_PUT, "PUT"}, {EVHTTP_REQ_DELETE, "DELETE"}, {EVHTTP_REQ_PATCH, "PATCH"},
-        {EVHTTP_REQ_OPTIONS, "OPTIONS"},
-    };
-    if (m == EVHTTP_REQ_GET) {
+    enum px_method m = px_hreq_method(r->hreq);
+    if (m == PX_GET) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-    } else if (m == EVHTTP_REQ_HEAD) {
+    } else if (m == PX_HEAD) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else {
-        for (size_t i = 0; i < sizeof(custom) / sizeof(custom[0]); i++)
-            if (custom[i].m == m)
-                curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, custom[i].name);
-        /* POSTFIELDS does not copy: the body stays in the request (or send_body) until we reply. */
-        size_t blen = r->send_body ? r->send_len : evbuffer_get_length(in);
-        const char *b = r->send_body ? r->send_body : blen ? (const char *)evbuffer_pullup(in, -1) : "";
+        if (m != PX_POST)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, px_hreq_method_name(r->hreq));
+        /* POSTFIELDS does not copy: the body stays in the request (or send_body) until the reply ends. */
+        size_t blen;
+        const char *b = px_hreq_body(r->hreq, &blen);
+        if (a->send_body != NULL) {
+            b = a->send_body;
+            blen = a->send_len;
+        }
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, b);
     }
     r->t_sent = ap_mono_ms();
     r->t_headers = 0;
-    if (r->idle == NULL && (r->idle = evtimer_new(ctx->base, attempt_on_idle, r)) == NULL) {
-        px_relay_reply_error(r, 500, "out of memory");
-        px_relay_finish(r);
+    r->upstream_status = 0;
+    attempt_alive(a);
+    if (ap_curl_add(ctx->curl, e, attempt_on_done, a) < 0) {
+        px_request_fail(r, 500, "cannot start the upstream request");
         return;
     }
-    attempt_alive(r);
-    if (ap_curl_add(ctx->curl, e, attempt_on_done, r) < 0) {
-        px_relay_reply_error(r, 500, "cannot start the upstream request");
-        px_relay_finish(r);
+    a->in_curl = 1;
+}
+
+void px_attempt_free(struct px_request *r)
+{
+    struct px_attempt *a = r->att;
+    if (a == NULL)
         return;
+    r->att = NULL;
+    if (a->in_curl)
+        ap_curl_remove(r->ctx->curl, a->easy);
+    if (a->started && a->sse != NULL && a->in_curl) {
+        /* The client left mid-stream: what it was sent counts. */
+        ap_stream_usage(a->sse, &r->usage);
+        r->ctx->stats.streams--;
     }
-    r->in_curl = 1;
-}
-
-void px_attempt_abort(struct px_req *r)
-{
-    if (r->idle != NULL)
-        evtimer_del(r->idle);
-    if (r->in_curl) {
-        ap_curl_remove(r->ctx->curl, r->easy);
-        r->in_curl = 0;
-    }
-    if (r->sse != NULL)
-        ap_stream_usage(r->sse, &r->usage);
-}
-
-void px_attempt_reset(struct px_req *r)
-{
-    px_attempt_abort(r);
-    attempt_easy_put(r->ctx, r->easy);
-    r->easy = NULL;
-    curl_slist_free_all(r->hdrs);
-    r->hdrs = NULL;
-    evhttp_clear_headers(&r->resp_headers);
-    if (r->body != NULL)
-        evbuffer_drain(r->body, evbuffer_get_length(r->body));
-    if (r->chunk != NULL)
-        evbuffer_drain(r->chunk, evbuffer_get_length(r->chunk));
-    ap_stream_free(r->sse);
-    r->sse = NULL;
-    cJSON_free(r->send_body);
-    r->send_body = NULL;
-    r->send_len = 0;
-    r->status = 0;
-    r->is_sse = 0;
-    r->paused = 0;
-    r->retry = 0;
-    r->usage = (struct ap_usage){0};
+    if (r->hreq != NULL)
+        px_hreq_on_drain(r->hreq, NULL, NULL);
+    if (a->idle != NULL)
+        event_free(a->idle);
+    attempt_easy_put(r->ctx, a->easy);
+    curl_slist_free_all(a->hdrs);
+    if (a->body != NULL)
+        evbuffer_free(a->body);
+    if (a->chunk != NULL)
+        evbuffer_free(a->chunk);
+    ap_stream_free(a->sse);
+    cJSON_free(a->send_body);
+    free(a->rh);
+    free(a);
 }

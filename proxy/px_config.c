@@ -77,6 +77,15 @@ int px_config_load(struct px_config *c)
     bad |= ap_env_long("USAGE_FLUSH_MS", 100, 1, 60000, &c->usage_flush_ms);
     bad |= ap_env_long("USAGE_DURABLE", 1, 0, 1, &c->usage_durable);
     bad |= ap_env_long("SHUTDOWN_GRACE_SECONDS", 30, 0, 3600, &c->shutdown_grace_s);
+    bad |= ap_env_long("MAX_CONNECTIONS", 16384, 1, 1L << 22, &c->max_connections);
+    const char *pt = ap_env_str("PASSTHROUGH", "GET /v1/models,GET /v1/models/*,POST /v1/messages/count_tokens");
+    const char *perr = NULL;
+    c->passthrough = px_allow_parse(pt, &perr);
+    if (c->passthrough == NULL) {
+        ap_error(NULL, "config: PASSTHROUGH: %s", perr);
+        bad = -1;
+    }
+    ap_url_redact(c->upstream_url, c->upstream_shown, sizeof(c->upstream_shown));
 
     const char *iid = ap_env_str("INSTANCE_ID", NULL);
     if (iid != NULL) {
@@ -96,5 +105,7 @@ void px_config_free(struct px_config *c)
 {
     free(c->upstream_api_key);
     free(c->admin_key);
+    px_allow_free(c->passthrough);
     c->upstream_api_key = c->admin_key = NULL;
+    c->passthrough = NULL;
 }

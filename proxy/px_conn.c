@@ -1,103 +1,495 @@
 /*
- * Client connections: a deadline for reading each request, and close
- * notification for whoever is streaming on a connection.
+ * Client connections: reading requests (head, then body), writing replies,
+ * and the deadlines in between.
  *
- * evhttp's timeouts are idle timeouts: a client sending one byte every few
- * seconds ("slowloris") would hold a connection forever. We create each
- * connection's bufferevent ourselves (evhttp_set_bevcb) and watch its input
- * buffer: the first bytes of a request start a deadline (REQUEST_READ_TIMEOUT_
- * SECONDS); the request's arrival in the HTTP callback stops it. When it
- * passes, the client gets a 408 and the socket is shut down, and evhttp,
- * seeing EOF, frees the connection itself.
+ *   HEAD ──head parsed──▶ BODY / CHUNKED ──body read──▶ BUSY (handler) ──reply done──▶ HEAD
+ *     │                                                   │
+ *     └──framing error, timeout, Connection: close────────┴──▶ CLOSING ──output written──▶ LINGER ──EOF──▶ closed
  *
- * evhttp frees the bufferevent without telling us, so we hold one reference
- * to it: the memory stays valid for our timer, and we let go once evhttp is
- * done (it has already sent FIN with shutdown(SHUT_WR) by then, so the client
- * sees the close at once; only the descriptor waits for our release). We
- * learn that evhttp is done from the connection's close callback (set once a
- * request arrived) or, before any request, from a once-a-second check.
+ * The read event stays added for the life of the connection (no re-arming
+ * per request, unlike evhttp); while a handler works, bytes still arriving
+ * are kept (bounded) so that a client that leaves is noticed at once, before
+ * any byte of the answer exists. Replies are written as soon as they are
+ * queued; the write event is added only when the socket is full.
  *
- *   state:  idle ──bytes──▶ reading (deadline) ──request read──▶ busy ──reply done──▶ idle
+ * One timer per connection follows the current state's deadline lazily: a
+ * later deadline leaves the timer alone (it re-arms when it fires early), so
+ * a request on a kept-alive connection usually costs no timer operation.
+ *   idle (no request begun)        CLIENT_TIMEOUT_SECONDS, then closed quietly
+ *   request begun, not all read    REQUEST_READ_TIMEOUT_SECONDS, then 408 (slowloris)
+ *   reply blocked by the client    CLIENT_TIMEOUT_SECONDS without progress, then closed
+ *   lingering after the last reply 2 s
  */
+#include "px_conn.h"
+
 #include "px.h"
 
 #include "ap_log.h"
 #include "ap_time.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <search.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
-#define CONN_CHECK_MS 1000
+#define CONN_READ_SIZE 16384
+#define CONN_READAHEAD_MAX (64 * 1024)   /* bytes kept while a request is answered */
+#define CONN_LINGER_MS 2000
+#define CONN_LINGER_BYTES (1 << 20)
 
-struct px_conn {
-    struct px_ctx *ctx;                 /* borrowed */
-    struct bufferevent *bev;            /* evhttp's; we hold one reference */
-    struct evhttp_connection *evcon;    /* borrowed; known once a request arrived */
-    struct evbuffer_cb_entry *input_cb; /* owned by the input buffer */
-    struct event *timer;                /* owned: deadline and liveness checks */
-    int64_t deadline_ms;                /* monotonic; 0: no request being read */
-    px_conn_close_fn on_close;          /* borrowed interest in the close */
-    void *close_arg;
-    unsigned busy:1;                    /* a request is being answered */
-    unsigned timed_out:1;
-};
+static void conn_on_read(evutil_socket_t fd, short what, void *arg);
+static void conn_on_write(evutil_socket_t fd, short what, void *arg);
+static void conn_on_timer(evutil_socket_t fd, short what, void *arg);
+static void conn_process(struct px_conn *c);
+static void conn_on_deadline(struct px_conn *c);
 
-static void *conn_registry; /* tsearch tree of px_conn, keyed by bev */
-
-static int conn_cmp(const void *a, const void *b)
+static void conn_free(struct px_conn *c)
 {
-    const struct bufferevent *x = ((const struct px_conn *)a)->bev, *y = ((const struct px_conn *)b)->bev;
-    return (x > y) - (x < y);
-}
-
-static struct px_conn *conn_find(struct evhttp_connection *evcon)
-{
-    struct px_conn probe = {.bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL};
-    struct px_conn **c = probe.bev ? tfind(&probe, &conn_registry, conn_cmp) : NULL;
-    return c ? *c : NULL;
-}
-
-static void conn_arm(struct px_conn *c, int64_t ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(c->timer, &tv);
-}
-
-static void conn_release(struct px_conn *c)
-{
-    tdelete(c, &conn_registry, conn_cmp);
-    evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
-    event_free(c->timer);
-    bufferevent_decref(c->bev); /* the last reference: closes the descriptor */
+    if (c->rev != NULL)
+        event_free(c->rev);
+    if (c->wev != NULL)
+        event_free(c->wev);
+    if (c->timer != NULL)
+        event_free(c->timer);
+    if (c->in != NULL)
+        evbuffer_free(c->in);
+    if (c->out != NULL)
+        evbuffer_free(c->out);
+    px_hreq_release(&c->req);
+    if (c->fd >= 0)
+        close(c->fd);
     free(c);
 }
 
-static int conn_evhttp_done(struct px_conn *c)
+/* Frees the connection if nobody holds it any more. */
+static void conn_maybe_free(struct px_conn *c)
 {
-    bufferevent_data_cb rd = NULL;
-    bufferevent_getcb(c->bev, &rd, NULL, NULL, NULL);
-    return rd == NULL; /* bufferevent_free() cleared the callbacks */
+    if (c->dead && c->state != PX_CONN_BUSY && c->holds == 0)
+        conn_free(c);
 }
 
-static void conn_time_out(struct px_conn *c)
+/* Keeps the connection's memory while a function of ours still uses it. */
+static void conn_hold(struct px_conn *c)
 {
-    static const char reply[] =
-        "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        "Content-Length: 42\r\n\r\n{\"detail\":\"request not received in time\"}";
-    evutil_socket_t s = bufferevent_getfd(c->bev);
-    c->timed_out = 1;
-    if (s < 0)
+    c->holds++;
+}
+
+static void conn_unhold(struct px_conn *c)
+{
+    c->holds--;
+    conn_maybe_free(c);
+}
+
+/* Sets the current state's deadline (0: none), arming the timer only if it would fire too late. */
+static void conn_deadline(struct px_conn *c, int64_t at)
+{
+    c->deadline = at;
+    if (at == 0 || (c->armed != 0 && c->armed <= at))
         return;
-    ap_info(NULL, "client too slow sending its request: closing the connection");
-    /* Straight to the socket: evhttp is still waiting for the rest of the request. */
-    ssize_t w = send(s, reply, sizeof(reply) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)w;
-    shutdown(s, SHUT_RDWR);
+    int64_t ms = at - ap_mono_ms();
+    if (ms < 0)
+        ms = 0;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_add(c->timer, &tv);
+    c->armed = at;
+}
+
+static void conn_idle(struct px_conn *c)
+{
+    conn_deadline(c, ap_mono_ms() + c->ctx->cfg.client_timeout * 1000);
+}
+
+struct px_conn *px_conn_new(struct px_ctx *ctx, evutil_socket_t fd)
+{
+    struct px_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->ctx = ctx;
+    c->fd = fd;
+    c->rev = event_new(ctx->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
+    c->wev = event_new(ctx->base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
+    c->timer = evtimer_new(ctx->base, conn_on_timer, c);
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    if (c->rev == NULL || c->wev == NULL || c->timer == NULL || c->in == NULL || c->out == NULL ||
+        event_add(c->rev, NULL) < 0) {
+        c->fd = -1; /* the caller closes it */
+        conn_free(c);
+        return NULL;
+    }
+    px_hreq_init(&c->req, c);
+    c->reading = 1;
+    c->state = PX_CONN_HEAD;
+    conn_idle(c);
+    return c;
+}
+
+void px_conn_close(struct px_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = 1;
+    event_del(c->rev);
+    event_del(c->wev);
+    event_del(c->timer);
+    c->armed = 0;
+    close(c->fd);
+    c->fd = -1;
+    evbuffer_drain(c->out, evbuffer_get_length(c->out));
+    px_listen_conn_gone(c->ctx, c);
+    if (c->state == PX_CONN_BUSY && c->req.on_close != NULL) {
+        /*
+         * Told from the loop, not from here: we may be inside a handler's own
+         * call (a write that failed), where aborting its transfer is not allowed.
+         */
+        event_active(c->timer, EV_TIMEOUT, 1);
+    }
+    conn_maybe_free(c);
+}
+
+/* After the last reply: no more output; drop what the client still sends, then close. */
+static void conn_linger(struct px_conn *c)
+{
+    shutdown(c->fd, SHUT_WR);
+    c->state = PX_CONN_LINGER;
+    c->deadline = 0;
+    conn_deadline(c, ap_mono_ms() + CONN_LINGER_MS);
+    evbuffer_drain(c->in, evbuffer_get_length(c->in));
+    if (!c->reading) {
+        event_add(c->rev, NULL);
+        c->reading = 1;
+    }
+}
+
+void px_conn_flush(struct px_conn *c)
+{
+    if (c->dead) {
+        evbuffer_drain(c->out, evbuffer_get_length(c->out));
+        return;
+    }
+    if (evbuffer_get_length(c->out) > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            px_conn_close(c);
+            return;
+        }
+    }
+    if (evbuffer_get_length(c->out) > 0) {
+        if (!c->writing) {
+            event_add(c->wev, NULL);
+            c->writing = 1;
+        }
+        /* Progress restarts the stall limit. */
+        c->deadline = 0;
+        conn_deadline(c, ap_mono_ms() + c->ctx->cfg.client_timeout * 1000);
+        return;
+    }
+    if (c->writing) {
+        event_del(c->wev);
+        c->writing = 0;
+        if (c->state == PX_CONN_BUSY)
+            c->deadline = 0;
+    }
+    if (c->state == PX_CONN_CLOSING)
+        conn_linger(c);
+}
+
+static void conn_on_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_conn *c = arg;
+    (void)fd;
+    (void)what;
+    conn_hold(c);
+    px_conn_flush(c);
+    /* Told only from here (never inside the handler's own writes), so it may resume its source. */
+    if (!c->dead && !c->writing && c->state == PX_CONN_BUSY && c->req.on_drain != NULL)
+        c->req.on_drain(c->req.drain_arg);
+    conn_unhold(c);
+}
+
+void px_conn_request_done(struct px_conn *c)
+{
+    if (c->dead) {
+        c->state = PX_CONN_HEAD;
+        conn_maybe_free(c);
+        return;
+    }
+    int close_now = c->req.close_after || !c->req.h1.keep_alive || c->idle_close;
+    px_hreq_reset(&c->req);
+    c->head_scan = 0;
+    if (close_now) {
+        c->state = PX_CONN_CLOSING;
+        px_conn_flush(c);
+        return;
+    }
+    c->state = PX_CONN_HEAD;
+    if (!c->reading) {
+        event_add(c->rev, NULL);
+        c->reading = 1;
+    }
+    if (evbuffer_get_length(c->in) > 0) {
+        if (c->holds == 0)
+            conn_process(c); /* else the loop that holds it goes on by itself */
+    } else if (!c->writing) {
+        conn_idle(c);
+    }
+}
+
+void px_conn_drain(struct px_conn *c)
+{
+    c->idle_close = 1;
+    if (c->state == PX_CONN_HEAD && evbuffer_get_length(c->in) == 0)
+        px_conn_close(c);
+}
+
+/* The head, then the body, are here: hand the request to the router. */
+static void conn_dispatch(struct px_conn *c)
+{
+    c->state = PX_CONN_BUSY;
+    c->deadline = 0;
+    c->timing_request = 0;
+    px_router_dispatch(c->ctx, &c->req);
+}
+
+/* A request the connection itself refuses: JSON error, then close. */
+static void conn_refuse(struct px_conn *c, int status, const char *reason)
+{
+    c->state = PX_CONN_BUSY;
+    c->deadline = 0;
+    c->timing_request = 0;
+    px_hreq_fail(&c->req, status, reason);
+}
+
+/* Moves the body bytes already in `in` into the request. 1 when complete (dispatched), else 0. */
+static int conn_body_from_input(struct px_conn *c)
+{
+    struct px_hreq *h = &c->req;
+    size_t want = (size_t)h->h1.content_length - h->body_len;
+    size_t have = evbuffer_get_length(c->in);
+    size_t n = have < want ? have : want;
+    if (n > 0) {
+        evbuffer_remove(c->in, h->body + h->body_len, n);
+        h->body_len += n;
+        h->body[h->body_len] = '\0';
+    }
+    if (h->body_len < h->h1.content_length)
+        return 0;
+    conn_dispatch(c);
+    return 1;
+}
+
+/* Prepares for the body of the parsed head. 0 to go on, -1 after refusing. */
+static int conn_start_body(struct px_conn *c)
+{
+    struct px_hreq *h = &c->req;
+    long max = c->ctx->cfg.max_body;
+    if (h->h1.body == AP_HTTP1_BODY_LENGTH) {
+        /* Refused before reading a byte of it (and without a 100 Continue). */
+        if (h->h1.content_length > (uint64_t)max) {
+            conn_refuse(c, 413, "request body too large");
+            return -1;
+        }
+        size_t need = (size_t)h->h1.content_length + 1;
+        if (need > h->body_cap) {
+            char *b = realloc(h->body, need);
+            if (b == NULL) {
+                conn_refuse(c, 500, "out of memory");
+                return -1;
+            }
+            h->body = b;
+            h->body_cap = need;
+        }
+        h->body_len = 0;
+        c->state = PX_CONN_BODY;
+    } else {
+        memset(&h->chunked, 0, sizeof(h->chunked));
+        h->body_len = 0;
+        c->state = PX_CONN_CHUNKED;
+    }
+    if (h->h1.expect_continue && evbuffer_get_length(c->in) == 0) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        evbuffer_add(c->out, cont, sizeof(cont) - 1);
+        px_conn_flush(c);
+    }
+    return 0;
+}
+
+/* Reads a head from `in`. 1 when the state moved on, 0 when more bytes are needed, -1 when refused. */
+static int conn_parse_head(struct px_conn *c)
+{
+    struct px_hreq *h = &c->req;
+    size_t len = evbuffer_get_length(c->in);
+    /* Empty lines before a request are allowed (RFC 9112 2.2): some clients send one after a body. */
+    while (len >= 2 && c->head_scan == 0) {
+        unsigned char two[2];
+        evbuffer_copyout(c->in, two, 2);
+        if (two[0] != '\r' || two[1] != '\n')
+            break;
+        evbuffer_drain(c->in, 2);
+        len -= 2;
+    }
+    if (len == 0)
+        return 0;
+    size_t lim = (size_t)c->ctx->cfg.max_headers;
+    size_t look = len < lim ? len : lim;
+    struct ap_http1_err err = {0, NULL};
+    const char *buf = (const char *)evbuffer_pullup(c->in, (ev_ssize_t)look);
+    long n = buf ? ap_http1_head_end(buf, look, &c->head_scan, &err) : -1;
+    if (buf == NULL)
+        err = (struct ap_http1_err){500, "out of memory"};
+    if (n < 0) {
+        conn_refuse(c, err.status, err.reason);
+        return -1;
+    }
+    if (n == 0) {
+        if (look == lim) {
+            conn_refuse(c, 431, "request header fields too large");
+            return -1;
+        }
+        return 0;
+    }
+    if ((size_t)n + 1 > h->head_cap) {
+        char *p = realloc(h->head, (size_t)n + 1);
+        if (p == NULL) {
+            conn_refuse(c, 500, "out of memory");
+            return -1;
+        }
+        h->head = p;
+        h->head_cap = (size_t)n + 1;
+    }
+    evbuffer_remove(c->in, h->head, (size_t)n);
+    h->head[n] = '\0';
+    c->head_scan = 0;
+    if (ap_http1_parse(h->head, (size_t)n, &h->h1, &err) < 0) {
+        conn_refuse(c, err.status, err.reason);
+        return -1;
+    }
+    if (px_hreq_prepare(h) < 0) {
+        conn_refuse(c, 400, "malformed request path");
+        return -1;
+    }
+    if (h->h1.body == AP_HTTP1_BODY_NONE) {
+        conn_dispatch(c);
+        return 1;
+    }
+    return conn_start_body(c) < 0 ? -1 : 1;
+}
+
+/* Decodes the chunked body bytes in `in`. 1 when the body is complete, 0 when more are needed. */
+static int conn_feed_chunked(struct px_conn *c)
+{
+    struct px_hreq *h = &c->req;
+    struct ap_http1_err err = {0, NULL};
+    int done = 0;
+    while (!done && evbuffer_get_length(c->in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(c->in, -1, NULL, &v, 1) < 1)
+            break;
+        long used = ap_http1_chunked_feed(&h->chunked, v.iov_base, v.iov_len, &h->body, &h->body_len,
+                                          &h->body_cap, (size_t)c->ctx->cfg.max_body, &done, &err);
+        if (used < 0) {
+            conn_refuse(c, err.status, err.reason);
+            return -1;
+        }
+        evbuffer_drain(c->in, (size_t)used);
+    }
+    if (!done)
+        return 0;
+    conn_dispatch(c);
+    return 1;
+}
+
+/*
+ * Reads every complete request it can (pipelined ones after the current
+ * reply), dispatching each. A request not yet whole gets
+ * REQUEST_READ_TIMEOUT_SECONDS from now; one that arrived in one read, the
+ * usual case, costs no timer operation.
+ */
+static void conn_process(struct px_conn *c)
+{
+    conn_hold(c);
+    while (!c->dead) {
+        int r;
+        if (c->state == PX_CONN_HEAD)
+            r = conn_parse_head(c);
+        else if (c->state == PX_CONN_BODY)
+            r = conn_body_from_input(c);
+        else if (c->state == PX_CONN_CHUNKED)
+            r = conn_feed_chunked(c);
+        else
+            break;
+        if (r <= 0)
+            break;
+    }
+    int partial = c->state == PX_CONN_BODY || c->state == PX_CONN_CHUNKED ||
+                  (c->state == PX_CONN_HEAD && evbuffer_get_length(c->in) > 0);
+    if (!c->dead && partial && !c->timing_request) {
+        c->timing_request = 1;
+        c->deadline = 0;
+        conn_deadline(c, ap_mono_ms() + c->ctx->cfg.request_read_s * 1000);
+    }
+    conn_unhold(c);
+}
+
+/* A Content-Length body is read straight into its buffer, without passing through `in`. */
+static void conn_read_body(struct px_conn *c)
+{
+    struct px_hreq *h = &c->req;
+    size_t want = (size_t)h->h1.content_length - h->body_len;
+    ssize_t n = read(c->fd, h->body + h->body_len, want);
+    if (n > 0) {
+        h->body_len += (size_t)n;
+        h->body[h->body_len] = '\0';
+        if (h->body_len == h->h1.content_length)
+            conn_process(c); /* dispatches */
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    px_conn_close(c); /* the client left mid-body, or the socket broke */
+}
+
+static void conn_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_conn *c = arg;
+    (void)what;
+    if (c->state == PX_CONN_BODY) {
+        conn_read_body(c);
+        return;
+    }
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(c->in, CONN_READ_SIZE, &v, 1) < 1) {
+        px_conn_close(c);
+        return;
+    }
+    ssize_t n = read(fd, v.iov_base, v.iov_len);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        /* EOF or a broken socket: whatever the state, the client is gone. */
+        px_conn_close(c);
+        return;
+    }
+    v.iov_len = (size_t)n;
+    evbuffer_commit_space(c->in, &v, 1);
+    switch (c->state) {
+    case PX_CONN_LINGER:
+        evbuffer_drain(c->in, evbuffer_get_length(c->in));
+        return;
+    case PX_CONN_BUSY:
+    case PX_CONN_CLOSING:
+        /* Read ahead (a pipelined request) only so far; then wait for the reply. */
+        if (evbuffer_get_length(c->in) > CONN_READAHEAD_MAX) {
+            event_del(c->rev);
+            c->reading = 0;
+        }
+        return;
+    default:
+        conn_process(c);
+    }
 }
 
 static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
@@ -105,154 +497,47 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
     struct px_conn *c = arg;
     (void)fd;
     (void)what;
-    if (conn_evhttp_done(c)) {
-        conn_release(c);
+    c->armed = 0;
+    if (c->dead) {
+        /* The deferred news of px_conn_close. */
+        if (c->state == PX_CONN_BUSY && c->req.on_close != NULL) {
+            px_hreq_fn fn = c->req.on_close;
+            c->req.on_close = NULL;
+            fn(c->req.close_arg);
+        }
         return;
     }
+    if (c->deadline == 0)
+        return;
     int64_t now = ap_mono_ms();
-    if (c->deadline_ms != 0 && now >= c->deadline_ms && !c->timed_out) {
-        conn_time_out(c);
-        conn_arm(c, 50); /* evhttp frees it on the EOF; release soon after */
+    if (now < c->deadline) {
+        int64_t at = c->deadline;
+        c->deadline = 0;
+        conn_deadline(c, at);
         return;
     }
-    if (c->timed_out || c->evcon == NULL)
-        conn_arm(c, CONN_CHECK_MS);
-    else if (c->deadline_ms != 0)
-        conn_arm(c, c->deadline_ms - now);
-    /* Otherwise the close callback wakes us. */
+    c->deadline = 0;
+    conn_hold(c);
+    conn_on_deadline(c);
+    conn_unhold(c);
 }
 
-static void conn_start_deadline(struct px_conn *c)
+static void conn_on_deadline(struct px_conn *c)
 {
-    c->deadline_ms = ap_mono_ms() + c->ctx->cfg.request_read_s * 1000;
-    if (c->evcon != NULL)
-        conn_arm(c, c->ctx->cfg.request_read_s * 1000);
-    /* Before the first request the once-a-second check is running and sees it. */
-}
-
-static void conn_on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    struct px_conn *c = arg;
-    (void)buf;
-    if (info->n_added > 0 && c->deadline_ms == 0 && !c->busy)
-        conn_start_deadline(c);
-}
-
-static void conn_on_close(struct evhttp_connection *evcon, void *arg)
-{
-    struct px_conn *c = arg;
-    (void)evcon;
-    if (c->on_close != NULL) {
-        px_conn_close_fn fn = c->on_close;
-        c->on_close = NULL;
-        fn(c->close_arg);
-    }
-    c->evcon = NULL;
-    /* evhttp frees the bufferevent right after this returns; release then. */
-    event_active(c->timer, EV_TIMEOUT, 0);
-}
-
-/* The reply went out whole: bytes of a pipelined next request start its deadline. */
-static void conn_on_complete(struct evhttp_request *req, void *arg)
-{
-    struct px_conn *c = arg;
-    (void)req;
-    c->busy = 0;
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        conn_start_deadline(c);
-}
-
-static struct bufferevent *conn_on_new(struct event_base *base, void *arg)
-{
-    struct px_ctx *ctx = arg;
-    struct px_conn *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return NULL;
-    c->ctx = ctx;
-    c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    c->timer = evtimer_new(base, conn_on_timer, c);
-    if (c->bev == NULL || c->timer == NULL)
-        goto fail;
-    c->input_cb = evbuffer_add_cb(bufferevent_get_input(c->bev), conn_on_input, c);
-    if (c->input_cb == NULL || tsearch(c, &conn_registry, conn_cmp) == NULL)
-        goto fail;
-    bufferevent_incref(c->bev);
-    /* Large bodies arrive in fewer reads (libevent's default is 16 KiB a read). */
-    bufferevent_set_max_single_read(c->bev, 256 * 1024);
-    conn_arm(c, CONN_CHECK_MS);
-    return c->bev;
-fail:
-    if (c->input_cb != NULL)
-        evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
-    if (c->timer != NULL)
-        event_free(c->timer);
-    if (c->bev != NULL)
-        bufferevent_free(c->bev);
-    free(c);
-    return NULL;
-}
-
-void px_conn_setup(struct px_ctx *ctx)
-{
-    evhttp_set_bevcb(ctx->http, conn_on_new, ctx);
-}
-
-void px_conn_request_read(struct evhttp_request *req)
-{
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    struct px_conn *c = conn_find(evcon);
-    if (c == NULL)
+    switch (c->state) {
+    case PX_CONN_HEAD:
+        if (!c->timing_request) {
+            px_conn_close(c); /* idle keep-alive connection */
+            return;
+        }
+        /* fall through */
+    case PX_CONN_BODY:
+    case PX_CONN_CHUNKED:
+        ap_info(NULL, "client too slow sending its request: closing the connection");
+        conn_refuse(c, 408, "request not received in time");
         return;
-    c->deadline_ms = 0;
-    c->busy = 1;
-    if (c->evcon == NULL) {
-        c->evcon = evcon;
-        evhttp_connection_set_closecb(evcon, conn_on_close, c);
-        evtimer_del(c->timer);
+    default:
+        /* A client that stopped reading, or a linger that ran out. */
+        px_conn_close(c);
     }
-    /* Not called if the connection dies first; then the close callback is. */
-    evhttp_request_set_on_complete_cb(req, conn_on_complete, c);
-}
-
-void px_conn_watch_close(struct evhttp_connection *evcon, px_conn_close_fn fn, void *arg)
-{
-    struct px_conn *c = conn_find(evcon);
-    if (c == NULL)
-        return;
-    c->on_close = fn;
-    c->close_arg = arg;
-}
-
-size_t px_conn_backlog(struct evhttp_connection *evcon)
-{
-    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
-    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
-}
-
-static void conn_collect(const void *node, VISIT which, void *arg)
-{
-    if (which == postorder || which == leaf) {
-        struct px_conn ***out = arg;
-        *(*out)++ = *(struct px_conn *const *)node;
-    }
-}
-
-static void conn_count(const void *node, VISIT which, void *arg)
-{
-    (void)node;
-    if (which == postorder || which == leaf)
-        (*(size_t *)arg)++;
-}
-
-void px_conn_shutdown(void)
-{
-    size_t n = 0;
-    twalk_r(conn_registry, conn_count, &n);
-    struct px_conn **all = calloc(n ? n : 1, sizeof(*all)), **p = all;
-    if (all == NULL)
-        return;
-    twalk_r(conn_registry, conn_collect, &p);
-    for (size_t i = 0; i < n; i++)
-        conn_release(all[i]);
-    free(all);
 }

@@ -178,20 +178,6 @@ int px_fallback_usable(struct px_fallback *fb, const struct ap_tier *t)
     return ap_marks_until(&fb->marks, t->model, ap_now_ms()) == 0;
 }
 
-int px_reactive_text(const char *s, size_t len)
-{
-    static const char *const words[] = {"exhausted", "capacity", "quota", "credit", "balance",
-                                        "rate limit", "rate_limit", "overloaded"};
-    char buf[4096];
-    size_t n = len < sizeof(buf) - 1 ? len : sizeof(buf) - 1;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (strcasestr(buf, words[i]) != NULL)
-            return 1;
-    return 0;
-}
-
 void px_fallback_mark(struct px_fallback *fb, const struct ap_tier *t, const char *why)
 {
     const struct ap_fallback *f = fb->ctx->fallback;
@@ -233,7 +219,7 @@ static void fallback_add_time(cJSON *o, const char *name, int64_t ms, long tz)
     cJSON_AddStringToObject(o, name, iso);
 }
 
-void px_fallback_admin(struct px_ctx *ctx, struct evhttp_request *req)
+void px_fallback_admin(struct px_ctx *ctx, struct px_hreq *req)
 {
     struct px_fallback *fb = ctx->fb;
     const struct ap_fallback *f = ctx->fallback;

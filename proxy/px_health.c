@@ -5,18 +5,19 @@
 
 #include <cJSON.h>
 
-void px_health_handle(struct px_ctx *ctx, struct evhttp_request *req)
+void px_health_handle(struct px_ctx *ctx, struct px_hreq *req)
 {
     int up = ap_redis_up(ctx->redis);
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "status", up ? "ok" : "degraded");
-    cJSON_AddStringToObject(doc, "upstream", ctx->cfg.upstream_url);
+    cJSON_AddStringToObject(doc, "upstream", ctx->cfg.upstream_shown);
     cJSON_AddBoolToObject(doc, "fallback_enabled", ctx->fallback->enabled);
     cJSON_AddNumberToObject(doc, "tiers", (double)ctx->fallback->ntiers);
     cJSON_AddStringToObject(doc, "redis", up ? "up" : "down");
     cJSON_AddStringToObject(doc, "instance", ctx->cfg.instance_id);
     cJSON_AddNumberToObject(doc, "usage_pending", (double)px_usage_pending(ctx->usage));
     cJSON_AddNumberToObject(doc, "active_requests", ctx->stats.active);
+    cJSON_AddNumberToObject(doc, "connections", (double)px_http_connections(ctx));
     cJSON_AddNumberToObject(doc, "cached_keys", (double)px_keys_count(ctx->keys));
     if (ctx->draining)
         cJSON_AddBoolToObject(doc, "draining", 1);

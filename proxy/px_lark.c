@@ -29,6 +29,7 @@
 #include <openssl/crypto.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +59,7 @@ struct px_lark {
 /* One callback being answered asynchronously; freed by lark_call_done. */
 struct lark_call {
     struct px_lark *l;              /* borrowed */
-    struct evhttp_request *req;     /* borrowed until answered */
+    struct px_hreq *req;     /* borrowed until answered */
     cJSON *body;                    /* owned: the (decrypted) callback */
     char *plain;                    /* owned: its JSON text, forwarded as is */
     char action[128];
@@ -123,7 +124,7 @@ void px_lark_free(struct px_lark *l)
 }
 
 /* Every asynchronous call is counted in stats.active, so a graceful stop waits for it. */
-static struct lark_call *lark_call_new(struct px_lark *l, struct evhttp_request *req)
+static struct lark_call *lark_call_new(struct px_lark *l, struct px_hreq *req)
 {
     struct lark_call *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -143,19 +144,18 @@ static void lark_call_done(struct lark_call *c)
     free(c);
 }
 
-static void lark_reply_text(struct evhttp_request *req, int status, const char *ctype, const char *text)
+static void lark_reply_text(struct px_hreq *req, int status, const char *ctype, const char *text)
 {
     struct evbuffer *b = evbuffer_new();
-    evhttp_remove_header(evhttp_request_get_output_headers(req), "Content-Type");
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    px_hreq_add_header(req, "Content-Type", ctype);
     if (b != NULL)
         evbuffer_add(b, text, strlen(text));
-    evhttp_send_reply(req, status, NULL, b);
+    px_hreq_send_buf(req, status, b);
     if (b != NULL)
         evbuffer_free(b);
 }
 
-static void lark_toast(struct evhttp_request *req, const char *type, const char *content)
+static void lark_toast(struct px_hreq *req, const char *type, const char *content)
 {
     cJSON *doc = cJSON_CreateObject();
     cJSON *t = cJSON_AddObjectToObject(doc, "toast");
@@ -164,7 +164,7 @@ static void lark_toast(struct evhttp_request *req, const char *type, const char 
     px_reply_json(req, 200, doc);
 }
 
-static void lark_error(struct evhttp_request *req, int status, const char *msg)
+static void lark_error(struct px_hreq *req, int status, const char *msg)
 {
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "error", msg);
@@ -252,7 +252,7 @@ static void lark_on_recorded(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
-static void lark_card(struct px_lark *l, struct evhttp_request *req, cJSON *body, const struct ap_lark_event *ev)
+static void lark_card(struct px_lark *l, struct px_hreq *req, cJSON *body, const struct ap_lark_event *ev)
 {
     char *plain = cJSON_PrintUnformatted(body);
     struct lark_call *c = plain ? lark_call_new(l, req) : NULL;
@@ -285,15 +285,13 @@ static int lark_secret_equal(const char *a, const char *b)
     return a != NULL && b != NULL && ap_secret_equal(a, b);
 }
 
-static void lark_post(struct px_lark *l, struct evhttp_request *req)
+static void lark_post(struct px_lark *l, struct px_hreq *req)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    const char *raw = len ? (const char *)evbuffer_pullup(in, -1) : "";
-    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-    const char *ts = evhttp_find_header(h, "X-Lark-Request-Timestamp");
-    const char *nonce = evhttp_find_header(h, "X-Lark-Request-Nonce");
-    const char *sig = evhttp_find_header(h, "X-Lark-Signature");
+    size_t len;
+    const char *raw = px_hreq_body(req, &len);
+    const char *ts = px_hreq_header(req, "X-Lark-Request-Timestamp");
+    const char *nonce = px_hreq_header(req, "X-Lark-Request-Nonce");
+    const char *sig = px_hreq_header(req, "X-Lark-Signature");
     int signed_ok = 0;
 
     if (l->encrypt_key != NULL && (ts || nonce || sig)) {
@@ -368,7 +366,7 @@ static void lark_post(struct px_lark *l, struct evhttp_request *req)
 
 /* ---- GET /oauth/callback: the OAuth code exchange ---- */
 
-static void lark_page(struct evhttp_request *req, int status, const char *msg, const char *detail)
+static void lark_page(struct px_hreq *req, int status, const char *msg, const char *detail)
 {
     char *esc = ap_html_escape(detail ? detail : "");
     char *page = NULL;
@@ -475,10 +473,10 @@ static void lark_on_state(redisAsyncContext *ac, void *reply, void *priv)
     cJSON_free(payload);
 }
 
-static void lark_get(struct px_lark *l, struct evhttp_request *req)
+static void lark_get(struct px_lark *l, struct px_hreq *req)
 {
     struct evkeyvalq q = {0};
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    const char *query = px_hreq_query(req);
     if (query == NULL || evhttp_parse_query_str(query, &q) < 0 || evhttp_find_header(&q, "code") == NULL) {
         evhttp_clear_headers(&q);
         cJSON *doc = cJSON_CreateObject();
@@ -516,14 +514,14 @@ static void lark_get(struct px_lark *l, struct evhttp_request *req)
     }
 }
 
-void px_lark_handle(struct px_ctx *ctx, struct evhttp_request *req)
+void px_lark_handle(struct px_ctx *ctx, struct px_hreq *req)
 {
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    enum px_method m = px_hreq_method(req);
     if (ctx->lark == NULL) {
         lark_error(req, 503, "Lark callbacks are not available");
-    } else if (m == EVHTTP_REQ_POST) {
+    } else if (m == PX_POST) {
         lark_post(ctx->lark, req);
-    } else if (m == EVHTTP_REQ_GET) {
+    } else if (m == PX_GET) {
         lark_get(ctx->lark, req);
     } else {
         lark_error(req, 405, "use GET or POST");
@@ -546,11 +544,11 @@ static void lark_on_state_saved(redisAsyncContext *ac, void *reply, void *priv)
     lark_call_done(c);
 }
 
-void px_lark_authorize(struct px_ctx *ctx, struct evhttp_request *req)
+void px_lark_authorize(struct px_ctx *ctx, struct px_hreq *req)
 {
     struct px_lark *l = ctx->lark;
     struct evkeyvalq q = {0};
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    const char *query = px_hreq_query(req);
     if (query != NULL)
         evhttp_parse_query_str(query, &q);
     const char *redirect = evhttp_find_header(&q, "redirect_uri");

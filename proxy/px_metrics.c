@@ -37,6 +37,9 @@ int px_metrics_init(void)
     rc |= ap_metrics_define(metrics, "ap_cached_keys", AP_GAUGE, "API keys verified and cached here.");
     rc |= ap_metrics_define(metrics, "ap_upstream_errors_total", AP_COUNTER,
                             "Upstream transfers that failed (refused, reset, timeout).");
+    rc |= ap_metrics_define(metrics, "ap_client_connections", AP_GAUGE, "Client connections open now.");
+    rc |= ap_metrics_define(metrics, "ap_connections_refused_total", AP_COUNTER,
+                            "Client connections turned away (MAX_CONNECTIONS, or out of descriptors).");
     return rc < 0 ? -1 : 0;
 }
 
@@ -78,7 +81,7 @@ void px_metrics_switch(const char *kind)
     ap_metrics_add(metrics, "ap_fallback_switches_total", labels, 1);
 }
 
-void px_metrics_handle(struct px_ctx *ctx, struct evhttp_request *req)
+void px_metrics_handle(struct px_ctx *ctx, struct px_hreq *req)
 {
     const struct ap_redis_stats *rs = ap_redis_stats(ctx->redis);
     ap_metrics_set(metrics, "ap_active_requests", "", ctx->stats.active);
@@ -89,13 +92,15 @@ void px_metrics_handle(struct px_ctx *ctx, struct evhttp_request *req)
     ap_metrics_set(metrics, "ap_redis_errors_total", "", (double)(rs->failures + rs->timeouts));
     ap_metrics_set(metrics, "ap_cached_keys", "", (double)px_keys_count(ctx->keys));
     ap_metrics_set(metrics, "ap_upstream_errors_total", "", (double)ctx->stats.upstream_errors);
+    ap_metrics_set(metrics, "ap_client_connections", "", (double)px_http_connections(ctx));
+    ap_metrics_set(metrics, "ap_connections_refused_total", "", (double)px_http_refused(ctx));
     struct evbuffer *b = evbuffer_new();
     if (b == NULL) {
         px_reply_error(req, PX_FMT_ADMIN, 500, "out of memory");
         return;
     }
     ap_metrics_render(metrics, b);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain; version=0.0.4");
-    evhttp_send_reply(req, 200, "OK", b);
+    px_hreq_add_header(req, "Content-Type", "text/plain; version=0.0.4");
+    px_hreq_send_buf(req, 200, b);
     evbuffer_free(b);
 }

@@ -433,9 +433,10 @@ class FallbackTest(FallbackCluster):
             ("429", {"status": 429}),
             ("503", {"status": 503}),
             ("529", {"status": 529}),
-            ("400 credit", {"status": 400, "body": CREDIT_BODY}),
-            ("400 rate limit text", {"status": 400, "body": {"type": "error", "error": {
-                "type": "invalid_request_error", "message": "Rate limit reached for this account"}}}),
+            ("402 billing_error", {"status": 402, "body": {"type": "error", "error": {
+                "type": "billing_error", "message": "Your credit balance is too low"}}}),
+            ("400 with an overload type", {"status": 400, "body": {"type": "error", "error": {
+                "type": "overloaded_error", "message": "Overloaded"}}}),
         ]
         for name, beh in cases:
             for stream in (False, True):
@@ -450,6 +451,33 @@ class FallbackTest(FallbackCluster):
                     self._reactive_case({"status": 429}, stream, client="openai")
                 finally:
                     self.reset_cluster()
+
+    def test_04a_words_in_a_client_error_are_not_a_trigger(self):
+        # Regression (reactive fallback on client errors): a 400 that echoes the client's
+        # input, or merely mentions quota or credit, marks nothing on any replica.
+        for body in ({"type": "error", "error": {"type": "invalid_request_error",
+                                                 "message": "Invalid value: 'quota'"}},
+                     CREDIT_BODY,
+                     {"type": "error", "error": {"type": "invalid_request_error",
+                                                 "message": "Rate limit reached for this account"}}):
+            with self.subTest(message=body["error"]["message"]):
+                try:
+                    self.mock.behaviour(OPUS, status=400, body=body, count=1)
+                    r = self.msg(self.a)
+                    doc = self.assertAnthropicError(r, 400)
+                    self.assertEqual(doc["error"]["message"], body["error"]["message"])
+                    self.assertEqual(self.models_sent(), [OPUS])
+                    self.assertIsNone(tier_of(self.fb(self.a), OPUS)["exhausted_until"])
+                    self.assertIsNone(tier_of(self.fb(self.b), OPUS)["exhausted_until"])
+                finally:
+                    self.reset_cluster()
+
+    def test_04aa_server_error_moves_on_without_a_mark(self):
+        # A 500 is the tier's own failure: the next tier answers, but one error marks nothing.
+        self.mock.behaviour(OPUS, status=500, count=1)
+        self.assertAnthropicOK(self.msg(self.a), GEMINI)
+        self.assertEqual(self.models_sent(), [OPUS, GEMINI])
+        self.assertIsNone(tier_of(self.fb(self.a), OPUS)["exhausted_until"])
 
     def test_04b_plain_client_error_is_not_a_trigger(self):
         # a 400 that says nothing about quota is the client's problem: relayed, no fallback

@@ -49,6 +49,26 @@ class MetricsTest(h.TestCase):
         cls.proxy = cls.start_proxy(cls.mock, cls.redis, fallback_config=CHAIN)
         cls.key = cls.proxy.create_key("metrics")
 
+    def test_client_input_creates_no_series(self):
+        # Regression: unauthenticated requests used to create one series per model name.
+        def burst(start, n):
+            for i in range(start, start + n):
+                body = dict(BODY, model="probe-%d-%s" % (i, "x" * 20))
+                r = h.request("POST", self.proxy.url + "/v1/messages", body=body)
+                self.assertEqual(r.status, 401)
+                h.request("POST", self.proxy.url + "/v1/messages", headers={"x-api-key": self.key},
+                          body=dict(body, model="unknown-model-%d" % i))
+        burst(0, 5)
+        text0, _ = scrape(self.proxy.url)
+        burst(5, 300)
+        text1, after = scrape(self.proxy.url)
+        self.assertNotIn("probe-", text1)
+        self.assertNotIn("unknown-model-", text1)
+        self.assertEqual(len(text1.splitlines()), len(text0.splitlines()),
+                         "series grew with client input")
+        denied = r'ap_requests_total\{route="messages",status="401",tier="",model=""\}'
+        self.assertGreaterEqual(value(after, denied), 305)
+
     def test_replica_metrics_count_requests_tokens_and_latency(self):
         _, before = scrape(self.proxy.url)
         for stream in (False, True):
@@ -57,7 +77,8 @@ class MetricsTest(h.TestCase):
             self.assertEqual(r.status, 200)
         self.assertEqual(h.request("POST", self.proxy.url + "/v1/messages", body=BODY).status, 401)
         text, after = scrape(self.proxy.url)
-        ok = r'ap_requests_total\{route="messages",status="200",tier="upstream",model="claude-sonnet-4-5"\}'
+        # A model outside the chain is labelled "other": model names are client input.
+        ok = r'ap_requests_total\{route="messages",status="200",tier="upstream",model="other"\}'
         self.assertEqual(value(after, ok) - value(before, ok), 2, text)
         denied = r'ap_requests_total\{route="messages",status="401",.*\}'
         self.assertEqual(value(after, denied) - value(before, denied), 1)

@@ -448,6 +448,30 @@ static void test_counter_accumulates(void **state)
     ap_metrics_free(m);
 }
 
+/* Label sets from outside cannot grow the registry without bound: past the cap they share one series. */
+static void test_series_are_bounded(void **state)
+{
+    (void)state;
+    struct ap_metrics *m = ap_metrics_new();
+    assert_non_null(m);
+    assert_int_equal(ap_metrics_define(m, "ap_requests_total", AP_COUNTER, "Requests."), 0);
+    char labels[64];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(labels, sizeof(labels), "model=\"m%d\"", i);
+        ap_metrics_add(m, "ap_requests_total", labels, 1);
+    }
+    char *s = render(m);
+    size_t lines = 0;
+    for (const char *p = s; (p = strstr(p, "\nap_requests_total{")) != NULL; p++)
+        lines++;
+    assert_in_range(lines, 999, 1001);
+    assert_non_null(strstr(s, "\nap_requests_total{overflow=\"true\"} 2000\n"));
+    assert_non_null(strstr(s, "\nap_requests_total{model=\"m0\"} 1\n"));
+    assert_null(strstr(s, "model=\"m2999\""));
+    free(s);
+    ap_metrics_free(m);
+}
+
 /*
  * An integer counter past 1e15 (2^53, the last exactly representable run of
  * integers) is printed as an integer too, not as 9.00719925474099e+15, which is
@@ -487,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_label_zero_size),
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_counter_accumulates),
+        cmocka_unit_test(test_series_are_bounded),
         cmocka_unit_test(test_value_2p53),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

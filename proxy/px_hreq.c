@@ -1,0 +1,397 @@
+/*
+ * One client request and its reply: what handlers read (method, path,
+ * headers, body) and how they answer (a whole reply, or a stream in chunks).
+ * The bytes go to the connection's output buffer and out at once; see
+ * px_http.h for the ownership rule (exactly one completing call).
+ */
+#include "px_conn.h"
+
+#include "px.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* Buffers above this are given back after a request instead of being kept for the next. */
+#define HREQ_KEEP_BYTES (64 * 1024)
+
+void px_hreq_init(struct px_hreq *h, struct px_conn *c)
+{
+    memset(h, 0, sizeof(*h));
+    h->conn = c;
+}
+
+static void hreq_trim(char **p, size_t *cap)
+{
+    if (*cap > HREQ_KEEP_BYTES) {
+        free(*p);
+        *p = NULL;
+        *cap = 0;
+    }
+}
+
+void px_hreq_reset(struct px_hreq *h)
+{
+    hreq_trim(&h->body, &h->body_cap);
+    hreq_trim(&h->rh, &h->rh_cap);
+    h->body_len = 0;
+    h->rh_len = 0;
+    h->on_close = h->on_drain = NULL;
+    h->close_arg = h->drain_arg = NULL;
+    h->started = h->chunked_reply = h->eof_reply = h->head_only = h->close_after = 0;
+    h->h1.target = NULL;
+}
+
+void px_hreq_release(struct px_hreq *h)
+{
+    free(h->head);
+    free(h->path);
+    free(h->body);
+    free(h->rh);
+    memset(h, 0, sizeof(*h));
+}
+
+static enum px_method hreq_method(const char *m)
+{
+    static const struct { const char *name; enum px_method m; } map[] = {
+        {"GET", PX_GET}, {"POST", PX_POST}, {"HEAD", PX_HEAD}, {"PUT", PX_PUT},
+        {"DELETE", PX_DELETE}, {"PATCH", PX_PATCH}, {"OPTIONS", PX_OPTIONS},
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(m, map[i].name) == 0)
+            return map[i].m;
+    return PX_OTHER;
+}
+
+int px_hreq_prepare(struct px_hreq *h)
+{
+    size_t tl = h->h1.target_len;
+    h->method = hreq_method(h->h1.method);
+    h->head_only = h->method == PX_HEAD;
+    /* One buffer: the decoded path, then the raw path (both at most as long as the target). */
+    if (2 * (tl + 1) > h->path_cap) {
+        char *p = realloc(h->path, 2 * (tl + 1));
+        if (p == NULL)
+            return -1;
+        h->path = p;
+        h->path_cap = 2 * (tl + 1);
+    }
+    char *raw = h->path + tl + 1;
+    if (h->h1.target[0] == '*') {
+        strcpy(h->path, "*");
+        strcpy(raw, "*");
+        h->raw_path = raw;
+        h->query = NULL;
+        return 0;
+    }
+    if (ap_http1_path_decode(h->h1.target, tl, h->path, tl + 1) < 0)
+        return -1;
+    const char *q = memchr(h->h1.target, '?', tl);
+    size_t rl = q ? (size_t)(q - h->h1.target) : tl;
+    memcpy(raw, h->h1.target, rl);
+    raw[rl] = '\0';
+    h->raw_path = raw;
+    h->query = q ? q + 1 : NULL;
+    return 0;
+}
+
+enum px_method px_hreq_method(const struct px_hreq *h)
+{
+    return h->method;
+}
+
+const char *px_hreq_method_name(const struct px_hreq *h)
+{
+    return h->h1.method;
+}
+
+const char *px_hreq_target(const struct px_hreq *h)
+{
+    return h->h1.target;
+}
+
+const char *px_hreq_raw_path(const struct px_hreq *h)
+{
+    return h->raw_path;
+}
+
+const char *px_hreq_path(const struct px_hreq *h)
+{
+    return h->path;
+}
+
+const char *px_hreq_query(const struct px_hreq *h)
+{
+    return h->query;
+}
+
+const char *px_hreq_header(const struct px_hreq *h, const char *name)
+{
+    return ap_http1_header(&h->h1, name);
+}
+
+size_t px_hreq_nheaders(const struct px_hreq *h)
+{
+    return h->h1.nhdr;
+}
+
+void px_hreq_header_at(const struct px_hreq *h, size_t i, const char **name, const char **value)
+{
+    *name = h->h1.hdr[i].name;
+    *value = h->h1.hdr[i].value;
+}
+
+const char *px_hreq_body(const struct px_hreq *h, size_t *len)
+{
+    *len = h->body_len;
+    return h->body_len ? h->body : "";
+}
+
+int px_hreq_client_gone(const struct px_hreq *h)
+{
+    return h->conn->dead;
+}
+
+/* ---- the reply ---- */
+
+static int hreq_rh_append(struct px_hreq *h, const char *s, size_t n)
+{
+    if (h->rh_len + n > h->rh_cap) {
+        size_t cap = h->rh_cap ? h->rh_cap * 2 : 512;
+        while (cap < h->rh_len + n)
+            cap *= 2;
+        char *p = realloc(h->rh, cap);
+        if (p == NULL)
+            return -1;
+        h->rh = p;
+        h->rh_cap = cap;
+    }
+    memcpy(h->rh + h->rh_len, s, n);
+    h->rh_len += n;
+    return 0;
+}
+
+void px_hreq_add_header(struct px_hreq *h, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+    /* Whatever a header came from (an upstream, a client), it cannot split the reply. */
+    if (h->started || nl == 0 || strpbrk(name, ":\r\n ") != NULL || memchr(value, '\r', vl) != NULL ||
+        memchr(value, '\n', vl) != NULL)
+        return;
+    if (hreq_rh_append(h, name, nl) < 0 || hreq_rh_append(h, ": ", 2) < 0 || hreq_rh_append(h, value, vl) < 0 ||
+        hreq_rh_append(h, "\r\n", 2) < 0)
+        h->rh_len = 0; /* out of memory: the reply goes without its extra headers */
+}
+
+int px_hreq_has_reply_header(const struct px_hreq *h, const char *name)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < h->rh_len;) {
+        const char *line = h->rh + i;
+        const char *eol = memchr(line, '\n', h->rh_len - i);
+        if (strncasecmp(line, name, nl) == 0 && line[nl] == ':')
+            return 1;
+        i = (size_t)(eol - h->rh) + 1;
+    }
+    return 0;
+}
+
+void px_hreq_close_after(struct px_hreq *h)
+{
+    h->close_after = 1;
+}
+
+static const char *hreq_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    case 529: return "Overloaded";
+    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+/* The Date header's value, formatted once a second. */
+static const char *hreq_date(void)
+{
+    static char buf[40];
+    static time_t last;
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        last = now;
+    }
+    return buf;
+}
+
+/*
+ * Status line and headers into the output buffer. length < 0: a streamed
+ * reply (chunked, or to the end of the connection for an HTTP/1.0 client).
+ */
+static void hreq_write_head(struct px_hreq *h, int status, long long length)
+{
+    struct px_conn *c = h->conn;
+    char line[256];
+    int keep = h->h1.keep_alive && !h->close_after && !c->idle_close;
+    if (length < 0 && h->h1.minor == 0) {
+        h->eof_reply = 1; /* no chunked framing in HTTP/1.0: the end of the connection ends it */
+        keep = 0;
+    }
+    if (!keep)
+        h->close_after = 1;
+    h->started = 1;
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, hreq_reason(status), hreq_date());
+    evbuffer_add(c->out, line, (size_t)n);
+    evbuffer_add(c->out, h->rh, h->rh_len);
+    if (!px_hreq_has_reply_header(h, "content-type"))
+        evbuffer_add(c->out, "Content-Type: application/json\r\n", 32);
+    if (length >= 0)
+        n = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", length);
+    else if (!h->eof_reply)
+        n = snprintf(line, sizeof(line), "Transfer-Encoding: chunked\r\n");
+    else
+        n = 0;
+    if (!keep)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "Connection: close\r\n\r\n");
+    else if (h->h1.minor == 0)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "Connection: keep-alive\r\n\r\n");
+    else
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "\r\n");
+    evbuffer_add(c->out, line, (size_t)n);
+    h->chunked_reply = length < 0 && !h->eof_reply;
+}
+
+void px_hreq_send(struct px_hreq *h, int status, const char *body, size_t len)
+{
+    struct px_conn *c = h->conn;
+    if (!c->dead && !h->started) {
+        hreq_write_head(h, status, (long long)len);
+        if (!h->head_only && len > 0)
+            evbuffer_add(c->out, body, len);
+        px_conn_flush(c);
+    }
+    px_conn_request_done(c);
+}
+
+void px_hreq_send_buf(struct px_hreq *h, int status, struct evbuffer *body)
+{
+    struct px_conn *c = h->conn;
+    size_t len = body ? evbuffer_get_length(body) : 0;
+    if (!c->dead && !h->started) {
+        hreq_write_head(h, status, (long long)len);
+        if (!h->head_only && len > 0)
+            evbuffer_add_buffer(c->out, body);
+        px_conn_flush(c);
+    }
+    if (body != NULL)
+        evbuffer_drain(body, evbuffer_get_length(body));
+    px_conn_request_done(c);
+}
+
+void px_hreq_start(struct px_hreq *h, int status)
+{
+    struct px_conn *c = h->conn;
+    if (c->dead || h->started)
+        return;
+    hreq_write_head(h, status, -1);
+    px_conn_flush(c);
+}
+
+static void hreq_chunk_size(struct px_hreq *h, size_t len)
+{
+    char sz[24];
+    int n = snprintf(sz, sizeof(sz), "%zx\r\n", len);
+    evbuffer_add(h->conn->out, sz, (size_t)n);
+}
+
+void px_hreq_chunk(struct px_hreq *h, const char *data, size_t len)
+{
+    struct px_conn *c = h->conn;
+    if (c->dead || !h->started || len == 0 || h->head_only)
+        return;
+    if (h->chunked_reply)
+        hreq_chunk_size(h, len);
+    evbuffer_add(c->out, data, len);
+    if (h->chunked_reply)
+        evbuffer_add(c->out, "\r\n", 2);
+    px_conn_flush(c);
+}
+
+void px_hreq_chunk_buf(struct px_hreq *h, struct evbuffer *b)
+{
+    struct px_conn *c = h->conn;
+    size_t len = evbuffer_get_length(b);
+    if (c->dead || !h->started || len == 0 || h->head_only) {
+        evbuffer_drain(b, len);
+        return;
+    }
+    if (h->chunked_reply)
+        hreq_chunk_size(h, len);
+    evbuffer_add_buffer(c->out, b);
+    if (h->chunked_reply)
+        evbuffer_add(c->out, "\r\n", 2);
+    px_conn_flush(c);
+}
+
+void px_hreq_end(struct px_hreq *h)
+{
+    struct px_conn *c = h->conn;
+    if (!c->dead && h->started && h->chunked_reply && !h->head_only) {
+        evbuffer_add(c->out, "0\r\n\r\n", 5);
+        px_conn_flush(c);
+    }
+    px_conn_request_done(c);
+}
+
+size_t px_hreq_backlog(const struct px_hreq *h)
+{
+    return h->conn->dead ? 0 : evbuffer_get_length(h->conn->out);
+}
+
+void px_hreq_on_drain(struct px_hreq *h, px_hreq_fn fn, void *arg)
+{
+    h->on_drain = fn;
+    h->drain_arg = arg;
+}
+
+void px_hreq_on_close(struct px_hreq *h, px_hreq_fn fn, void *arg)
+{
+    h->on_close = fn;
+    h->close_arg = arg;
+}
+
+void px_hreq_fail(struct px_hreq *h, int status, const char *reason)
+{
+    h->close_after = 1;
+    /* The format of the endpoint, when the head got that far; {"detail"} otherwise. */
+    enum px_fmt fmt = h->h1.target != NULL ? px_fmt_for_path(h->h1.target) : PX_FMT_ADMIN;
+    px_reply_error(h, fmt, status, reason);
+}

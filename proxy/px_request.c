@@ -1,0 +1,393 @@
+/*
+ * A proxied request's lifecycle: intake, authentication, the plan of tiers,
+ * the verdict on each attempt's outcome, completion and the one place it
+ * ends (see px_request.h for the ownership rules).
+ */
+#include "px_request.h"
+
+#include "ap_fallback.h"
+#include "ap_jscan.h"
+#include "ap_log.h"
+#include "ap_time.h"
+
+#include <cJSON.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- references ---- */
+
+void px_request_ref(struct px_request *r)
+{
+    r->refs++;
+}
+
+static void request_free(struct px_request *r)
+{
+    ap_fallback_free(r->chain);
+    cJSON_Delete(r->json);
+    if (r->tail != NULL)
+        evbuffer_free(r->tail);
+    free(r);
+}
+
+void px_request_unref(struct px_request *r)
+{
+    if (--r->refs == 0)
+        request_free(r);
+}
+
+/* ---- the end ---- */
+
+static void request_log(struct px_request *r)
+{
+    if (!ap_log_enabled(AP_LOG_INFO))
+        return;
+    char fields[1536], path[512], model[AP_MODEL_MAX * 2], served[AP_MODEL_MAX * 2];
+    /* Everything that came from outside is escaped: a path must not forge fields or break the line. */
+    ap_log_json_str(path, sizeof(path), r->path);
+    ap_log_json_str(model, sizeof(model), r->model);
+    ap_log_json_str(served, sizeof(served), r->served_model);
+    snprintf(fields, sizeof(fields),
+             "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"upstream_status\":%d,\"key\":\"%s\","
+             "\"model\":\"%s\",\"served_model\":\"%s\",\"in\":%lld,\"out\":%lld,\"stream\":%s,"
+             "\"client_gone\":%s,\"ms\":%lld",
+             r->method, path, r->reply_status, r->upstream_status, r->key.id, model, served,
+             (long long)r->usage.input, (long long)r->usage.output, r->streamed ? "true" : "false",
+             r->client_gone ? "true" : "false", (long long)(ap_mono_ms() - r->t0));
+    ap_log_fields(AP_LOG_INFO, r->rid, "request", fields);
+}
+
+/* Records the request's usage, once. */
+static void request_count(struct px_request *r)
+{
+    if (r->counted || r->key.state != PX_KEY_ENABLED || r->reply_status == 0)
+        return;
+    r->counted = 1;
+    int ok = r->reply_status >= 200 && r->reply_status < 300;
+    px_usage_record(r->ctx->usage, r->key.id, r->served_model[0] ? r->served_model : r->model, &r->usage, ok);
+    if (ok)
+        px_metrics_tokens(&r->usage);
+}
+
+/* A model label from a bounded set: the chain's models, else "other" (unknown models are client input). */
+static const char *request_metric_model(const struct px_request *r, const char *model)
+{
+    if (r->key.state != PX_KEY_ENABLED || model[0] == '\0')
+        return "";
+    return r->chain != NULL && ap_fallback_find(r->chain, model) != NULL ? model : "other";
+}
+
+void px_request_finish(struct px_request *r)
+{
+    if (r->finished)
+        return;
+    r->finished = 1;
+    if (r->waiting) {
+        px_usage_cancel(r->ctx->usage, r);
+        r->waiting = 0;
+        px_request_unref(r); /* the wait's reference; the request's own keeps it alive */
+    }
+    px_attempt_free(r);
+    if (r->hreq != NULL) {
+        /* Not answered (a path that forgot to): never leave the client hanging. */
+        struct px_hreq *h = r->hreq;
+        r->hreq = NULL;
+        px_hreq_on_close(h, NULL, NULL);
+        px_hreq_on_drain(h, NULL, NULL);
+        if (r->streamed) {
+            px_hreq_end(h);
+        } else {
+            r->reply_status = 500;
+            px_reply_error(h, r->err_fmt, 500, "internal error");
+        }
+    }
+    request_count(r);
+    static const char *const routes[] = {"messages", "chat_completions", "passthrough"};
+    const char *model = request_metric_model(r, r->served_model[0] ? r->served_model : r->model);
+    const char *tier = r->served_tier ? r->served_tier->name : r->t_sent ? "upstream" : "";
+    px_metrics_request(routes[r->route], r->reply_status, tier, model);
+    if (r->t_sent != 0) {
+        int64_t now = ap_mono_ms();
+        px_metrics_upstream(tier, (double)(now - r->t_sent) / 1000.0,
+                            r->t_headers ? (double)(r->t_headers - r->t_sent) / 1000.0 : -1);
+    }
+    request_log(r);
+    r->ctx->stats.active--;
+    px_request_unref(r);
+}
+
+void px_request_fail(struct px_request *r, int status, const char *msg)
+{
+    if (r->hreq != NULL) {
+        struct px_hreq *h = r->hreq;
+        r->hreq = NULL;
+        r->reply_status = status;
+        px_hreq_on_close(h, NULL, NULL);
+        px_hreq_on_drain(h, NULL, NULL);
+        px_hreq_add_header(h, "x-request-id", r->rid);
+        px_reply_error(h, r->err_fmt, status, msg);
+    }
+    px_request_finish(r);
+}
+
+/* The final bytes go out and the reply ends. */
+static void request_deliver_tail(struct px_request *r)
+{
+    struct px_hreq *h = r->hreq;
+    if (h == NULL)
+        return;
+    r->hreq = NULL;
+    px_hreq_on_close(h, NULL, NULL);
+    px_hreq_on_drain(h, NULL, NULL);
+    if (r->streamed) {
+        if (r->tail != NULL)
+            px_hreq_chunk_buf(h, r->tail);
+        px_hreq_end(h);
+    } else {
+        px_hreq_send_buf(h, r->reply_status, r->tail);
+    }
+}
+
+static void request_on_durable(void *arg)
+{
+    struct px_request *r = arg;
+    r->waiting = 0;
+    if (!r->finished) {
+        request_deliver_tail(r);
+        px_request_finish(r);
+    }
+    px_request_unref(r);
+}
+
+void px_request_complete(struct px_request *r)
+{
+    request_count(r);
+    int ok = r->reply_status >= 200 && r->reply_status < 300;
+    if (r->counted && ok && r->ctx->cfg.usage_durable) {
+        r->waiting = 1;
+        px_request_ref(r);
+        px_usage_wait(r->ctx->usage, request_on_durable, r); /* may run it at once */
+        return;
+    }
+    request_deliver_tail(r);
+    px_request_finish(r);
+}
+
+/* The client left before the reply ended: stop the transfer now, count what was used. */
+static void request_on_client_close(void *arg)
+{
+    struct px_request *r = arg;
+    r->client_gone = 1;
+    px_attempt_free(r); /* keeps the usage seen so far */
+    if (!r->streamed)
+        r->reply_status = 499; /* nginx's "client closed request": answered with nothing */
+    ap_info(r->rid, "client left %s; upstream transfer aborted", r->streamed ? "mid-stream" : "before the answer");
+    struct px_hreq *h = r->hreq;
+    r->hreq = NULL;
+    if (h != NULL) {
+        /* Completing a request whose client is gone only frees it. */
+        if (r->streamed)
+            px_hreq_end(h);
+        else
+            px_hreq_send(h, 499, "", 0);
+    }
+    px_request_finish(r);
+}
+
+/* ---- plan ---- */
+
+int px_request_has_next(const struct px_request *r)
+{
+    for (size_t i = r->iplan + 1; i < r->nplan; i++)
+        if (px_fallback_usable(r->ctx->fb, r->plan[i]))
+            return 1;
+    return 0;
+}
+
+/* Starts the next usable tier: 1, or 0 if there is none. */
+static int request_next(struct px_request *r, const char *why)
+{
+    while (r->iplan + 1 < r->nplan) {
+        const struct ap_tier *t = r->plan[++r->iplan];
+        if (!px_fallback_usable(r->ctx->fb, t))
+            continue;
+        ap_warn(r->rid, "fallback: %s failed (%s); retrying on %s", r->served_model, why, t->model);
+        px_metrics_switch("reactive");
+        px_attempt_free(r);
+        px_attempt_start(r, t);
+        return 1;
+    }
+    return 0;
+}
+
+void px_request_on_outcome(struct px_request *r, const struct px_outcome *o)
+{
+    struct px_verdict v = px_verdict_decide(o);
+    if (v.kind == PX_V_RETRY) {
+        if (v.mark && r->served_tier != NULL)
+            px_fallback_mark(r->ctx->fb, r->served_tier, v.message);
+        if (request_next(r, v.message))
+            return;
+        /* Every later tier is marked by now: decide as the last tier would. */
+        struct px_outcome last = *o;
+        last.has_next = 0;
+        v = px_verdict_decide(&last);
+    }
+    if (v.kind == PX_V_DELIVER) {
+        px_attempt_deliver(r);
+        return;
+    }
+    ap_warn(r->rid, "upstream request failed: %s", v.message);
+    r->ctx->stats.upstream_errors++;
+    px_request_fail(r, v.status, v.message);
+}
+
+/*
+ * Proactive fallback: the plan is decided here, from memory. A model outside
+ * the chain (or fallback disabled) still goes to its tier when the chain
+ * names it, or to UPSTREAM_URL, unchanged.
+ */
+static void request_route(struct px_request *r)
+{
+    int api = r->route != PX_ROUTE_PASS;
+    r->chain = ap_fallback_ref(r->ctx->fallback);
+    r->nplan = api ? px_fallback_plan(r->ctx->fb, r->model, r->plan, PX_MAX_TIERS) : 0;
+    r->iplan = 0;
+    if (r->nplan > 0 && strcmp(r->plan[0]->model, r->model) != 0) {
+        ap_info(r->rid, "fallback: %s is unavailable, using %s", r->model, r->plan[0]->model);
+        px_metrics_switch("proactive");
+    }
+    const struct ap_tier *tier = r->nplan > 0 ? r->plan[0] : api ? ap_fallback_find(r->chain, r->model) : NULL;
+    px_attempt_start(r, tier);
+}
+
+static void request_authorized(struct px_request *r)
+{
+    if (r->key.state == PX_KEY_DISABLED)
+        px_request_fail(r, 403, "API key disabled");
+    else if (r->key.state != PX_KEY_ENABLED)
+        px_request_fail(r, 401, "Invalid API key");
+    else
+        request_route(r);
+}
+
+static void request_on_key(void *arg, int ok, const struct px_key_info *info)
+{
+    struct px_request *r = arg;
+    if (!r->finished) {
+        if (!ok) {
+            px_request_fail(r, 503, "cannot verify the API key right now; try again shortly");
+        } else {
+            r->key = *info;
+            request_authorized(r);
+        }
+    }
+    px_request_unref(r);
+}
+
+/* ---- intake ---- */
+
+/*
+ * Validates a Messages / Chat Completions body with a scan that builds no
+ * tree (most bodies go upstream untouched). -1 after refusing it.
+ */
+static int request_check_body(struct px_request *r)
+{
+    size_t len;
+    const char *body = px_hreq_body(r->hreq, &len);
+    struct ap_jscan js;
+    if (px_hreq_method(r->hreq) != PX_POST) {
+        px_request_fail(r, 405, "use POST");
+        return -1;
+    }
+    const char *err = NULL;
+    if (ap_jscan(body, len, &js) < 0)
+        err = "request body is not valid JSON";
+    else if (js.root != AP_J_OBJECT)
+        err = "request body must be a JSON object";
+    else if (js.model == AP_J_ABSENT)
+        err = "model: field required";
+    else if (js.model != AP_J_STRING || js.model_len == 0)
+        err = "model: must be a non-empty string";
+    else if (js.model_len >= AP_MODEL_MAX)
+        err = "model: too long";
+    else if (js.stream != AP_J_ABSENT && js.stream != AP_J_TRUE && js.stream != AP_J_FALSE && js.stream != AP_J_NULL)
+        err = "stream: must be a boolean";
+    else if (js.stream_options != AP_J_ABSENT && js.stream_options != AP_J_OBJECT && js.stream_options != AP_J_NULL)
+        err = "stream_options: must be an object";
+    if (err != NULL) {
+        px_request_fail(r, 400, err);
+        return -1;
+    }
+    r->facts.stream = js.stream == AP_J_TRUE;
+    r->facts.client_usage = js.include_usage == AP_J_TRUE;
+    if (!js.model_escaped) {
+        memcpy(r->model, js.model_raw, js.model_len);
+        r->model[js.model_len] = '\0';
+    } else {
+        /* Rare: let cJSON decode the escapes of that one string. */
+        cJSON *m = cJSON_ParseWithLength(js.model_raw - 1, js.model_len + 2);
+        snprintf(r->model, sizeof(r->model), "%s", cJSON_IsString(m) ? m->valuestring : "");
+        cJSON_Delete(m);
+        if (r->model[0] == '\0') {
+            px_request_fail(r, 400, "model: must be a non-empty string");
+            return -1;
+        }
+    }
+    r->facts.model = r->model;
+    return 0;
+}
+
+cJSON *px_request_json(struct px_request *r)
+{
+    if (r->json == NULL && r->route != PX_ROUTE_PASS && r->hreq != NULL) {
+        size_t len;
+        const char *body = px_hreq_body(r->hreq, &len);
+        r->json = cJSON_ParseWithLength(body, len);
+    }
+    return r->json;
+}
+
+void px_request_handle(struct px_ctx *ctx, struct px_hreq *h, enum px_route route)
+{
+    struct px_request *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        px_reply_error(h, route == PX_ROUTE_CHAT ? PX_FMT_OPENAI : PX_FMT_ANTHROPIC, 500, "out of memory");
+        return;
+    }
+    r->refs = 1;
+    r->ctx = ctx;
+    r->hreq = h;
+    r->route = route;
+    r->facts.client_fmt = route == PX_ROUTE_CHAT ? AP_FMT_OPENAI : AP_FMT_ANTHROPIC;
+    r->err_fmt = route == PX_ROUTE_CHAT ? PX_FMT_OPENAI : PX_FMT_ANTHROPIC;
+    r->t0 = ap_mono_ms();
+    r->key.state = PX_KEY_UNKNOWN;
+    snprintf(r->method, sizeof(r->method), "%s", px_hreq_method_name(h));
+    px_hreq_request_id(h, r->rid);
+    if (ap_log_enabled(AP_LOG_INFO)) /* the path is kept for the access log only */
+        ap_mask_path(px_hreq_raw_path(h), r->path, sizeof(r->path));
+    ctx->stats.active++;
+    /* Watched from the start: a client that leaves before any answer stops the upstream too. */
+    px_hreq_on_close(h, request_on_client_close, r);
+
+    const char *key = px_hreq_key(h);
+    if (key == NULL) {
+        px_request_fail(r, 401, "Missing API key");
+        return;
+    }
+    ap_sha256_hex(key, strlen(key), r->key_hash);
+    if (route != PX_ROUTE_PASS && request_check_body(r) < 0)
+        return;
+    if (px_keys_lookup(ctx->keys, r->key_hash, &r->key) == 0) {
+        request_authorized(r);
+        return;
+    }
+    px_request_ref(r);
+    if (px_keys_fetch(ctx->keys, r->key_hash, request_on_key, r) < 0) {
+        px_request_unref(r);
+        px_request_fail(r, 503, "cannot verify the API key right now; try again shortly");
+    }
+}
