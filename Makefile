@@ -16,7 +16,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g $(SAN) -Wall -Wextra -Werror \
            -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers \
-           -Iinclude $(PKG_CFLAGS) -MMD -MP
+           -Iinclude -Iproxy $(PKG_CFLAGS) -MMD -MP
 LDFLAGS += $(SAN)
 LDLIBS  += $(PKG_LIBS) -lm
 

@@ -56,20 +56,22 @@ void ap_mask_path(const char *path, char *out, size_t n)
             e++;
         size_t len = (size_t)(e - p);
         int plain = len <= 24 && strncmp(p, "sk-", 3) != 0;
-        if (plain && o + len + 1 < n) {
+        if (plain) {
+            if (o + len + 1 > n)
+                break; /* a cut segment could be half a secret: stop instead */
             memcpy(out + o, p, len);
             o += len;
-        } else if (!plain) {
+        } else {
             char seg[256], masked[AP_MASK_LEN];
             size_t sl = len < sizeof(seg) - 1 ? len : sizeof(seg) - 1;
             memcpy(seg, p, sl);
             seg[sl] = '\0';
             ap_key_mask(seg, masked, sizeof(masked));
             size_t ml = strlen(masked);
-            if (o + ml + 1 < n) {
-                memcpy(out + o, masked, ml);
-                o += ml;
-            }
+            if (o + ml + 1 > n)
+                break;
+            memcpy(out + o, masked, ml);
+            o += ml;
         }
         p = e;
     }

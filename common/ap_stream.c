@@ -161,6 +161,21 @@ int ap_stream_feed(struct ap_stream *s, const char *buf, size_t len, struct evbu
     return rc;
 }
 
+int ap_stream_passthrough(const struct ap_stream *s)
+{
+    return s->conv == NULL && !s->filter;
+}
+
+int ap_stream_tap(struct ap_stream *s, const char *buf, size_t len)
+{
+    if (!ap_stream_passthrough(s) || s->broken)
+        return -1;
+    int rc = ap_sse_feed(&s->sse, buf, len, stream_on_event, s);
+    if (rc < 0)
+        s->broken = 1;
+    return rc;
+}
+
 int ap_stream_end(struct ap_stream *s, int upstream_ok, struct evbuffer *out)
 {
     if (s->conv != NULL)

@@ -40,6 +40,15 @@ void ap_stream_free(struct ap_stream *s);
 int ap_stream_feed(struct ap_stream *s, const char *buf, size_t len, struct evbuffer *out);
 
 /*
+ * 1 when the client gets the upstream's bytes unchanged (same format, no
+ * usage chunk to remove): the caller may then relay its own bytes and only
+ * tap them (ap_stream_tap), sparing a copy per event.
+ */
+int ap_stream_passthrough(const struct ap_stream *s);
+/* Reads bytes that the caller relays itself (passthrough streams only). 0, or -1 when unusable. */
+int ap_stream_tap(struct ap_stream *s, const char *buf, size_t len);
+
+/*
  * The upstream ended (upstream_ok=0: the connection broke). If it did not end
  * properly and sent no error itself, appends an error ending in the client's
  * format; never fakes a successful end.

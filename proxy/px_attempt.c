@@ -283,6 +283,22 @@ static size_t attempt_on_write(char *data, size_t size, size_t n, void *arg)
         a->paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
+    if (a->started && evbuffer_get_length(a->chunk) == 0 && !a->final_held && ap_stream_passthrough(a->sse)) {
+        /* The usual case: the client gets these very bytes; tap them and send them, no copy. */
+        if (ap_stream_tap(a->sse, data, len) < 0)
+            ap_warn(r->rid, "upstream stream is not valid SSE; ending it");
+        size_t keep = len;
+        if (ap_stream_done(a->sse)) {
+            struct evbuffer *tail = attempt_tail(a);
+            if (tail != NULL) {
+                keep = ap_sse_last_event(data, len);
+                evbuffer_add(tail, data + keep, len - keep);
+                a->final_held = 1;
+            }
+        }
+        px_hreq_chunk(r->hreq, data, keep);
+        return len;
+    }
     if (ap_stream_feed(a->sse, data, len, a->chunk) < 0)
         ap_warn(r->rid, "upstream stream is not valid SSE; ending it");
     if (!a->started) {

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define CONN_READ_SIZE 16384
@@ -195,6 +196,31 @@ void px_conn_flush(struct px_conn *c)
     }
     if (c->state == PX_CONN_CLOSING)
         conn_linger(c);
+}
+
+void px_conn_writev(struct px_conn *c, const struct iovec *iov, int n)
+{
+    if (c->dead)
+        return;
+    size_t skip = 0;
+    if (evbuffer_get_length(c->out) == 0) {
+        /* Nothing queued: straight to the socket, no copy; only a remainder is buffered. */
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            px_conn_close(c);
+            return;
+        }
+        skip = w > 0 ? (size_t)w : 0;
+    }
+    for (int i = 0; i < n; i++) {
+        if (skip >= iov[i].iov_len) {
+            skip -= iov[i].iov_len;
+            continue;
+        }
+        evbuffer_add(c->out, (const char *)iov[i].iov_base + skip, iov[i].iov_len - skip);
+        skip = 0;
+    }
+    px_conn_flush(c);
 }
 
 static void conn_on_write(evutil_socket_t fd, short what, void *arg)

@@ -87,6 +87,9 @@ struct px_conn *px_conn_new(struct px_ctx *ctx, evutil_socket_t fd);
 void px_conn_close(struct px_conn *c);
 /* Writes what it can of c->out now. */
 void px_conn_flush(struct px_conn *c);
+struct iovec;
+/* Writes iov after what is queued: straight to the socket when nothing is, the rest buffered. */
+void px_conn_writev(struct px_conn *c, const struct iovec *iov, int n);
 /* The handler completed the request (after its last bytes were queued). */
 void px_conn_request_done(struct px_conn *c);
 /* Wakes a connection that waits for input while the server drains. */

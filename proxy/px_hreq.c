@@ -9,6 +9,7 @@
 #include "px.h"
 
 #include <event2/buffer.h>
+#include <sys/uio.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,13 +254,14 @@ static const char *hreq_date(void)
 }
 
 /*
- * Status line and headers into the output buffer. length < 0: a streamed
- * reply (chunked, or to the end of the connection for an HTTP/1.0 client).
+ * Status line and headers into buf (the headers are rarely more than a few
+ * hundred bytes; buf is sized by the caller from rh_len). length < 0: a
+ * streamed reply (chunked, or to the end of the connection for an HTTP/1.0
+ * client). Returns the head's length.
  */
-static void hreq_write_head(struct px_hreq *h, int status, long long length)
+static size_t hreq_head(struct px_hreq *h, int status, long long length, char *buf, size_t cap)
 {
     struct px_conn *c = h->conn;
-    char line[256];
     int keep = h->h1.keep_alive && !h->close_after && !c->idle_close;
     if (length < 0 && h->h1.minor == 0) {
         h->eof_reply = 1; /* no chunked framing in HTTP/1.0: the end of the connection ends it */
@@ -268,36 +270,45 @@ static void hreq_write_head(struct px_hreq *h, int status, long long length)
     if (!keep)
         h->close_after = 1;
     h->started = 1;
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, hreq_reason(status), hreq_date());
-    evbuffer_add(c->out, line, (size_t)n);
-    evbuffer_add(c->out, h->rh, h->rh_len);
-    if (!px_hreq_has_reply_header(h, "content-type"))
-        evbuffer_add(c->out, "Content-Type: application/json\r\n", 32);
-    if (length >= 0)
-        n = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", length);
-    else if (!h->eof_reply)
-        n = snprintf(line, sizeof(line), "Transfer-Encoding: chunked\r\n");
-    else
-        n = 0;
-    if (!keep)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, "Connection: close\r\n\r\n");
-    else if (h->h1.minor == 0)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, "Connection: keep-alive\r\n\r\n");
-    else
-        n += snprintf(line + n, sizeof(line) - (size_t)n, "\r\n");
-    evbuffer_add(c->out, line, (size_t)n);
     h->chunked_reply = length < 0 && !h->eof_reply;
+    size_t o = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, hreq_reason(status), hreq_date());
+    if (h->rh_len > 0)
+        memcpy(buf + o, h->rh, h->rh_len);
+    o += h->rh_len;
+    if (!px_hreq_has_reply_header(h, "content-type"))
+        o += (size_t)snprintf(buf + o, cap - o, "Content-Type: application/json\r\n");
+    if (length >= 0)
+        o += (size_t)snprintf(buf + o, cap - o, "Content-Length: %lld\r\n", length);
+    else if (h->chunked_reply)
+        o += (size_t)snprintf(buf + o, cap - o, "Transfer-Encoding: chunked\r\n");
+    o += (size_t)snprintf(buf + o, cap - o, "%s\r\n", !keep ? "Connection: close\r\n"
+                                                   : h->h1.minor == 0 ? "Connection: keep-alive\r\n" : "");
+    return o;
+}
+
+#define HREQ_HEAD_ROOM 512
+
+/* Writes the head (and a body) in one writev; `body` may be NULL. */
+static void hreq_write(struct px_hreq *h, int status, long long length, const char *body, size_t len)
+{
+    char stack[4096];
+    size_t cap = h->rh_len + HREQ_HEAD_ROOM;
+    char *buf = cap <= sizeof(stack) ? stack : malloc(cap);
+    if (buf == NULL) {
+        px_conn_close(h->conn);
+        return;
+    }
+    struct iovec iov[2] = {{buf, hreq_head(h, status, length, buf, cap)}, {(void *)body, len}};
+    px_conn_writev(h->conn, iov, body != NULL && len > 0 && !h->head_only ? 2 : 1);
+    if (buf != stack)
+        free(buf);
 }
 
 void px_hreq_send(struct px_hreq *h, int status, const char *body, size_t len)
 {
     struct px_conn *c = h->conn;
-    if (!c->dead && !h->started) {
-        hreq_write_head(h, status, (long long)len);
-        if (!h->head_only && len > 0)
-            evbuffer_add(c->out, body, len);
-        px_conn_flush(c);
-    }
+    if (!c->dead && !h->started)
+        hreq_write(h, status, (long long)len, body, len);
     px_conn_request_done(c);
 }
 
@@ -306,10 +317,15 @@ void px_hreq_send_buf(struct px_hreq *h, int status, struct evbuffer *body)
     struct px_conn *c = h->conn;
     size_t len = body ? evbuffer_get_length(body) : 0;
     if (!c->dead && !h->started) {
-        hreq_write_head(h, status, (long long)len);
-        if (!h->head_only && len > 0)
-            evbuffer_add_buffer(c->out, body);
-        px_conn_flush(c);
+        /* One contiguous body is written with the head; a long chain is moved, not copied. */
+        if (len == 0 || evbuffer_get_contiguous_space(body) == len) {
+            hreq_write(h, status, (long long)len, len ? (const char *)evbuffer_pullup(body, -1) : NULL, len);
+        } else {
+            hreq_write(h, status, (long long)len, NULL, 0);
+            if (!h->head_only && !c->dead)
+                evbuffer_add_buffer(c->out, body);
+            px_conn_flush(c);
+        }
     }
     if (body != NULL)
         evbuffer_drain(body, evbuffer_get_length(body));
@@ -318,11 +334,9 @@ void px_hreq_send_buf(struct px_hreq *h, int status, struct evbuffer *body)
 
 void px_hreq_start(struct px_hreq *h, int status)
 {
-    struct px_conn *c = h->conn;
-    if (c->dead || h->started)
+    if (h->conn->dead || h->started)
         return;
-    hreq_write_head(h, status, -1);
-    px_conn_flush(c);
+    hreq_write(h, status, -1, NULL, 0);
 }
 
 static void hreq_chunk_size(struct px_hreq *h, size_t len)
@@ -337,13 +351,22 @@ void px_hreq_chunk(struct px_hreq *h, const char *data, size_t len)
     struct px_conn *c = h->conn;
     if (c->dead || !h->started || len == 0 || h->head_only)
         return;
-    if (h->chunked_reply)
-        hreq_chunk_size(h, len);
-    evbuffer_add(c->out, data, len);
-    if (h->chunked_reply)
-        evbuffer_add(c->out, "\r\n", 2);
-    px_conn_flush(c);
+    char sz[24];
+    struct iovec iov[3] = {{sz, 0}, {(void *)data, len}, {(void *)"\r\n", 2}};
+    if (h->chunked_reply) {
+        iov[0].iov_len = (size_t)snprintf(sz, sizeof(sz), "%zx\r\n", len);
+        px_conn_writev(c, iov, 3);
+    } else {
+        px_conn_writev(c, iov + 1, 1);
+    }
 }
+
+/*
+ * Small pieces (an SSE event is often ~100 bytes) are copied into the output
+ * buffer's last chain rather than moved: moving would leave three 1 KB chains
+ * (size line, data, CRLF) per event in the output, and a malloc each.
+ */
+#define HREQ_COPY_MAX 16384
 
 void px_hreq_chunk_buf(struct px_hreq *h, struct evbuffer *b)
 {
@@ -351,6 +374,12 @@ void px_hreq_chunk_buf(struct px_hreq *h, struct evbuffer *b)
     size_t len = evbuffer_get_length(b);
     if (c->dead || !h->started || len == 0 || h->head_only) {
         evbuffer_drain(b, len);
+        return;
+    }
+    if (len <= HREQ_COPY_MAX) {
+        char tmp[HREQ_COPY_MAX];
+        evbuffer_remove(b, tmp, len);
+        px_hreq_chunk(h, tmp, len);
         return;
     }
     if (h->chunked_reply)

@@ -186,7 +186,45 @@ static void run_url(void **state)
 #define K64 "sk-0123456789abcdef0123456789abcdef0123456789abcdef"
 
 /* One group, so that TAP output has a single plan. */
+static void test_mask_path(void **state)
+{
+    (void)state;
+    static const struct { const char *path, *want; } rows[] = {
+        {"/v1/messages", "/v1/messages"},
+        {"/admin/keys/sk-abcdefghijklmnopqrstuvwxyz0123/usage", "/admin/keys/sk-abcde...0123/usage"},
+        {"/admin/keys/sk-short/disable", "/admin/keys/***/disable"},
+        {"/v1/models?key=sk-secret", "/v1/models"},
+        {"/x/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "/x/aaaaaaaa...aaaa"},
+        {"/a\"b", "/a\"b"}, /* kept as is here; the log escapes it */
+    };
+    char out[128];
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        ap_mask_path(rows[i].path, out, sizeof(out));
+        assert_string_equal(out, rows[i].want);
+    }
+    ap_mask_path("/v1/messages", out, 4);
+    assert_string_equal(out, "/v1");
+}
+
+static void test_url_redact(void **state)
+{
+    (void)state;
+    static const struct { const char *url, *want; } rows[] = {
+        {"http://localhost:8080", "http://localhost:8080"},
+        {"https://user:secret@api.example.com/v1?key=k", "https://api.example.com/v1"},
+        {"http://:tok@h:1/p", "http://h:1/p"},
+        {"http://h/p@q", "http://h/p@q"},
+    };
+    char out[128];
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        ap_url_redact(rows[i].url, out, sizeof(out));
+        assert_string_equal(out, rows[i].want);
+    }
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_mask_path),
+    cmocka_unit_test(test_url_redact),
     MASK("generated-length key: 8 chars ... last 4", K64, "sk-01234...cdef"),
     MASK("exactly 13 chars is masked", "abcdefghijklm", "abcdefgh...jklm"),
     MASK("exactly 12 chars -> ***", "abcdefghijkl", "***"),
