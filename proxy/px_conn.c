@@ -151,6 +151,18 @@ void px_conn_close(struct px_conn *c)
     conn_maybe_free(c);
 }
 
+void px_conn_abort(struct px_conn *c)
+{
+    conn_hold(c);
+    px_conn_close(c);
+    if (c->state == PX_CONN_BUSY && c->req.on_close != NULL) {
+        px_hreq_fn fn = c->req.on_close;
+        c->req.on_close = NULL;
+        fn(c->req.close_arg);
+    }
+    conn_unhold(c);
+}
+
 /* After the last reply: no more output; drop what the client still sends, then close. */
 static void conn_linger(struct px_conn *c)
 {

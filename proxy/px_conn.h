@@ -85,6 +85,8 @@ struct px_conn {
 struct px_conn *px_conn_new(struct px_ctx *ctx, evutil_socket_t fd);
 /* Closes the socket now (client gone or server stopping); frees unless a handler holds the request. */
 void px_conn_close(struct px_conn *c);
+/* Closes now and tells the request's owner at once (teardown, outside any callback). */
+void px_conn_abort(struct px_conn *c);
 /* Writes what it can of c->out now. */
 void px_conn_flush(struct px_conn *c);
 struct iovec;

@@ -224,8 +224,9 @@ void px_http_free(struct px_ctx *ctx)
     if (s == NULL)
         return;
     px_http_stop_accepting(ctx);
+    /* Requests still in flight after the grace period are ended here, each by its owner. */
     while (s->conns != NULL)
-        px_conn_close(s->conns);
+        px_conn_abort(s->conns);
     if (s->accept_ev != NULL)
         event_free(s->accept_ev);
     if (s->backoff != NULL)

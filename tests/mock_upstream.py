@@ -16,7 +16,8 @@ Control API (for tests):
   POST /_control/reset      drop behaviours, default health, clear log and stats
   GET  /_requests           {"requests": [...]} (last 1000, arrival order)
   DELETE /_requests         clear the request log and the stats
-  GET  /_stats              {"by_model": {M: n}, "total": n, "aborted_streams": n}
+  GET  /_stats              {"by_model": {M: n}, "total": n, "aborted_streams": n,
+                             "abandoned": n (hanging answers whose peer left)}
 
 Deterministic numbers, so tests can check the proxy's accounting:
   T (reply text) = "Hello from the mock upstream. You said: " + last user text[:200]
@@ -206,6 +207,7 @@ class State:
             self.by_model = collections.Counter()
             self.total = 0
             self.aborted = 0
+            self.abandoned = 0
 
     def clear_requests(self):
         with self.lock:
@@ -213,6 +215,7 @@ class State:
             self.by_model.clear()
             self.total = 0
             self.aborted = 0
+            self.abandoned = 0
 
     def take_behaviour(self, model):
         """The behaviour for `model` (specific wins over "*"), consuming one use of `count`."""
@@ -552,6 +555,8 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 r, _, _ = select.select([sock], [], [], 0.2)
                 if r and sock.recv(1, socket.MSG_PEEK) == b"":
+                    with self.state.lock:
+                        self.state.abandoned += 1
                     return
                 if r:
                     # Pipelined bytes: ignore them but don't spin on a readable socket.
@@ -690,7 +695,7 @@ class Handler(BaseHTTPRequestHandler):
     def get_stats(self, body, query):
         with self.state.lock:
             out = {"by_model": dict(self.state.by_model), "total": self.state.total,
-                   "aborted_streams": self.state.aborted}
+                   "aborted_streams": self.state.aborted, "abandoned": self.state.abandoned}
         self.send_json(200, out)
 
     # ---------- upstream API ----------
