@@ -124,6 +124,7 @@ static int main_setup(struct main_state *m)
     if (ctx->dns == NULL || ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->fb == NULL ||
         ctx->lark == NULL || ctx->redis == NULL)
         return -1;
+    ctx->dispatch = px_router_dispatch;
     if (px_http_start(ctx) < 0)
         return -1;
     ap_redis_start(ctx->redis);

@@ -85,7 +85,12 @@ struct px_ctx {
     struct px_config cfg;
     struct event_base *base;        /* owned */
     struct evdns_base *dns;         /* owned */
-    struct px_server *server;       /* owned: the listener and the client connections */
+    struct px_server *server;       /* owned: the listener */
+    struct px_conn *conns;          /* every client connection (each frees itself) */
+    size_t nconns;
+    /* Answers a request read whole (px_router_dispatch; a pointer so the connection layer
+     * stays below the handlers). */
+    void (*dispatch)(struct px_ctx *ctx, struct px_hreq *h);
     struct ap_redis *redis;         /* owned */
     struct ap_curl *curl;           /* owned */
     struct px_keys *keys;           /* owned */
@@ -105,10 +110,14 @@ struct px_ctx {
 
 /* Answers one request (called by the connection once the request is read whole). */
 void px_router_dispatch(struct px_ctx *ctx, struct px_hreq *h);
+/* ---- error formats (px_errfmt.c, pure) ---- */
+
 /* The error format of the endpoint a path belongs to. */
 enum px_fmt px_fmt_for_path(const char *path);
 /* The error body itself (new object), e.g. to embed in a stream. */
 struct cJSON *px_error_doc(enum px_fmt fmt, int status, const char *message);
+/* "Not Found" for 404 and so on (static). */
+const char *px_status_reason(int status);
 
 /* ---- the pass-through allow-list (px_allow.c, pure) ---- */
 

@@ -6,16 +6,16 @@
  *                            ─▶ on_write ─┬─ 2xx SSE: ap_stream (tap or convert) ─▶ client now;
  *                            │            │  curl paused while the client's buffer is full
  *                            │            └─ else: buffered
- *                            ─▶ on_done ──┬─ streamed: end the stream ─▶ px_request_complete
- *                                         └─ else: one outcome ─▶ px_request_on_outcome
+ *                            ─▶ on_done ──┬─ streamed: end the stream ─▶ ops->on_stream_end
+ *                                         └─ else: one outcome ─▶ ops->on_outcome
  *
  * When another tier may follow, a stream is held back until its first
  * content: a stream that fails before that is reported as an outcome like
  * any error, and the client never sees it. The final event of a stream
  * (message_stop, [DONE]) and any error ending are held in the request's tail
- * until the usage is durable (px_request_complete).
+ * until the owner has made the usage durable (see px_request.c).
  */
-#include "px_request.h"
+#include "px_attempt.h"
 
 #include "ap_conv.h"
 #include "ap_curl.h"
@@ -38,10 +38,8 @@
 #define ATTEMPT_HOLD_MAX (64 * 1024)
 
 struct px_attempt {
-    struct px_request *r;               /* borrowed: the request owns the attempt */
-    struct px_target target;
-    char *send_body;                    /* owned; NULL: the client's body as is */
-    size_t send_len;
+    struct px_attempt_spec s;           /* copy; its pointers are borrowed from the owner */
+    struct px_ctx *ctx;                 /* borrowed (s.ctx) */
     CURL *easy;                         /* owned (back to the pool when done) */
     struct curl_slist *hdrs;            /* owned */
     int status;                         /* upstream status, 0 before headers */
@@ -59,6 +57,8 @@ struct px_attempt {
     unsigned retry:1;                   /* the held stream failed before content */
     unsigned transfer_ok:1;             /* curl finished cleanly */
     unsigned final_held:1;              /* the stream's end was seen: its bytes go to the tail */
+    unsigned ended:1;                   /* the stream's end was reported */
+    int64_t t_sent, t_headers;          /* monotonic ms */
 };
 
 static const char *const attempt_hop_by_hop[] = {
@@ -78,8 +78,7 @@ static int attempt_is_hop(const char *name)
 
 static void attempt_copy_headers(struct px_attempt *a, int converted)
 {
-    struct px_request *r = a->r;
-    struct px_hreq *h = r->hreq;
+    struct px_hreq *h = a->s.hreq;
     for (size_t i = 0; i < a->rh_len;) {
         const char *name = a->rh + i;
         const char *value = name + strlen(name) + 1;
@@ -91,10 +90,10 @@ static void attempt_copy_headers(struct px_attempt *a, int converted)
     }
     if (!px_hreq_has_reply_header(h, "content-type"))
         px_hreq_add_header(h, "Content-Type", a->is_sse ? "text/event-stream" : "application/json");
-    px_hreq_add_header(h, "x-request-id", r->rid);
-    if (r->route != PX_ROUTE_PASS) {
-        px_hreq_add_header(h, "x-api-proxy-model", r->served_model);
-        px_hreq_add_header(h, "x-api-proxy-tier", a->target.tier ? a->target.tier->name : "upstream");
+    px_hreq_add_header(h, "x-request-id", a->s.rid);
+    if (a->s.api) {
+        px_hreq_add_header(h, "x-api-proxy-model", a->s.served_model);
+        px_hreq_add_header(h, "x-api-proxy-tier", a->s.target.tier ? a->s.target.tier->name : "upstream");
     }
 }
 
@@ -110,23 +109,20 @@ static void attempt_on_drained(void *arg)
 
 static void attempt_start_stream(struct px_attempt *a)
 {
-    struct px_request *r = a->r;
-    attempt_copy_headers(a, a->target.fmt != r->facts.client_fmt);
-    if (!px_hreq_has_reply_header(r->hreq, "cache-control"))
-        px_hreq_add_header(r->hreq, "Cache-Control", "no-cache");
-    px_hreq_on_drain(r->hreq, attempt_on_drained, a);
-    r->reply_status = a->status;
-    r->streamed = 1;
-    px_hreq_start(r->hreq, a->status);
+    struct px_hreq *h = a->s.hreq;
+    attempt_copy_headers(a, a->s.target.fmt != a->s.client_fmt);
+    if (!px_hreq_has_reply_header(h, "cache-control"))
+        px_hreq_add_header(h, "Cache-Control", "no-cache");
+    px_hreq_on_drain(h, attempt_on_drained, a);
+    px_hreq_start(h, a->status);
     a->started = 1;
-    r->ctx->stats.streams++;
+    a->ctx->stats.streams++;
+    a->s.ops->on_stream_start(a->s.owner, a->status);
 }
 
 static struct evbuffer *attempt_tail(struct px_attempt *a)
 {
-    if (a->r->tail == NULL)
-        a->r->tail = evbuffer_new();
-    return a->r->tail;
+    return a->s.tail;
 }
 
 /*
@@ -136,7 +132,6 @@ static struct evbuffer *attempt_tail(struct px_attempt *a)
  */
 static void attempt_relay(struct px_attempt *a, int end)
 {
-    struct px_request *r = a->r;
     size_t len = evbuffer_get_length(a->chunk);
     struct evbuffer *tail = NULL;
     if (len == 0)
@@ -145,27 +140,26 @@ static void attempt_relay(struct px_attempt *a, int end)
         if (!a->final_held) {
             const char *p = (const char *)evbuffer_pullup(a->chunk, -1);
             size_t keep = ap_sse_last_event(p, len);
-            px_hreq_chunk(r->hreq, p, keep);
+            px_hreq_chunk(a->s.hreq, p, keep);
             evbuffer_drain(a->chunk, keep);
             a->final_held = 1;
         }
         evbuffer_add_buffer(tail, a->chunk);
         return;
     }
-    px_hreq_chunk_buf(r->hreq, a->chunk);
+    px_hreq_chunk_buf(a->s.hreq, a->chunk);
 }
 
 /* The stream that reached the client ended: its last event (or error ending) waits in the tail. */
 static void attempt_end_stream(struct px_attempt *a, int upstream_ok)
 {
-    struct px_request *r = a->r;
     ap_stream_end(a->sse, upstream_ok, a->chunk);
     attempt_relay(a, 1);
-    ap_stream_usage(a->sse, &r->usage);
-    r->ctx->stats.streams--;
-    if (r->hreq != NULL)
-        px_hreq_on_drain(r->hreq, NULL, NULL);
-    px_request_complete(r);
+    ap_stream_usage(a->sse, a->s.usage);
+    a->ctx->stats.streams--;
+    a->ended = 1;
+    px_hreq_on_drain(a->s.hreq, NULL, NULL);
+    a->s.ops->on_stream_end(a->s.owner);
 }
 
 /* ---- curl callbacks ---- */
@@ -173,7 +167,7 @@ static void attempt_end_stream(struct px_attempt *a, int upstream_ok)
 /* Any sign of life from the upstream restarts its silence limit. */
 static void attempt_alive(struct px_attempt *a)
 {
-    struct timeval tv = {a->r->ctx->cfg.upstream_read_s, 0};
+    struct timeval tv = {a->ctx->cfg.upstream_read_s, 0};
     evtimer_add(a->idle, &tv);
 }
 
@@ -195,7 +189,7 @@ static void attempt_on_idle(evutil_socket_t fd, short what, void *arg)
         attempt_alive(a);
         return;
     }
-    ap_curl_remove(a->r->ctx->curl, a->easy);
+    ap_curl_remove(a->ctx->curl, a->easy);
     attempt_on_done(a->easy, CURLE_OPERATION_TIMEDOUT, a);
 }
 
@@ -223,15 +217,13 @@ static int attempt_keep_header(struct px_attempt *a, const char *name, size_t nl
 static size_t attempt_on_header(char *buf, size_t size, size_t n, void *arg)
 {
     struct px_attempt *a = arg;
-    struct px_request *r = a->r;
     size_t len = size * n;
     attempt_alive(a);
     if (len <= 2 && a->status >= 200)
-        r->t_headers = ap_mono_ms(); /* the blank line after the final response's headers */
+        a->t_headers = ap_mono_ms(); /* the blank line after the final response's headers */
     if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
         const char *sp = memchr(buf, ' ', len);
         a->status = sp ? atoi(sp + 1) : 0;
-        r->upstream_status = a->status;
         a->rh_len = 0;
         a->is_sse = 0;
         return len;
@@ -260,33 +252,32 @@ static size_t attempt_on_header(char *buf, size_t size, size_t n, void *arg)
 static size_t attempt_on_write(char *data, size_t size, size_t n, void *arg)
 {
     struct px_attempt *a = arg;
-    struct px_request *r = a->r;
     size_t len = size * n;
 
     attempt_alive(a);
     if (!(a->is_sse && a->status >= 200 && a->status < 300)) {
-        if ((long)(evbuffer_get_length(a->body) + len) > r->ctx->cfg.max_body)
+        if ((long)(evbuffer_get_length(a->body) + len) > a->ctx->cfg.max_body)
             return 0; /* too large to buffer: fails the transfer, reported as 502 */
         evbuffer_add(a->body, data, len);
         return len;
     }
     if (a->sse == NULL) {
-        struct ap_stream_opts o = {a->target.fmt, r->facts.client_fmt, NULL, r->facts.client_usage};
+        struct ap_stream_opts o = {a->s.target.fmt, a->s.client_fmt, NULL, a->s.client_usage};
         a->sse = ap_stream_new(&o);
         if (a->sse == NULL)
             return 0;
-        if (!a->hold)
+        if (!a->s.hold)
             attempt_start_stream(a);
     }
     /* Back-pressure: decide before consuming, curl hands the same bytes back on resume. */
-    if (a->started && px_hreq_backlog(r->hreq) > (size_t)r->ctx->cfg.stream_buffer) {
+    if (a->started && px_hreq_backlog(a->s.hreq) > (size_t)a->ctx->cfg.stream_buffer) {
         a->paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
     if (a->started && evbuffer_get_length(a->chunk) == 0 && !a->final_held && ap_stream_passthrough(a->sse)) {
         /* The usual case: the client gets these very bytes; tap them and send them, no copy. */
         if (ap_stream_tap(a->sse, data, len) < 0)
-            ap_warn(r->rid, "upstream stream is not valid SSE; ending it");
+            ap_warn(a->s.rid, "upstream stream is not valid SSE; ending it");
         size_t keep = len;
         if (ap_stream_done(a->sse)) {
             struct evbuffer *tail = attempt_tail(a);
@@ -296,11 +287,11 @@ static size_t attempt_on_write(char *data, size_t size, size_t n, void *arg)
                 a->final_held = 1;
             }
         }
-        px_hreq_chunk(r->hreq, data, keep);
+        px_hreq_chunk(a->s.hreq, data, keep);
         return len;
     }
     if (ap_stream_feed(a->sse, data, len, a->chunk) < 0)
-        ap_warn(r->rid, "upstream stream is not valid SSE; ending it");
+        ap_warn(a->s.rid, "upstream stream is not valid SSE; ending it");
     if (!a->started) {
         if (ap_stream_failed(a->sse) && !ap_stream_content_started(a->sse)) {
             a->retry = 1;
@@ -346,14 +337,14 @@ static int attempt_body_is_answer(struct px_attempt *a)
 {
     size_t blen = evbuffer_get_length(a->body);
     cJSON *j = blen ? cJSON_ParseWithLength((const char *)evbuffer_pullup(a->body, -1), blen) : NULL;
-    int openai = a->target.fmt == AP_FMT_OPENAI;
+    int openai = a->s.target.fmt == AP_FMT_OPENAI;
     int ok = cJSON_IsObject(j) && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, openai ? "choices" : "content"));
     if (ok) {
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "usage");
         if (openai)
-            ap_usage_merge_openai(&a->r->usage, u);
+            ap_usage_merge_openai(a->s.usage, u);
         else
-            ap_usage_merge_anthropic(&a->r->usage, u);
+            ap_usage_merge_anthropic(a->s.usage, u);
     }
     cJSON_Delete(j);
     return ok;
@@ -362,7 +353,6 @@ static int attempt_body_is_answer(struct px_attempt *a)
 static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
 {
     struct px_attempt *a = arg;
-    struct px_request *r = a->r;
     (void)easy;
     a->in_curl = 0;
     a->transfer_ok = rc == CURLE_OK;
@@ -370,15 +360,14 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
 
     if (a->started) {
         if (rc != CURLE_OK) {
-            ap_warn(r->rid, "upstream stream broke: %s", curl_easy_strerror(rc));
-            r->ctx->stats.upstream_errors++;
+            ap_warn(a->s.rid, "upstream stream broke: %s", curl_easy_strerror(rc));
+            a->ctx->stats.upstream_errors++;
         }
         attempt_end_stream(a, rc == CURLE_OK);
         return;
     }
     struct px_outcome o = {0};
-    o.api = r->route != PX_ROUTE_PASS;
-    o.has_next = px_request_has_next(r);
+    o.api = a->s.api;
     if (a->sse != NULL) {
         o.kind = PX_OUT_HELD_STREAM;
         o.stream_clean = rc == CURLE_OK && ap_stream_done(a->sse);
@@ -386,7 +375,7 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
     } else if (rc != CURLE_OK) {
         o.kind = PX_OUT_TRANSPORT;
         o.transport = attempt_transport(rc);
-        ap_info(r->rid, "upstream transfer failed: %s", curl_easy_strerror(rc));
+        ap_info(a->s.rid, "upstream transfer failed: %s", curl_easy_strerror(rc));
     } else {
         o.kind = PX_OUT_ANSWER;
         o.status = a->status;
@@ -396,74 +385,69 @@ static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
         int ok = a->status >= 200 && a->status < 300;
         o.body_is_answer = ok && o.api && !a->is_sse && attempt_body_is_answer(a);
     }
-    px_request_on_outcome(r, &o);
+    a->s.ops->on_outcome(a->s.owner, &o);
 }
 
 /* ---- delivering a complete answer ---- */
 
-void px_attempt_deliver(struct px_request *r)
+enum px_delivery px_attempt_deliver(struct px_attempt *a, int *status, const char **message)
 {
-    struct px_attempt *a = r->att;
     int ok = a->status >= 200 && a->status < 300;
 
     if (a->sse != NULL || (ok && a->is_sse)) {
         /* A held stream, or a 2xx stream that never sent a byte: ap_stream gives its ending. */
         if (a->sse == NULL) {
-            struct ap_stream_opts o = {a->target.fmt, r->facts.client_fmt, NULL, r->facts.client_usage};
+            struct ap_stream_opts o = {a->s.target.fmt, a->s.client_fmt, NULL, a->s.client_usage};
             if ((a->sse = ap_stream_new(&o)) == NULL) {
-                px_request_fail(r, 500, "out of memory");
-                return;
+                *status = 500;
+                *message = "out of memory";
+                return PX_DELIVERY_FAILED;
             }
         }
         attempt_start_stream(a);
         attempt_end_stream(a, a->transfer_ok || a->retry);
-        return;
+        return PX_DELIVERED_STREAM;
     }
     size_t blen = evbuffer_get_length(a->body);
     const char *b = blen ? (const char *)evbuffer_pullup(a->body, -1) : "";
-    if (ok && r->route == PX_ROUTE_PASS) {
-        if (a->target.fmt == AP_FMT_OPENAI)
-            ap_usage_openai_body(&r->usage, b, blen);
+    if (ok && !a->s.api) {
+        if (a->s.target.fmt == AP_FMT_OPENAI)
+            ap_usage_openai_body(a->s.usage, b, blen);
         else
-            ap_usage_anthropic_body(&r->usage, b, blen);
+            ap_usage_anthropic_body(a->s.usage, b, blen);
     }
-    struct evbuffer *tail = attempt_tail(a);
-    if (tail == NULL) {
-        px_request_fail(r, 500, "out of memory");
-        return;
-    }
-    if (a->target.fmt == r->facts.client_fmt || r->route == PX_ROUTE_PASS) {
+    *status = a->status;
+    if (a->s.target.fmt == a->s.client_fmt || !a->s.api) {
         attempt_copy_headers(a, 0);
-        evbuffer_add_buffer(tail, a->body);
-        r->reply_status = a->status;
-        px_request_complete(r);
-        return;
+        evbuffer_add_buffer(a->s.tail, a->body);
+        return PX_DELIVERED_BODY;
     }
     cJSON *doc;
     if (ok) {
         cJSON *up = cJSON_ParseWithLength(b, blen);
-        doc = r->facts.client_fmt == AP_FMT_ANTHROPIC ? ap_conv_resp_o2a(up, NULL) : ap_conv_resp_a2o(up, NULL);
+        doc = a->s.client_fmt == AP_FMT_ANTHROPIC ? ap_conv_resp_o2a(up, NULL) : ap_conv_resp_a2o(up, NULL);
         cJSON_Delete(up);
         if (doc == NULL) {
-            ap_warn(r->rid, "upstream answered %d with a body that is not a %s response", a->status,
-                    a->target.fmt == AP_FMT_OPENAI ? "chat completion" : "message");
-            px_request_fail(r, 502, "upstream sent an invalid response");
-            return;
+            ap_warn(a->s.rid, "upstream answered %d with a body that is not a %s response", a->status,
+                    a->s.target.fmt == AP_FMT_OPENAI ? "chat completion" : "message");
+            *status = 502;
+            *message = "upstream sent an invalid response";
+            return PX_DELIVERY_FAILED;
         }
     } else {
-        doc = ap_conv_error(r->facts.client_fmt, a->status, b, blen);
+        doc = ap_conv_error(a->s.client_fmt, a->status, b, blen);
     }
     char *text = cJSON_PrintUnformatted(doc);
     cJSON_Delete(doc);
     if (text == NULL) {
-        px_request_fail(r, 500, "out of memory");
-        return;
+        *status = 500;
+        *message = "out of memory";
+        return PX_DELIVERY_FAILED;
     }
-    evbuffer_add(tail, text, strlen(text));
+    evbuffer_add(a->s.tail, text, strlen(text));
     cJSON_free(text);
     attempt_copy_headers(a, 1);
-    r->reply_status = a->status;
-    px_request_complete(r);
+    return PX_DELIVERED_BODY;
 }
 
 /* ---- lifecycle ---- */
@@ -502,70 +486,34 @@ static int attempt_add_header(void *arg, const char *line)
     return 0;
 }
 
-/* The outbound body for the target (or the client's). 0, or -1 after failing the request. */
-static int attempt_body(struct px_attempt *a)
-{
-    struct px_request *r = a->r;
-    if (r->route == PX_ROUTE_PASS || !px_outbound_needs_tree(&r->facts, &a->target))
-        return 0;
-    const cJSON *json = px_request_json(r);
-    const char *err = NULL;
-    int rc = json ? px_outbound_body(&r->facts, json, &a->target, &a->send_body, &a->send_len, &err) : -1;
-    if (rc == -2) {
-        px_request_fail(r, 500, "out of memory");
-        return -1;
-    }
-    if (rc < 0) {
-        px_request_fail(r, 400, err ? err : "request body is not valid JSON");
-        return -1;
-    }
-    return 0;
-}
-
 static int attempt_headers(struct px_attempt *a)
 {
-    struct px_request *r = a->r;
-    size_t n = px_hreq_nheaders(r->hreq);
+    struct px_hreq *h = a->s.hreq;
+    size_t n = px_hreq_nheaders(h);
     const char *names[AP_HTTP1_MAX_HEADERS], *values[AP_HTTP1_MAX_HEADERS];
     for (size_t i = 0; i < n && i < AP_HTTP1_MAX_HEADERS; i++)
-        px_hreq_header_at(r->hreq, i, &names[i], &values[i]);
-    struct px_header_in in = {names, values, n, r->facts.stream, a->send_body != NULL, r->rid, r->facts.client_fmt};
-    return px_outbound_headers(&in, &a->target, attempt_add_header, a);
+        px_hreq_header_at(h, i, &names[i], &values[i]);
+    struct px_header_in in = {names, values, n, a->s.stream, a->s.body_rewritten, a->s.rid, a->s.client_fmt};
+    return px_outbound_headers(&in, &a->s.target, attempt_add_header, a);
 }
 
-void px_attempt_start(struct px_request *r, const struct ap_tier *tier)
+struct px_attempt *px_attempt_start(const struct px_attempt_spec *spec, int *status, const char **message)
 {
-    struct px_ctx *ctx = r->ctx;
+    struct px_ctx *ctx = spec->ctx;
     const struct px_config *c = &ctx->cfg;
     struct px_attempt *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        px_request_fail(r, 500, "out of memory");
-        return;
-    }
-    r->att = a;
-    a->r = r;
-    struct px_target_in in = {c->upstream_url, c->upstream_openai, c->upstream_api_key, r->route != PX_ROUTE_PASS,
-                              r->facts.client_fmt, px_hreq_raw_path(r->hreq), px_hreq_query(r->hreq)};
-    if (px_target_for(&in, tier, &a->target) < 0) {
-        px_request_fail(r, 414, "request target too long");
-        return;
-    }
-    r->served_tier = tier;
-    if (r->route != PX_ROUTE_PASS)
-        snprintf(r->served_model, sizeof(r->served_model), "%s", px_outbound_model(&r->facts, &a->target));
-    a->hold = px_request_has_next(r);
-    if (attempt_body(a) < 0)
-        return;
+    if (a == NULL)
+        goto oom;
+    a->s = *spec;
+    a->ctx = ctx;
     a->body = evbuffer_new();
     a->chunk = evbuffer_new();
     a->idle = evtimer_new(ctx->base, attempt_on_idle, a);
     a->easy = attempt_easy_get(ctx);
-    if (a->body == NULL || a->chunk == NULL || a->idle == NULL || a->easy == NULL || attempt_headers(a) < 0) {
-        px_request_fail(r, 500, "out of memory");
-        return;
-    }
+    if (a->body == NULL || a->chunk == NULL || a->idle == NULL || a->easy == NULL || attempt_headers(a) < 0)
+        goto oom;
     CURL *e = a->easy;
-    curl_easy_setopt(e, CURLOPT_URL, a->target.url);
+    curl_easy_setopt(e, CURLOPT_URL, a->s.target.url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, a->hdrs);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
@@ -578,60 +526,64 @@ void px_attempt_start(struct px_request *r, const struct ap_tier *tier)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, attempt_on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, a);
 
-    enum px_method m = px_hreq_method(r->hreq);
+    enum px_method m = px_hreq_method(a->s.hreq);
     if (m == PX_GET) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else if (m == PX_HEAD) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else {
         if (m != PX_POST)
-            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, px_hreq_method_name(r->hreq));
-        /* POSTFIELDS does not copy: the body stays in the request (or send_body) until the reply ends. */
-        size_t blen;
-        const char *b = px_hreq_body(r->hreq, &blen);
-        if (a->send_body != NULL) {
-            b = a->send_body;
-            blen = a->send_len;
-        }
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, b);
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, px_hreq_method_name(a->s.hreq));
+        /* POSTFIELDS does not copy: the body stays with the owner until the attempt is freed. */
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)a->s.body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, a->s.body_len ? a->s.body : "");
     }
-    r->t_sent = ap_mono_ms();
-    r->t_headers = 0;
-    r->upstream_status = 0;
+    a->t_sent = ap_mono_ms();
     attempt_alive(a);
     if (ap_curl_add(ctx->curl, e, attempt_on_done, a) < 0) {
-        px_request_fail(r, 500, "cannot start the upstream request");
-        return;
+        px_attempt_free(a);
+        *status = 500;
+        *message = "cannot start the upstream request";
+        return NULL;
     }
     a->in_curl = 1;
+    return a;
+oom:
+    px_attempt_free(a);
+    *status = 500;
+    *message = "out of memory";
+    return NULL;
 }
 
-void px_attempt_free(struct px_request *r)
+void px_attempt_info(const struct px_attempt *a, struct px_attempt_info *out)
 {
-    struct px_attempt *a = r->att;
+    out->upstream_status = a->status;
+    out->t_sent = a->t_sent;
+    out->t_headers = a->t_headers;
+}
+
+void px_attempt_free(struct px_attempt *a)
+{
     if (a == NULL)
         return;
-    r->att = NULL;
     if (a->in_curl)
-        ap_curl_remove(r->ctx->curl, a->easy);
-    if (a->started && a->sse != NULL && a->in_curl) {
+        ap_curl_remove(a->ctx->curl, a->easy);
+    if (a->started && !a->ended) {
         /* The client left mid-stream: what it was sent counts. */
-        ap_stream_usage(a->sse, &r->usage);
-        r->ctx->stats.streams--;
+        ap_stream_usage(a->sse, a->s.usage);
+        a->ctx->stats.streams--;
     }
-    if (r->hreq != NULL)
-        px_hreq_on_drain(r->hreq, NULL, NULL);
+    if (a->started)
+        px_hreq_on_drain(a->s.hreq, NULL, NULL);
     if (a->idle != NULL)
         event_free(a->idle);
-    attempt_easy_put(r->ctx, a->easy);
+    attempt_easy_put(a->ctx, a->easy);
     curl_slist_free_all(a->hdrs);
     if (a->body != NULL)
         evbuffer_free(a->body);
     if (a->chunk != NULL)
         evbuffer_free(a->chunk);
     ap_stream_free(a->sse);
-    cJSON_free(a->send_body);
     free(a->rh);
     free(a);
 }

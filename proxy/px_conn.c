@@ -27,9 +27,11 @@
 #include "ap_log.h"
 #include "ap_time.h"
 
+#include <cJSON.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -40,6 +42,91 @@
 #define CONN_READAHEAD_MAX (64 * 1024)   /* bytes kept while a request is answered */
 #define CONN_LINGER_MS 2000
 #define CONN_LINGER_BYTES (1 << 20)
+
+/* ---- the embedded request ---- */
+
+/* Buffers above this are given back after a request instead of being kept for the next. */
+#define CONN_KEEP_BYTES (64 * 1024)
+
+static void conn_req_init(struct px_hreq *h, struct px_conn *c)
+{
+    memset(h, 0, sizeof(*h));
+    h->conn = c;
+}
+
+static void conn_trim(char **p, size_t *cap)
+{
+    if (*cap > CONN_KEEP_BYTES) {
+        free(*p);
+        *p = NULL;
+        *cap = 0;
+    }
+}
+
+static void conn_req_reset(struct px_hreq *h)
+{
+    conn_trim(&h->body, &h->body_cap);
+    conn_trim(&h->rh, &h->rh_cap);
+    h->body_len = 0;
+    h->rh_len = 0;
+    h->on_close = h->on_drain = NULL;
+    h->close_arg = h->drain_arg = NULL;
+    h->started = h->chunked_reply = h->eof_reply = h->head_only = h->close_after = 0;
+    h->h1.target = NULL;
+}
+
+static void conn_req_release(struct px_hreq *h)
+{
+    free(h->head);
+    free(h->path);
+    free(h->body);
+    free(h->rh);
+    memset(h, 0, sizeof(*h));
+}
+
+static enum px_method conn_method(const char *m)
+{
+    static const struct { const char *name; enum px_method m; } map[] = {
+        {"GET", PX_GET}, {"POST", PX_POST}, {"HEAD", PX_HEAD}, {"PUT", PX_PUT},
+        {"DELETE", PX_DELETE}, {"PATCH", PX_PATCH}, {"OPTIONS", PX_OPTIONS},
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(m, map[i].name) == 0)
+            return map[i].m;
+    return PX_OTHER;
+}
+
+static int conn_req_prepare(struct px_hreq *h)
+{
+    size_t tl = h->h1.target_len;
+    h->method = conn_method(h->h1.method);
+    h->head_only = h->method == PX_HEAD;
+    /* One buffer: the decoded path, then the raw path (both at most as long as the target). */
+    if (2 * (tl + 1) > h->path_cap) {
+        char *p = realloc(h->path, 2 * (tl + 1));
+        if (p == NULL)
+            return -1;
+        h->path = p;
+        h->path_cap = 2 * (tl + 1);
+    }
+    char *raw = h->path + tl + 1;
+    if (h->h1.target[0] == '*') {
+        strcpy(h->path, "*");
+        strcpy(raw, "*");
+        h->raw_path = raw;
+        h->query = NULL;
+        return 0;
+    }
+    if (ap_http1_path_decode(h->h1.target, tl, h->path, tl + 1) < 0)
+        return -1;
+    const char *q = memchr(h->h1.target, '?', tl);
+    size_t rl = q ? (size_t)(q - h->h1.target) : tl;
+    memcpy(raw, h->h1.target, rl);
+    raw[rl] = '\0';
+    h->raw_path = raw;
+    h->query = q ? q + 1 : NULL;
+    return 0;
+}
 
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);
 static void conn_on_write(evutil_socket_t fd, short what, void *arg);
@@ -59,7 +146,7 @@ static void conn_free(struct px_conn *c)
         evbuffer_free(c->in);
     if (c->out != NULL)
         evbuffer_free(c->out);
-    px_hreq_release(&c->req);
+    conn_req_release(&c->req);
     if (c->fd >= 0)
         close(c->fd);
     free(c);
@@ -103,6 +190,40 @@ static void conn_idle(struct px_conn *c)
     conn_deadline(c, ap_mono_ms() + c->ctx->cfg.client_timeout * 1000);
 }
 
+/* ---- the connections of the server ---- */
+
+static void conn_unlink(struct px_conn *c)
+{
+    struct px_ctx *ctx = c->ctx;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else if (ctx->conns == c)
+        ctx->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    ctx->nconns--;
+}
+
+size_t px_conn_count(const struct px_ctx *ctx)
+{
+    return ctx->nconns;
+}
+
+void px_conn_drain_all(struct px_ctx *ctx)
+{
+    for (struct px_conn *c = ctx->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        px_conn_drain(c);
+    }
+}
+
+void px_conn_abort_all(struct px_ctx *ctx)
+{
+    while (ctx->conns != NULL)
+        px_conn_abort(ctx->conns);
+}
+
 struct px_conn *px_conn_new(struct px_ctx *ctx, evutil_socket_t fd)
 {
     struct px_conn *c = calloc(1, sizeof(*c));
@@ -121,7 +242,12 @@ struct px_conn *px_conn_new(struct px_ctx *ctx, evutil_socket_t fd)
         conn_free(c);
         return NULL;
     }
-    px_hreq_init(&c->req, c);
+    conn_req_init(&c->req, c);
+    c->next = ctx->conns;
+    if (ctx->conns != NULL)
+        ctx->conns->prev = c;
+    ctx->conns = c;
+    ctx->nconns++;
     c->reading = 1;
     c->state = PX_CONN_HEAD;
     conn_idle(c);
@@ -140,7 +266,7 @@ void px_conn_close(struct px_conn *c)
     close(c->fd);
     c->fd = -1;
     evbuffer_drain(c->out, evbuffer_get_length(c->out));
-    px_listen_conn_gone(c->ctx, c);
+    conn_unlink(c);
     if (c->state == PX_CONN_BUSY && c->req.on_close != NULL) {
         /*
          * Told from the loop, not from here: we may be inside a handler's own
@@ -256,7 +382,7 @@ void px_conn_request_done(struct px_conn *c)
         return;
     }
     int close_now = c->req.close_after || !c->req.h1.keep_alive || c->idle_close;
-    px_hreq_reset(&c->req);
+    conn_req_reset(&c->req);
     c->head_scan = 0;
     if (close_now) {
         c->state = PX_CONN_CLOSING;
@@ -289,16 +415,34 @@ static void conn_dispatch(struct px_conn *c)
     c->state = PX_CONN_BUSY;
     c->deadline = 0;
     c->timing_request = 0;
-    px_router_dispatch(c->ctx, &c->req);
+    c->ctx->dispatch(c->ctx, &c->req);
 }
 
-/* A request the connection itself refuses: JSON error, then close. */
+/*
+ * A request the connection itself refuses (framing, size, time): a JSON error
+ * in the endpoint's format when the head got that far, {"detail"} otherwise,
+ * then the connection closes.
+ */
 static void conn_refuse(struct px_conn *c, int status, const char *reason)
 {
-    c->state = PX_CONN_BUSY;
-    c->deadline = 0;
+    const char *target = c->req.h1.target;
+    cJSON *doc = px_error_doc(target != NULL ? px_fmt_for_path(target) : PX_FMT_ADMIN, status, reason);
+    char *json = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    cJSON_Delete(doc);
+    if (json != NULL) {
+        char head[256];
+        int n = snprintf(head, sizeof(head),
+                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                         "Connection: close\r\n\r\n",
+                         status, px_status_reason(status), strlen(json));
+        struct iovec iov[2] = {{head, (size_t)n}, {json, strlen(json)}};
+        px_conn_writev(c, iov, 2);
+        cJSON_free(json);
+    }
     c->timing_request = 0;
-    px_hreq_fail(&c->req, status, reason);
+    c->req.close_after = 1;
+    c->state = PX_CONN_BUSY;
+    px_conn_request_done(c);
 }
 
 /* Moves the body bytes already in `in` into the request. 1 when complete (dispatched), else 0. */
@@ -405,7 +549,7 @@ static int conn_parse_head(struct px_conn *c)
         conn_refuse(c, err.status, err.reason);
         return -1;
     }
-    if (px_hreq_prepare(h) < 0) {
+    if (conn_req_prepare(h) < 0) {
         conn_refuse(c, 400, "malformed request path");
         return -1;
     }

@@ -97,17 +97,11 @@ void px_conn_request_done(struct px_conn *c);
 /* Wakes a connection that waits for input while the server drains. */
 void px_conn_drain(struct px_conn *c);
 
-/* px_hreq.c */
-void px_hreq_init(struct px_hreq *h, struct px_conn *c);
-/* Forgets the last request (buffers are kept for the next one unless large). */
-void px_hreq_reset(struct px_hreq *h);
-void px_hreq_release(struct px_hreq *h);
-/* Sets up the accessors after the head was parsed into h->h1. 0, or -1 (bad path). */
-int px_hreq_prepare(struct px_hreq *h);
-/* An error reply of the connection itself (framing, timeouts): JSON, then close. */
-void px_hreq_fail(struct px_hreq *h, int status, const char *reason);
-
-/* px_listen.c: a connection went away. */
-void px_listen_conn_gone(struct px_ctx *ctx, struct px_conn *c);
+/* Every open connection of the server. */
+size_t px_conn_count(const struct px_ctx *ctx);
+/* Stop accepting: idle connections close now, busy ones after their reply. */
+void px_conn_drain_all(struct px_ctx *ctx);
+/* Teardown: every connection closes, and the owner of each request in flight is told now. */
+void px_conn_abort_all(struct px_ctx *ctx);
 
 #endif

@@ -16,89 +16,6 @@
 #include <strings.h>
 #include <time.h>
 
-/* Buffers above this are given back after a request instead of being kept for the next. */
-#define HREQ_KEEP_BYTES (64 * 1024)
-
-void px_hreq_init(struct px_hreq *h, struct px_conn *c)
-{
-    memset(h, 0, sizeof(*h));
-    h->conn = c;
-}
-
-static void hreq_trim(char **p, size_t *cap)
-{
-    if (*cap > HREQ_KEEP_BYTES) {
-        free(*p);
-        *p = NULL;
-        *cap = 0;
-    }
-}
-
-void px_hreq_reset(struct px_hreq *h)
-{
-    hreq_trim(&h->body, &h->body_cap);
-    hreq_trim(&h->rh, &h->rh_cap);
-    h->body_len = 0;
-    h->rh_len = 0;
-    h->on_close = h->on_drain = NULL;
-    h->close_arg = h->drain_arg = NULL;
-    h->started = h->chunked_reply = h->eof_reply = h->head_only = h->close_after = 0;
-    h->h1.target = NULL;
-}
-
-void px_hreq_release(struct px_hreq *h)
-{
-    free(h->head);
-    free(h->path);
-    free(h->body);
-    free(h->rh);
-    memset(h, 0, sizeof(*h));
-}
-
-static enum px_method hreq_method(const char *m)
-{
-    static const struct { const char *name; enum px_method m; } map[] = {
-        {"GET", PX_GET}, {"POST", PX_POST}, {"HEAD", PX_HEAD}, {"PUT", PX_PUT},
-        {"DELETE", PX_DELETE}, {"PATCH", PX_PATCH}, {"OPTIONS", PX_OPTIONS},
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strcmp(m, map[i].name) == 0)
-            return map[i].m;
-    return PX_OTHER;
-}
-
-int px_hreq_prepare(struct px_hreq *h)
-{
-    size_t tl = h->h1.target_len;
-    h->method = hreq_method(h->h1.method);
-    h->head_only = h->method == PX_HEAD;
-    /* One buffer: the decoded path, then the raw path (both at most as long as the target). */
-    if (2 * (tl + 1) > h->path_cap) {
-        char *p = realloc(h->path, 2 * (tl + 1));
-        if (p == NULL)
-            return -1;
-        h->path = p;
-        h->path_cap = 2 * (tl + 1);
-    }
-    char *raw = h->path + tl + 1;
-    if (h->h1.target[0] == '*') {
-        strcpy(h->path, "*");
-        strcpy(raw, "*");
-        h->raw_path = raw;
-        h->query = NULL;
-        return 0;
-    }
-    if (ap_http1_path_decode(h->h1.target, tl, h->path, tl + 1) < 0)
-        return -1;
-    const char *q = memchr(h->h1.target, '?', tl);
-    size_t rl = q ? (size_t)(q - h->h1.target) : tl;
-    memcpy(raw, h->h1.target, rl);
-    raw[rl] = '\0';
-    h->raw_path = raw;
-    h->query = q ? q + 1 : NULL;
-    return 0;
-}
-
 enum px_method px_hreq_method(const struct px_hreq *h)
 {
     return h->method;
@@ -205,39 +122,6 @@ void px_hreq_close_after(struct px_hreq *h)
     h->close_after = 1;
 }
 
-static const char *hreq_reason(int status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    case 529: return "Overloaded";
-    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
-    }
-}
-
 /* The Date header's value, formatted once a second. */
 static const char *hreq_date(void)
 {
@@ -271,7 +155,7 @@ static size_t hreq_head(struct px_hreq *h, int status, long long length, char *b
         h->close_after = 1;
     h->started = 1;
     h->chunked_reply = length < 0 && !h->eof_reply;
-    size_t o = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, hreq_reason(status), hreq_date());
+    size_t o = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, px_status_reason(status), hreq_date());
     if (h->rh_len > 0)
         memcpy(buf + o, h->rh, h->rh_len);
     o += h->rh_len;
@@ -415,12 +299,4 @@ void px_hreq_on_close(struct px_hreq *h, px_hreq_fn fn, void *arg)
 {
     h->on_close = fn;
     h->close_arg = arg;
-}
-
-void px_hreq_fail(struct px_hreq *h, int status, const char *reason)
-{
-    h->close_after = 1;
-    /* The format of the endpoint, when the head got that far; {"detail"} otherwise. */
-    enum px_fmt fmt = h->h1.target != NULL ? px_fmt_for_path(h->h1.target) : PX_FMT_ADMIN;
-    px_reply_error(h, fmt, status, reason);
 }

@@ -37,8 +37,6 @@ struct px_server {
     struct event *accept_ev;            /* owned */
     struct event *backoff;              /* owned: resumes accepting */
     long backoff_ms;
-    struct px_conn *conns;              /* every open connection (borrowed list; each frees itself) */
-    size_t nconns;
     uint64_t refused_cap;               /* connections turned away over MAX_CONNECTIONS */
     uint64_t refused_fd;                /* accept() failures for lack of descriptors or memory */
     int64_t last_log_ms;
@@ -112,36 +110,16 @@ static void listen_on_accept(evutil_socket_t lfd, short what, void *arg)
             return;
         }
         s->backoff_ms = 0;
-        if (s->nconns >= (size_t)ctx->cfg.max_connections) {
+        if (px_conn_count(ctx) >= (size_t)ctx->cfg.max_connections) {
             listen_turn_away(s, fd);
             continue;
         }
-        struct px_conn *c = px_conn_new(ctx, fd);
-        if (c == NULL) {
+        if (px_conn_new(ctx, fd) == NULL) {
             close(fd);
             s->refused_fd++;
             listen_log(s);
-            continue;
         }
-        c->next = s->conns;
-        if (s->conns != NULL)
-            s->conns->prev = c;
-        s->conns = c;
-        s->nconns++;
     }
-}
-
-void px_listen_conn_gone(struct px_ctx *ctx, struct px_conn *c)
-{
-    struct px_server *s = ctx->server;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else if (s->conns == c)
-        s->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    s->nconns--;
 }
 
 static evutil_socket_t listen_bind(const char *host, int port)
@@ -212,10 +190,7 @@ void px_http_stop_accepting(struct px_ctx *ctx)
     close(s->fd);
     s->fd = -1;
     /* Idle keep-alive connections go now (their clients reconnect elsewhere); busy ones after their reply. */
-    for (struct px_conn *c = s->conns, *next; c != NULL; c = next) {
-        next = c->next;
-        px_conn_drain(c);
-    }
+    px_conn_drain_all(ctx);
 }
 
 void px_http_free(struct px_ctx *ctx)
@@ -225,8 +200,7 @@ void px_http_free(struct px_ctx *ctx)
         return;
     px_http_stop_accepting(ctx);
     /* Requests still in flight after the grace period are ended here, each by its owner. */
-    while (s->conns != NULL)
-        px_conn_abort(s->conns);
+    px_conn_abort_all(ctx);
     if (s->accept_ev != NULL)
         event_free(s->accept_ev);
     if (s->backoff != NULL)
@@ -237,7 +211,7 @@ void px_http_free(struct px_ctx *ctx)
 
 size_t px_http_connections(const struct px_ctx *ctx)
 {
-    return ctx->server ? ctx->server->nconns : 0;
+    return px_conn_count(ctx);
 }
 
 unsigned long long px_http_refused(const struct px_ctx *ctx)

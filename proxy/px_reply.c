@@ -6,7 +6,6 @@
  */
 #include "px.h"
 
-#include "ap_errfmt.h"
 #include "ap_keys.h"
 
 #include <cJSON.h>
@@ -15,25 +14,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-
-enum px_fmt px_fmt_for_path(const char *path)
-{
-    if (strncmp(path, "/v1/chat/completions", 20) == 0)
-        return PX_FMT_OPENAI;
-    if (strncmp(path, "/v1/", 4) == 0)
-        return PX_FMT_ANTHROPIC;
-    return PX_FMT_ADMIN;
-}
-
-cJSON *px_error_doc(enum px_fmt fmt, int status, const char *message)
-{
-    if (fmt == PX_FMT_ADMIN) {
-        cJSON *doc = cJSON_CreateObject();
-        cJSON_AddStringToObject(doc, "detail", message);
-        return doc;
-    }
-    return ap_err_doc(fmt == PX_FMT_OPENAI ? AP_FMT_OPENAI : AP_FMT_ANTHROPIC, status, NULL, NULL, message);
-}
 
 void px_reply_raw_json(struct px_hreq *h, int status, const char *json, size_t len)
 {

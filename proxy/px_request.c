@@ -25,6 +25,7 @@ void px_request_ref(struct px_request *r)
 
 static void request_free(struct px_request *r)
 {
+    cJSON_free(r->send_body);
     ap_fallback_free(r->chain);
     cJSON_Delete(r->json);
     if (r->tail != NULL)
@@ -37,6 +38,10 @@ void px_request_unref(struct px_request *r)
     if (--r->refs == 0)
         request_free(r);
 }
+
+static void request_complete(struct px_request *r);
+static int request_has_next(const struct px_request *r);
+static void request_drop_attempt(struct px_request *r);
 
 /* ---- the end ---- */
 
@@ -89,7 +94,7 @@ void px_request_finish(struct px_request *r)
         r->waiting = 0;
         px_request_unref(r); /* the wait's reference; the request's own keeps it alive */
     }
-    px_attempt_free(r);
+    request_drop_attempt(r);
     if (r->hreq != NULL) {
         /* Not answered (a path that forgot to): never leave the client hanging. */
         struct px_hreq *h = r->hreq;
@@ -161,7 +166,7 @@ static void request_on_durable(void *arg)
     px_request_unref(r);
 }
 
-void px_request_complete(struct px_request *r)
+static void request_complete(struct px_request *r)
 {
     request_count(r);
     int ok = r->reply_status >= 200 && r->reply_status < 300;
@@ -180,7 +185,7 @@ static void request_on_client_close(void *arg)
 {
     struct px_request *r = arg;
     r->client_gone = 1;
-    px_attempt_free(r); /* keeps the usage seen so far */
+    request_drop_attempt(r); /* keeps the usage seen so far */
     if (!r->streamed)
         r->reply_status = 499; /* nginx's "client closed request": answered with nothing */
     ap_info(r->rid, "client left %s; upstream transfer aborted", r->streamed ? "mid-stream" : "before the answer");
@@ -196,9 +201,106 @@ static void request_on_client_close(void *arg)
     px_request_finish(r);
 }
 
+/* ---- the attempt ---- */
+
+static cJSON *request_json(struct px_request *r);
+
+/* The attempt ends; what it measured stays for the log and the metrics. */
+static void request_drop_attempt(struct px_request *r)
+{
+    if (r->att == NULL)
+        return;
+    struct px_attempt_info info;
+    px_attempt_info(r->att, &info);
+    r->upstream_status = info.upstream_status;
+    r->t_sent = info.t_sent;
+    r->t_headers = info.t_headers;
+    px_attempt_free(r->att);
+    r->att = NULL;
+    cJSON_free(r->send_body);
+    r->send_body = NULL;
+}
+
+static void request_on_stream_start(void *owner, int status)
+{
+    struct px_request *r = owner;
+    r->reply_status = status;
+    r->streamed = 1;
+}
+
+static void request_on_stream_end(void *owner)
+{
+    request_complete(owner);
+}
+
+static void request_on_outcome(void *owner, struct px_outcome *o);
+
+static const struct px_attempt_ops request_attempt_ops = {
+    request_on_outcome, request_on_stream_start, request_on_stream_end,
+};
+
+/* Sends the request to `tier` (NULL: UPSTREAM_URL as configured). */
+static void request_start_tier(struct px_request *r, const struct ap_tier *tier)
+{
+    const struct px_config *c = &r->ctx->cfg;
+    int api = r->route != PX_ROUTE_PASS;
+    struct px_attempt_spec spec = {0};
+    struct px_target_in in = {c->upstream_url, c->upstream_openai, c->upstream_api_key, api,
+                              r->facts.client_fmt, px_hreq_raw_path(r->hreq), px_hreq_query(r->hreq)};
+    if (px_target_for(&in, tier, &spec.target) < 0) {
+        px_request_fail(r, 414, "request target too long");
+        return;
+    }
+    r->served_tier = tier;
+    if (api)
+        snprintf(r->served_model, sizeof(r->served_model), "%s", px_outbound_model(&r->facts, &spec.target));
+    spec.body = px_hreq_body(r->hreq, &spec.body_len);
+    if (api && px_outbound_needs_tree(&r->facts, &spec.target)) {
+        const cJSON *json = request_json(r);
+        const char *err = NULL;
+        size_t len = 0;
+        int rc = json ? px_outbound_body(&r->facts, json, &spec.target, &r->send_body, &len, &err) : -1;
+        if (rc == -2) {
+            px_request_fail(r, 500, "out of memory");
+            return;
+        }
+        if (rc < 0) {
+            px_request_fail(r, 400, err ? err : "request body is not valid JSON");
+            return;
+        }
+        if (r->send_body != NULL) {
+            spec.body = r->send_body;
+            spec.body_len = len;
+            spec.body_rewritten = 1;
+        }
+    }
+    if (r->tail == NULL && (r->tail = evbuffer_new()) == NULL) {
+        px_request_fail(r, 500, "out of memory");
+        return;
+    }
+    spec.ctx = r->ctx;
+    spec.hreq = r->hreq;
+    spec.rid = r->rid;
+    spec.client_fmt = r->facts.client_fmt;
+    spec.client_usage = r->facts.client_usage;
+    spec.stream = r->facts.stream;
+    spec.api = api;
+    spec.hold = request_has_next(r);
+    spec.served_model = r->served_model;
+    spec.tail = r->tail;
+    spec.usage = &r->usage;
+    spec.ops = &request_attempt_ops;
+    spec.owner = r;
+    int status = 0;
+    const char *msg = NULL;
+    r->att = px_attempt_start(&spec, &status, &msg);
+    if (r->att == NULL)
+        px_request_fail(r, status, msg);
+}
+
 /* ---- plan ---- */
 
-int px_request_has_next(const struct px_request *r)
+static int request_has_next(const struct px_request *r)
 {
     for (size_t i = r->iplan + 1; i < r->nplan; i++)
         if (px_fallback_usable(r->ctx->fb, r->plan[i]))
@@ -215,15 +317,18 @@ static int request_next(struct px_request *r, const char *why)
             continue;
         ap_warn(r->rid, "fallback: %s failed (%s); retrying on %s", r->served_model, why, t->model);
         px_metrics_switch("reactive");
-        px_attempt_free(r);
-        px_attempt_start(r, t);
+        request_drop_attempt(r);
+        r->usage = (struct ap_usage){0};
+        request_start_tier(r, t);
         return 1;
     }
     return 0;
 }
 
-void px_request_on_outcome(struct px_request *r, const struct px_outcome *o)
+static void request_on_outcome(void *owner, struct px_outcome *o)
 {
+    struct px_request *r = owner;
+    o->has_next = request_has_next(r);
     struct px_verdict v = px_verdict_decide(o);
     if (v.kind == PX_V_RETRY) {
         if (v.mark && r->served_tier != NULL)
@@ -236,8 +341,19 @@ void px_request_on_outcome(struct px_request *r, const struct px_outcome *o)
         v = px_verdict_decide(&last);
     }
     if (v.kind == PX_V_DELIVER) {
-        px_attempt_deliver(r);
-        return;
+        int status = 0;
+        const char *msg = NULL;
+        switch (px_attempt_deliver(r->att, &status, &msg)) {
+        case PX_DELIVERED_BODY:
+            r->reply_status = status;
+            request_complete(r);
+            return;
+        case PX_DELIVERED_STREAM:
+            return; /* on_stream_end completed the request */
+        case PX_DELIVERY_FAILED:
+            px_request_fail(r, status, msg);
+            return;
+        }
     }
     ap_warn(r->rid, "upstream request failed: %s", v.message);
     r->ctx->stats.upstream_errors++;
@@ -260,7 +376,7 @@ static void request_route(struct px_request *r)
         px_metrics_switch("proactive");
     }
     const struct ap_tier *tier = r->nplan > 0 ? r->plan[0] : api ? ap_fallback_find(r->chain, r->model) : NULL;
-    px_attempt_start(r, tier);
+    request_start_tier(r, tier);
 }
 
 static void request_authorized(struct px_request *r)
@@ -340,7 +456,7 @@ static int request_check_body(struct px_request *r)
     return 0;
 }
 
-cJSON *px_request_json(struct px_request *r)
+static cJSON *request_json(struct px_request *r)
 {
     if (r->json == NULL && r->route != PX_ROUTE_PASS && r->hreq != NULL) {
         size_t len;

@@ -3,9 +3,9 @@
  * one upstream transfer of it and the relay of its answer.
  *
  *   px_request_handle ─▶ intake (body facts) ─▶ auth (key cache, else Redis)
- *        ─▶ plan (tiers) ─▶ px_attempt_start ─▶ ... one outcome ...
- *        ─▶ px_request_on_outcome ─▶ px_verdict: deliver | retry next tier | fail
- *        ─▶ px_request_complete (usage, durable) ─▶ px_request_finish
+ *        ─▶ plan (tiers) ─▶ outbound (px_outbound) ─▶ px_attempt_start ─▶ ... one outcome ...
+ *        ─▶ on_outcome ─▶ px_verdict: deliver | retry next tier | fail
+ *        ─▶ complete (usage, durable) ─▶ px_request_finish
  *
  * Ownership, as nginx's upstream module and Redis's clients do it:
  * - The request owns its lifecycle and its current attempt. It is reference
@@ -14,14 +14,15 @@
  *   one. px_request_finish is idempotent; the memory goes when the last
  *   reference does, so a late callback always finds a live object (it sees
  *   `finished` and returns).
- * - The attempt owns its transfer (curl handle, headers, buffers, stream
- *   state) and reports exactly one outcome to the request, or, once a stream
- *   has reached the client, relays it to its end itself and reports that.
+ * - The attempt (px_attempt.h) owns its transfer (curl handle, headers,
+ *   buffers, stream state) and knows nothing of the request: it reports
+ *   through callbacks, one outcome, or a stream's start and end.
  */
 #ifndef PX_REQUEST_H
 #define PX_REQUEST_H
 
 #include "px.h"
+#include "px_attempt.h"
 #include "px_outbound.h"
 #include "px_verdict.h"
 
@@ -59,6 +60,7 @@ struct px_request {
     size_t nplan;
     size_t iplan;                       /* the tier being tried */
     struct px_attempt *att;             /* owned: the current attempt */
+    char *send_body;                    /* owned: the current attempt's body when not the client's */
 
     /* The outcome, for usage, metrics and the log. */
     int reply_status;                   /* what the client got (0: nothing yet; 499: it left) */
@@ -83,27 +85,5 @@ void px_request_unref(struct px_request *r);
 void px_request_finish(struct px_request *r);
 /* Answers with our own error and finishes. */
 void px_request_fail(struct px_request *r, int status, const char *msg);
-/* The client's body as a tree (parsed on first use; validated on intake). */
-struct cJSON *px_request_json(struct px_request *r);
-/* The attempt reports its outcome (not for a stream that reached the client). */
-void px_request_on_outcome(struct px_request *r, const struct px_outcome *o);
-/*
- * The reply is out but for its final bytes (r->tail, may be empty): counts the
- * usage, and sends the tail and ends the reply once the usage is in Redis (for
- * a success, with USAGE_DURABLE), so a client never sees complete a request
- * nobody counted. Then finishes.
- */
-void px_request_complete(struct px_request *r);
-/* 1 when a later tier could still take the request. */
-int px_request_has_next(const struct px_request *r);
-
-/* ---- px_attempt.c ---- */
-
-/* Starts an attempt on `tier` (NULL: UPSTREAM_URL); failures are reported as outcomes or fail the request. */
-void px_attempt_start(struct px_request *r, const struct ap_tier *tier);
-/* Aborts and frees the request's attempt, if any (no outcome is reported). */
-void px_attempt_free(struct px_request *r);
-/* Relays a buffered answer (verdict: deliver), converted if needed; completes the request. */
-void px_attempt_deliver(struct px_request *r);
 
 #endif
