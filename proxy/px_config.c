@@ -77,6 +77,8 @@ int px_config_load(struct px_config *c)
     bad |= ap_env_long("USAGE_FLUSH_MS", 100, 1, 60000, &c->usage_flush_ms);
     bad |= ap_env_long("USAGE_DURABLE", 1, 0, 1, &c->usage_durable);
     bad |= ap_env_long("SHUTDOWN_GRACE_SECONDS", 30, 0, 3600, &c->shutdown_grace_s);
+    /* At most 10 s: /admin/fleet lists the replicas seen in the last 30 s. */
+    bad |= ap_env_long("FLEET_HEARTBEAT_MS", 5000, 100, 10000, &c->fleet_heartbeat_ms);
 
     const char *iid = ap_env_str("INSTANCE_ID", NULL);
     if (iid != NULL) {

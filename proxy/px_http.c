@@ -270,6 +270,8 @@ static void http_on_request(struct evhttp_request *req, void *arg)
         px_relay_handle(ctx, req, route);
     } else if (strcmp(path, "/oauth/callback") == 0) {
         px_lark_handle(ctx, req);
+    } else if (px_ui_owns(path)) {
+        px_ui_handle(ctx, req, path);
     } else {
         px_reply_error(req, fmt, 404, "not found");
     }
