@@ -55,3 +55,8 @@ export function fill(el, ...children) {
   append(el, children);
   return el;
 }
+
+/** A table head: one <th scope="col"> per column; numeric ones (named in `numeric`) right-aligned. */
+export function thead(cols, numeric = []) {
+  return h('thead', {}, h('tr', {}, cols.map((c) => h('th', {scope: 'col', class: numeric.includes(c) ? 'num' : null, text: c}))));
+}

@@ -3,7 +3,7 @@
 // enable and delete (after a confirmation).
 
 import {api, get} from './api.js';
-import {fill, h} from './dom.js';
+import {fill, h, thead} from './dom.js';
 import {compact, num, relative, usd, when} from './fmt.js';
 
 const REFRESH_MS = 5000;
@@ -136,7 +136,7 @@ export function mount(root, app) {
       h('td', {class: 'name', 'data-label': 'Name'}, h('span', {class: 'strong key-name', text: k.name}), h('span', {class: 'sub mono', text: k.id})),
       h('td', {class: 'mono', 'data-label': 'Key', text: k.key}),
       h('td', {'data-label': 'Status'}, h('span', {class: `badge ${k.enabled ? 'ok' : 'bad'}`, text: k.enabled ? 'enabled' : 'disabled'})),
-      h('td', {'data-label': 'Created', text: when(k.created)}),
+      h('td', {class: 'nowrap', 'data-label': 'Created', text: when(k.created)}),
       h('td', {'data-label': 'Last used', text: k.last_used ? relative(k.last_used) : 'never', title: when(k.last_used)}),
       h('td', {class: 'num', 'data-label': 'Requests', dataset: {requests: k.total_requests}, text: num(k.total_requests)}),
       h('td', {class: 'num', 'data-label': 'Tokens in / out', text: `${compact(k.total_input)} / ${compact(k.total_output)}`}),
@@ -152,7 +152,22 @@ export function mount(root, app) {
           dataset: {action: 'delete'}, on: {click: () => act(k, 'delete')}})));
   }
 
+  /** Where the focus is in the table (row id and control), to put it back after a redraw. */
+  function focusSpot() {
+    const el = document.activeElement;
+    const tr = el && table.contains(el) ? el.closest('tr[data-id]') : null;
+    return tr ? {id: tr.dataset.id, action: el.dataset.action || el.textContent} : null;
+  }
+
+  function refocus(spot) {
+    if (!spot) return;
+    const tr = table.querySelector(`tr[data-id="${CSS.escape(spot.id)}"]`);
+    const target = tr && [...tr.querySelectorAll('a, button')].find((c) => (c.dataset.action || c.textContent) === spot.action);
+    (target || filter).focus();
+  }
+
   function draw() {
+    const spot = focusSpot();
     const q = filter.value.trim().toLowerCase();
     const shown = keys.filter((k) => !q || k.name.toLowerCase().includes(q) || k.id.includes(q) || k.key.toLowerCase().includes(q));
     const showPolicy = keys.some((k) => k.policy !== undefined);
@@ -165,9 +180,10 @@ export function mount(root, app) {
     const cols = ['Name', 'Key', 'Status', 'Created', 'Last used', 'Requests', 'Tokens in / out', 'Errors',
       showCost ? 'Cost' : null, showPolicy ? 'Policy' : null, 'Actions'].filter(Boolean);
     fill(table, h('div', {class: 'table-wrap'}, h('table', {class: 'grid-table keys'},
-      h('thead', {}, h('tr', {}, cols.map((c) => h('th', {scope: 'col', text: c})))),
+      thead(cols, ['Requests', 'Tokens in / out', 'Errors', 'Cost']),
       h('tbody', {}, shown.map((k) => row(k, showPolicy, showCost))))),
     shown.length ? null : h('p', {class: 'muted', text: 'No key matches the filter.'}));
+    refocus(spot);
   }
 
   async function load() {
@@ -185,8 +201,8 @@ export function mount(root, app) {
   }
 
   function tick() {
-    // Not while the user works in the table or a dialog: a redraw would move their focus.
-    if (!document.hidden && !dialog.open && !table.contains(document.activeElement)) load();
+    // Not under an open dialog (it names a key of the current list).
+    if (!document.hidden && !dialog.open) load();
     timer = setTimeout(tick, REFRESH_MS);
   }
 

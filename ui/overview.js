@@ -4,7 +4,7 @@
 
 import {get} from './api.js';
 import {stackedBars} from './chart.js';
-import {fill, h} from './dom.js';
+import {fill, h, thead} from './dom.js';
 import {compact, daysBetween, duration, num, relative, usd, when} from './fmt.js';
 
 const REFRESH_MS = 3000;
@@ -99,8 +99,7 @@ function renderTiers(el, fb) {
         : h('span', {class: 'muted', text: t.type === 'external' ? 'no quota' : '—'})));
   });
   fill(el, h('p', {class: 'meta'}, meta), h('div', {class: 'table-wrap'}, h('table', {class: 'grid-table'},
-    h('thead', {}, h('tr', {}, ['#', 'Tier', 'Quota', 'State', 'Exhausted until', 'Quota resets', 'Data age']
-      .map((c) => h('th', {scope: 'col', text: c})))),
+    thead(['#', 'Tier', 'Quota', 'State', 'Exhausted until', 'Quota resets', 'Data age'], ['#']),
     h('tbody', {}, rows))));
 }
 
@@ -121,8 +120,8 @@ function renderFleet(el, fleet) {
     h('p', {class: 'meta'}, h('span', {text: `${fleet.replicas.length} replica${fleet.replicas.length === 1 ? '' : 's'} seen in the last ${fleet.window_seconds} s`}),
       versions.size > 1 ? badge(`${versions.size} versions running`, 'warn') : null),
     h('div', {class: 'table-wrap'}, h('table', {class: 'grid-table'},
-      h('thead', {}, h('tr', {}, ['Replica', 'Version', 'Up', 'In flight', 'Streams', 'Usage pending', 'Last seen', 'State']
-        .map((c) => h('th', {scope: 'col', text: c})))),
+      thead(['Replica', 'Version', 'Up', 'In flight', 'Streams', 'Usage pending', 'Last seen', 'State'],
+        ['In flight', 'Streams', 'Usage pending']),
       h('tbody', {}, rows))));
 }
 

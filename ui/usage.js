@@ -5,7 +5,7 @@
 
 import {get} from './api.js';
 import {stackedBars} from './chart.js';
-import {fill, h} from './dom.js';
+import {fill, h, thead} from './dom.js';
 import {addDays, csv, daysBetween, num, usd} from './fmt.js';
 
 const MAX_ROWS = 2000; // rows drawn in the table; the CSV has them all
@@ -181,7 +181,7 @@ export function mount(root, app) {
       h('td', {class: 'num', 'data-label': 'Tokens', text: num(r.total)}),
       hasCost ? h('td', {class: 'num', 'data-label': 'Cost', text: r.cost === null ? '—' : usd(r.cost)}) : null));
     fill(table, rows.length ? h('div', {class: 'table-wrap'}, h('table', {class: 'grid-table', id: 'usage-rows'},
-      h('thead', {}, h('tr', {}, cols.map((c) => h('th', {scope: 'col', text: c})))),
+      thead(cols, ['Requests', 'Input', 'Output', 'Tokens', 'Cost']),
       h('tbody', {}, body),
       h('tfoot', {}, h('tr', {}, h('th', {scope: 'row', text: 'Total'}), h('td', {}),
         h('td', {class: 'num', 'data-label': 'Requests', text: num(req)}), h('td', {}), h('td', {}),
@@ -214,13 +214,14 @@ export function mount(root, app) {
   const onResize = () => shown && draw(shown.q, shown.rows);
   window.addEventListener('resize', onResize);
 
+  // The key list first: the form is read from the page, and the route may name a key.
   get('keys').then((doc) => {
     if (!alive) return;
     const sel = $('u-key');
     for (const k of doc.keys) sel.append(h('option', {value: k.id, text: `${k.name} (${k.key})`, selected: k.id === q.key}));
-    if (q.key && sel.value !== q.key) sel.append(h('option', {value: q.key, text: `deleted key ${q.key}`, selected: true}));
+    if (q.key && sel.value !== q.key) sel.append(h('option', {value: q.key, text: `key ${q.key} (deleted?)`, selected: true}));
+    load();
   }).catch((e) => app.fail(e));
-  load();
   return () => {
     alive = false;
     window.removeEventListener('resize', onResize);
