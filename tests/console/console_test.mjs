@@ -117,7 +117,7 @@ s('page headers and sign-in form', async () => {
   check(csp.includes("default-src 'self'") && !csp.includes('unsafe'), `CSP ${csp}`);
   check(res.headers()['x-content-type-options'] === 'nosniff', 'nosniff');
   await page.waitForSelector('#signin:not([hidden])');
-  check(await page.$eval('#tabs', (el) => el.hidden), 'sections hidden before sign-in');
+  check(!(await page.isVisible('#tabs')) && !(await page.isVisible('#signout')), 'no sections or sign-out before sign-in');
   await shot('signin');
 });
 
@@ -137,7 +137,8 @@ s('the right key signs in (keyboard only: type, Enter)', async () => {
   await page.keyboard.type(ADMIN_KEY);
   await page.keyboard.press('Enter');
   await page.waitForSelector('#cards .card[data-metric="requests"]');
-  check(await page.$eval('#signin', (el) => el.hidden), 'sign-in form hidden');
+  check(!(await page.isVisible('#signin')) && await page.isVisible('#tabs') && await page.isVisible('#signout'),
+    'sign-in form hidden, sections and sign-out shown');
   const stored = await page.evaluate(() => Object.values(sessionStorage));
   check(stored.length === 1 && stored[0] === ADMIN_KEY, 'the key is in sessionStorage');
   check(await page.evaluate(() => localStorage.length) === 0, 'nothing in localStorage');
@@ -358,9 +359,10 @@ s('sign out clears the key', async () => {
   await page.waitForSelector('#signin:not([hidden])');
   check(await page.evaluate(() => sessionStorage.length) === 0, 'sessionStorage empty');
   check((await page.$eval('#view', (el) => el.childElementCount)) === 0, 'the view emptied');
+  check(!(await page.isVisible('#tabs')) && !(await page.isVisible('#signout')), 'sections and sign-out gone');
   await page.reload();
   await page.waitForSelector('#signin:not([hidden])');
-  check(await page.$eval('#tabs', (el) => el.hidden), 'still signed out after a reload');
+  check(!(await page.isVisible('#tabs')), 'still signed out after a reload');
 });
 
 async function main() {
