@@ -24,7 +24,8 @@ export function mount(root, app) {
   let timer = null;
   let alive = true;
   let keys = [];
-  let busy = false;
+  let loading = null; // the read under way
+  let again = false;   // another read is wanted after it
 
   const nameInput = h('input', {id: 'new-key-name', name: 'name', maxlength: 200, required: true, autocomplete: 'off',
     placeholder: 'e.g. alice-laptop', spellcheck: 'false'});
@@ -123,7 +124,6 @@ export function mount(root, app) {
       }
       app.status(`Key "${k.name}" ${what === 'delete' ? 'deleted' : `${what}d`}.`, 'ok');
       await load();
-      filter.focus();
     } catch (e) {
       app.fail(e);
     }
@@ -152,18 +152,24 @@ export function mount(root, app) {
           dataset: {action: 'delete'}, on: {click: () => act(k, 'delete')}})));
   }
 
-  /** Where the focus is in the table (row id and control), to put it back after a redraw. */
+  /*
+   * Where the focus is in the table (row id and which of its controls), to put it back
+   * after a redraw: the list refreshes itself, and a keyboard user must not lose their
+   * place. A Disable button that became Enable keeps the focus; a deleted row hands it
+   * to the filter.
+   */
+  const controls = (tr) => [...tr.querySelectorAll('a, button')];
+
   function focusSpot() {
     const el = document.activeElement;
     const tr = el && table.contains(el) ? el.closest('tr[data-id]') : null;
-    return tr ? {id: tr.dataset.id, action: el.dataset.action || el.textContent} : null;
+    return tr ? {id: tr.dataset.id, index: controls(tr).indexOf(el)} : null;
   }
 
   function refocus(spot) {
     if (!spot) return;
     const tr = table.querySelector(`tr[data-id="${CSS.escape(spot.id)}"]`);
-    const target = tr && [...tr.querySelectorAll('a, button')].find((c) => (c.dataset.action || c.textContent) === spot.action);
-    (target || filter).focus();
+    ((tr && controls(tr)[spot.index]) || filter).focus();
   }
 
   function draw() {
@@ -186,18 +192,30 @@ export function mount(root, app) {
     refocus(spot);
   }
 
-  async function load() {
-    if (busy) return;
-    busy = true;
-    try {
-      const doc = await get('keys');
-      keys = doc.keys;
-      if (alive) draw();
-    } catch (e) {
-      app.fail(e);
-    } finally {
-      busy = false;
+  /*
+   * Re-reads the list. A call made while a read is under way (a change right after a
+   * refresh started) reads again once it ends, so what it awaits is never older than
+   * the change.
+   */
+  function load() {
+    if (loading) {
+      again = true;
+      return loading;
     }
+    loading = (async () => {
+      do {
+        again = false;
+        try {
+          const doc = await get('keys');
+          keys = doc.keys;
+          if (alive) draw();
+        } catch (e) {
+          app.fail(e);
+        }
+      } while (again && alive);
+      loading = null;
+    })();
+    return loading;
   }
 
   function tick() {

@@ -121,7 +121,7 @@ export function mount(root, app) {
     $('u-by').disabled = !!q.key; // one key: by model only
   }
 
-  async function setRange(back) {
+  function setRange(back) {
     const to = q.today || q.to;
     $('u-to').value = to;
     $('u-from').value = addDays(to, -back);

@@ -291,8 +291,12 @@ s('usage explorer: by key, hourly, table, chart and CSV', async () => {
 
 s('disable the key: a request is refused; enable it again', async () => {
   await page.click('a[data-view="keys"]');
-  await page.click(`${keyRow(results.key_id)} button[data-action="disable"]`);
+  // With the keyboard: the focus stays on the row's button, which now says Enable.
+  await page.focus(`${keyRow(results.key_id)} button[data-action="disable"]`);
+  await page.keyboard.press('Enter');
   await until(async () => (await page.textContent(`${keyRow(results.key_id)} .badge`)) === 'disabled', 'disabled badge');
+  check(await page.evaluate((id) => document.activeElement.closest('tr')?.dataset.id === id &&
+    document.activeElement.dataset.action === 'enable', results.key_id), 'the focus stayed on the row');
   // Every replica refuses it (pub/sub): a few requests through the load balancer.
   const refused = await until(async () => {
     const st = await proxied(results.key, 6);
