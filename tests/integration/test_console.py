@@ -32,7 +32,8 @@ CLUSTER_SH = h.ROOT / "tests" / "cluster" / "cluster.sh"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 NODE_TIMEOUT = 240
 MODELS = ("claude-opus-4-6-thinking", "gemini-3-pro-high", "kimi-k2.5")
-# What the browser's requests use: in the chain, so the charts show it beside the history.
+# What the browser's requests use: the chain's first tier, so the charts show it beside the
+# history, and the tier a request for the second one falls back to.
 MODEL = "claude-opus-4-6-thinking"
 
 
@@ -134,7 +135,7 @@ class ConsoleBrowserTest(h.TestCase):
         cls.addClassCleanup(cls.stop_fleet)
         cls.cluster("start")
         info = json.loads((cls.dir / "cluster.json").read_text())
-        cls.lb, cls.admin_key = info["lb_url"], info["admin_key"]
+        cls.lb, cls.admin_key, cls.mock_url = info["lb_url"], info["admin_key"], info["upstream_url"]
         cls.replicas = sorted(n for n in info["components"] if n.startswith("proxy"))
 
     @classmethod
@@ -175,7 +176,7 @@ class ConsoleBrowserTest(h.TestCase):
         out_dir = artifact_dir()
         shutil.rmtree(out_dir, ignore_errors=True)
         env = dict(os.environ, BASE=self.lb, ADMIN_KEY=self.admin_key, ARTIFACTS=out_dir,
-                   REPLICAS=",".join(self.replicas), MODEL=MODEL, CHROMIUM=CHROMIUM, NODE_NO_WARNINGS="1")
+                   REPLICAS=",".join(self.replicas), MODEL=MODEL, MOCK=self.mock_url, CHROMIUM=CHROMIUM, NODE_NO_WARNINGS="1")
         cmd = ["node", str(CONSOLE_DIR / "console_test.mjs")]
         try:
             p = subprocess.run(cmd, cwd=str(CONSOLE_DIR), env=env, capture_output=True, text=True,
