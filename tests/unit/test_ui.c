@@ -88,7 +88,8 @@ static void run_inm(void **state)
     assert_int_equal(px_ui_etag_matches(c->header, c->etag), c->match);
 }
 
-#define INM(name, header, etag, match) {"If-None-Match " name, run_inm, NULL, NULL, &(struct inm_case){header, etag, match}}
+#define INM(name, header, etag, match) \
+    {"If-None-Match " name, run_inm, NULL, NULL, &(struct inm_case){header, etag, match}}
 
 /* ---- the real files ---- */
 
@@ -195,15 +196,19 @@ static void test_real_files_need_no_unsafe_csp(void **state)
     static const char *const js_bad[] = {"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
                                          "new Function", ".style.", "setAttribute('style", "setAttribute(\"style",
                                          "http://", "https://", "cssText"};
+    static const char *const css_bad[] = {"http://", "https://", "@import", "expression("};
     for (size_t i = 0; i < px_ui_assets.n; i++) {
         const struct px_ui_file *f = &px_ui_assets.files[i];
         int html = strncmp(f->type, "text/html", 9) == 0, js = strncmp(f->type, "text/javascript", 15) == 0;
-        if (!html && !js)
+        int css = strncmp(f->type, "text/css", 8) == 0;
+        if (!html && !js && !css)
             continue;
         char *owned;
         const char *text = body(f, &owned);
-        const char *const *bad = html ? html_bad : js_bad;
-        size_t nbad = html ? sizeof(html_bad) / sizeof(*html_bad) : sizeof(js_bad) / sizeof(*js_bad);
+        const char *const *bad = html ? html_bad : js ? js_bad : css_bad;
+        size_t nbad = html ? sizeof(html_bad) / sizeof(*html_bad)
+                      : js ? sizeof(js_bad) / sizeof(*js_bad)
+                           : sizeof(css_bad) / sizeof(*css_bad);
         for (size_t j = 0; j < nbad; j++) {
             const char *hit = find_ci(text, bad[j]);
             /* The SVG namespace URI is a name, not a place the page loads from. */
@@ -257,8 +262,8 @@ static const struct CMUnitTest tests[] = {
     {"built-in files: content types", test_real_types, NULL, NULL, NULL},
     {"built-in files: the page loads this build's versioned assets", test_real_page_uses_versioned_assets, NULL,
      NULL, NULL},
-    {"built-in files: no inline code, handlers, HTML sinks or remote hosts", test_real_files_need_no_unsafe_csp,
-     NULL, NULL, NULL},
+    {"built-in files: no inline code, handlers, HTML sinks, imports or remote hosts",
+     test_real_files_need_no_unsafe_csp, NULL, NULL, NULL},
 };
 
 int main(void)
