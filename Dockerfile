@@ -11,7 +11,12 @@ COPY include include
 COPY common common
 COPY proxy proxy
 COPY poller poller
-RUN make -j"$(nproc)" bin/api-proxy bin/api-poller bin/api-proxy-admin
+# The admin console's static files, built into bin/api-proxy by tools/embed.c.
+COPY tools tools
+COPY ui ui
+# There is no .git in the build context: the version replicas report comes from here.
+ARG AP_VERSION=unknown
+RUN make -j"$(nproc)" AP_VERSION="$AP_VERSION" bin/api-proxy bin/api-poller bin/api-proxy-admin
 
 FROM debian:bookworm-slim
 RUN apt-get update \

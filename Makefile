@@ -24,6 +24,11 @@ COMMON_SRC := $(wildcard common/*.c)
 PROXY_SRC  := $(filter-out proxy/main.c proxy/admin_main.c,$(wildcard proxy/*.c))
 POLLER_SRC := $(filter-out poller/main.c,$(wildcard poller/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+# The admin console's static files, built into the proxy (tools/embed.c).
+UI_FILES   := $(sort $(wildcard ui/*))
+GEN        := $(BUILD)/gen
+# What replicas report as their version (GET /health, /admin/fleet); `make AP_VERSION=...` sets it.
+AP_VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
@@ -41,7 +46,7 @@ LIBPL := $(BUILD)/libpl.a
 PROGS := $(BIN)/api-proxy $(BIN)/api-proxy-admin $(if $(wildcard poller/main.c),$(BIN)/api-poller)
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all test unit sanitize bench clean run deps
+.PHONY: all test unit sanitize bench clean run deps FORCE
 all: $(PROGS) $(UNITS)
 
 $(BUILD)/%.o: %.c
@@ -49,10 +54,35 @@ $(BUILD)/%.o: %.c
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
-$(LIBAP): $(call obj,$(COMMON_SRC))
+$(LIBAP): $(call obj,$(COMMON_SRC)) $(GEN)/ap_version.o
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
-$(LIBPX): $(call obj,$(PROXY_SRC))
+# Tools that run on the build machine while building: plain flags, no sanitizers.
+$(BUILD)/tools/embed: tools/embed.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) -std=c11 -O2 -Wall -Wextra -Werror $(shell pkg-config --cflags libcrypto) -o $@ $< \
+	    $(shell pkg-config --libs libcrypto)
+# The list itself is a prerequisite, so removing a file rebuilds too.
+$(GEN)/ui_files.list: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(UI_FILES)' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+$(GEN)/px_ui_assets.c: $(BUILD)/tools/embed $(UI_FILES) $(GEN)/ui_files.list
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  EMBED   $(words $(UI_FILES)) files of ui/")
+	$(Q)$(BUILD)/tools/embed $@ $(UI_FILES)
+# Rewritten only when the version changes, so a new commit rebuilds one small object.
+$(GEN)/ap_version.c: FORCE
+	@mkdir -p $(dir $@)
+	@printf '#include "ap_version.h"\nconst char ap_version[] = "%s";\n' '$(AP_VERSION)' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+$(GEN)/%.o: $(GEN)/%.c
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -Iproxy -c -o $@ $<
+FORCE:
+
+$(LIBPX): $(call obj,$(PROXY_SRC)) $(GEN)/px_ui_assets.o
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 $(LIBPL): $(call obj,$(POLLER_SRC))

@@ -308,6 +308,21 @@ const char ap_script_usage_hourly[] =
     "return {redis.call('HGETALL', p..'keynames'), out}\n";
 
 /*
+ * ARGV: prefix, 'd' or 'h', then the buckets of a range. Returns
+ * {id->name, {bucket, hash, ...}}, the shape of the two scripts above, for
+ * the buckets that hold data.
+ */
+const char ap_script_usage_buckets[] =
+    "local p = ARGV[1]\n"
+    "local pre = p..(ARGV[2] == 'h' and 'u:h:' or 'u:d:')\n"
+    "local out = {}\n"
+    "for i = 3, #ARGV do\n"
+    "  local hsh = redis.call('HGETALL', pre..ARGV[i])\n"
+    "  if #hsh > 0 then out[#out+1] = ARGV[i]; out[#out+1] = hsh end\n"
+    "end\n"
+    "return {redis.call('HGETALL', p..'keynames'), out}\n";
+
+/*
  * ARGV: prefix, sha256, id, name, enabled, created, masked, created_ms, then
  * usage quads. Imports once per key hash, ever (deleting the key later does
  * not make a re-import resurrect it). Returns 1 if imported, 0 if not needed.
@@ -324,6 +339,39 @@ const char ap_script_import_key[] =
     LUA_APPLY_OPS("9")
     LUA_PUBLISH_KEY("")
     "return 1\n";
+
+/* ---- the fleet ---- */
+
+/* Redis's clock, so replicas with skewed clocks agree on who was seen when. */
+#define LUA_NOW_MS                                                             \
+    "local t = redis.call('TIME')\n"                                           \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+/* ARGV: prefix, instance id, record (JSON), ttl ms. Stores a heartbeat; forgets replicas silent past the ttl. */
+const char ap_script_fleet_beat[] =
+    "local p, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])\n"
+    LUA_NOW_MS
+    "redis.call('SET', p..'fleet:'..id, ARGV[3], 'PX', ttl)\n"
+    "redis.call('ZADD', p..'fleet', now, id)\n"
+    "redis.call('ZREMRANGEBYSCORE', p..'fleet', '-inf', now - ttl)\n"
+    "return now\n";
+
+/* ARGV: prefix, instance id. A replica that stopped leaves the fleet at once. */
+const char ap_script_fleet_leave[] =
+    "redis.call('DEL', ARGV[1]..'fleet:'..ARGV[2])\n"
+    "return redis.call('ZREM', ARGV[1]..'fleet', ARGV[2])\n";
+
+/* ARGV: prefix, window ms. Returns {now ms, {id, seen ms, record, ...}} of the replicas seen within the window. */
+const char ap_script_fleet_list[] =
+    "local p, w = ARGV[1], tonumber(ARGV[2])\n"
+    LUA_NOW_MS
+    "local ids = redis.call('ZRANGEBYSCORE', p..'fleet', now - w, '+inf', 'WITHSCORES')\n"
+    "local out = {}\n"
+    "for i = 1, #ids, 2 do\n"
+    "  local rec = redis.call('GET', p..'fleet:'..ids[i])\n"
+    "  if rec then out[#out+1] = ids[i]; out[#out+1] = ids[i+1]; out[#out+1] = rec end\n"
+    "end\n"
+    "return {now, out}\n";
 
 /* ---- poller and fallback ---- */
 

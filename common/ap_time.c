@@ -78,6 +78,22 @@ static int time_days_in_month(int y, int m)
     return m == 2 && leap ? 29 : days[m - 1];
 }
 
+int ap_time_parse_day(const char *s, long *days)
+{
+    if (strlen(s) != 10 || s[4] != '-' || s[7] != '-')
+        return -1;
+    int y = time_digits(s, 4), mo = time_digits(s + 5, 2), d = time_digits(s + 8, 2);
+    if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > time_days_in_month(y, mo))
+        return -1;
+    *days = time_days_from_civil(y, mo, d);
+    return 0;
+}
+
+void ap_time_day_name(long days, char *day)
+{
+    ap_time_day((time_t)days * 86400, 0, day);
+}
+
 int ap_time_parse_iso(const char *s, time_t *out)
 {
     if (strlen(s) < 19 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||

@@ -325,8 +325,14 @@ static cJSON *view_per_key(const redisReply *hash)
     return by_id;
 }
 
-/* by_tenant (name -> models, keys of one name summed) and, for days, the keys list. */
-static void view_tenants(const redisReply *hash, const redisReply *names, cJSON *by_tenant, cJSON *keys)
+/*
+ * by_tenant (name -> models, keys of one name summed) and the keys list. Day
+ * rollups hold each key's input, output and requests; hour rollups only its
+ * per-model totals, so an hour's key entry carries requests and total summed
+ * from those instead.
+ */
+static void view_tenants(const redisReply *hash, const redisReply *names, cJSON *by_tenant, cJSON *keys,
+                         int key_totals)
 {
     cJSON *by_id = view_per_key(hash), *k;
     cJSON_ArrayForEach(k, by_id) {
@@ -334,13 +340,22 @@ static void view_tenants(const redisReply *hash, const redisReply *names, cJSON 
         if (name == NULL)
             name = k->string;
         view_merge_models(view_child(by_tenant, name), cJSON_GetObjectItemCaseSensitive(k, "by_model"));
-        if (keys == NULL)
-            continue;
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "name", name);
-        cJSON_AddNumberToObject(e, "input", cJSON_GetObjectItemCaseSensitive(k, "input")->valuedouble);
-        cJSON_AddNumberToObject(e, "output", cJSON_GetObjectItemCaseSensitive(k, "output")->valuedouble);
-        cJSON_AddNumberToObject(e, "requests", cJSON_GetObjectItemCaseSensitive(k, "requests")->valuedouble);
+        if (key_totals) {
+            cJSON_AddNumberToObject(e, "input", cJSON_GetObjectItemCaseSensitive(k, "input")->valuedouble);
+            cJSON_AddNumberToObject(e, "output", cJSON_GetObjectItemCaseSensitive(k, "output")->valuedouble);
+            cJSON_AddNumberToObject(e, "requests", cJSON_GetObjectItemCaseSensitive(k, "requests")->valuedouble);
+        } else {
+            double req = 0, total = 0;
+            const cJSON *m;
+            cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(k, "by_model")) {
+                req += cJSON_GetObjectItemCaseSensitive(m, "requests")->valuedouble;
+                total += cJSON_GetObjectItemCaseSensitive(m, "total")->valuedouble;
+            }
+            cJSON_AddNumberToObject(e, "requests", req);
+            cJSON_AddNumberToObject(e, "total", total);
+        }
         cJSON_AddStringToObject(e, "id", k->string);
         cJSON_AddItemToObject(e, "by_model", cJSON_DetachItemFromObjectCaseSensitive(k, "by_model"));
         cJSON_AddItemToArray(keys, e);
@@ -370,12 +385,13 @@ cJSON *ap_view_usage_daily(const redisReply *rep)
         cJSON_AddNumberToObject(d, "total_requests", view_num(h, "requests"));
         cJSON_AddNumberToObject(d, "total_cache_creation", view_num(h, "cache_creation"));
         cJSON_AddNumberToObject(d, "total_cache_read", view_num(h, "cache_read"));
+        cJSON_AddNumberToObject(d, "total_errors", view_num(h, "errors"));
         cJSON *bm = cJSON_AddObjectToObject(d, "by_model");
         view_models_into(bm, h, "");
         view_sort_by_total(bm);
         cJSON *bt = cJSON_AddObjectToObject(d, "by_tenant");
         cJSON *keys = cJSON_AddArrayToObject(d, "keys");
-        view_tenants(h, names, bt, keys);
+        view_tenants(h, names, bt, keys, 1);
         view_sort_by_total(keys);
         cJSON_AddItemToArray(arr, d);
     }
@@ -403,7 +419,9 @@ cJSON *ap_view_usage_hourly(const redisReply *rep)
         view_models_into(bm, hashes[i], "");
         view_sort_by_total(bm);
         cJSON *bt = cJSON_AddObjectToObject(h, "by_tenant");
-        view_tenants(hashes[i], names, bt, NULL);
+        cJSON *keys = cJSON_AddArrayToObject(h, "keys");
+        view_tenants(hashes[i], names, bt, keys, 0);
+        view_sort_by_total(keys);
         cJSON_AddNumberToObject(h, "total_input", view_num(hashes[i], "input"));
         cJSON_AddNumberToObject(h, "total_output", view_num(hashes[i], "output"));
         cJSON_AddNumberToObject(h, "total_requests", view_num(hashes[i], "requests"));

@@ -24,6 +24,8 @@
  *   {p}quota                  STR   JSON of ap_quota: per model fraction, resetTime, availability; poll time
  *   {p}exhausted              HASH  model -> until (ms): reactive fallback marks
  *   {p}poller:leader          STR   instance id of the active poller (a lease with a TTL)
+ *   {p}fleet:<instance>       STR   a replica's heartbeat (JSON: id, version, started, in-flight...), TTL 30 s
+ *   {p}fleet                  ZSET  instance ids by last heartbeat (ms, Redis's clock)
  *   {p}lark:event:<event_id>  STR   a Lark card action already acted on (1 day)
  *   {p}lark:cards             STREAM every card action (event_id, event_type, action, body), capped
  *   {p}lark:state:<state>     STR   an OAuth state minted by /admin/lark/authorize (10 minutes, used once)
@@ -103,6 +105,7 @@ extern const char ap_script_key_usage[];
 extern const char ap_script_usage_total[];
 extern const char ap_script_usage_daily[];
 extern const char ap_script_usage_hourly[];
+extern const char ap_script_usage_buckets[];
 extern const char ap_script_import_key[];
 extern const char ap_script_lease_renew[];
 extern const char ap_script_lease_release[];
@@ -111,5 +114,8 @@ extern const char ap_script_set_if_changed[];
 extern const char ap_script_mark_exhausted[];
 extern const char ap_script_fallback_state[];
 extern const char ap_script_lark_record[];
+extern const char ap_script_fleet_beat[];
+extern const char ap_script_fleet_leave[];
+extern const char ap_script_fleet_list[];
 
 #endif

@@ -26,6 +26,12 @@ void ap_time_hour(time_t t, long offset, char *hour);
 /* ISO 8601 with the offset, e.g. "2026-02-11T10:00:00+08:00" (>= 26 bytes). */
 void ap_time_iso(time_t t, long offset, char *out, size_t n);
 
+/* Parses "YYYY-MM-DD" (a real calendar date) to days since 1970-01-01; 0, or -1 if malformed. */
+int ap_time_parse_day(const char *s, long *days);
+
+/* "YYYY-MM-DD" of a day number (days since 1970-01-01) into day (>= 11 bytes). */
+void ap_time_day_name(long days, char *day);
+
 /* Parses ISO 8601 ("...Z", "...+08:00", fractional seconds allowed) to epoch seconds; -1 if malformed. */
 int ap_time_parse_iso(const char *s, time_t *out);
 

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #define DRAIN_POLL_MS 50
+#define LEAVE_WAIT_MS 1000  /* how long the exit waits for Redis to take the fleet record away */
 
 struct main_state {
     struct px_ctx ctx;
@@ -28,7 +29,14 @@ struct main_state {
     struct event *sigint;
     struct event *drain;        /* polls until in-flight work is done */
     int64_t drain_deadline_ms;  /* monotonic */
+    int64_t leave_deadline_ms;  /* monotonic; 0 until the replica leaves the fleet */
 };
+
+static void main_on_left(void *arg)
+{
+    struct main_state *m = arg;
+    event_base_loopexit(m->ctx.base, NULL);
+}
 
 static int64_t main_mono_ms(void)
 {
@@ -43,6 +51,11 @@ static void main_on_drain(evutil_socket_t fd, short what, void *arg)
     struct px_ctx *ctx = &m->ctx;
     (void)fd;
     (void)what;
+    if (m->leave_deadline_ms != 0) {
+        if (main_mono_ms() >= m->leave_deadline_ms)
+            event_base_loopexit(ctx->base, NULL);
+        return;
+    }
     int busy = ctx->stats.active > 0;
     int unflushed = px_usage_pending(ctx->usage) > 0 && ap_redis_up(ctx->redis);
     if ((busy || unflushed) && main_mono_ms() < m->drain_deadline_ms) {
@@ -51,7 +64,8 @@ static void main_on_drain(evutil_socket_t fd, short what, void *arg)
     }
     if (busy)
         ap_warn(NULL, "shutdown: grace period over with %d requests still in flight", ctx->stats.active);
-    event_base_loopexit(ctx->base, NULL);
+    m->leave_deadline_ms = main_mono_ms() + LEAVE_WAIT_MS;
+    px_fleet_leave(ctx->fleet, main_on_left, m);
 }
 
 static void main_on_signal(evutil_socket_t sig, short what, void *arg)
@@ -67,6 +81,7 @@ static void main_on_signal(evutil_socket_t sig, short what, void *arg)
     ap_info(NULL, "signal %d: draining (%d requests in flight)", (int)sig, ctx->stats.active);
     ctx->draining = 1;
     px_http_stop_accepting(ctx);
+    px_fleet_beat(ctx->fleet); /* the fleet sees it draining at once */
     m->drain_deadline_ms = main_mono_ms() + ctx->cfg.shutdown_grace_s * 1000;
     m->drain = event_new(ctx->base, -1, EV_PERSIST, main_on_drain, m);
     struct timeval tv = {0, DRAIN_POLL_MS * 1000};
@@ -117,12 +132,13 @@ static int main_setup(struct main_state *m)
     ctx->usage = px_usage_new(ctx);
     ctx->fb = px_fallback_new(ctx);
     ctx->lark = px_lark_new(ctx);
+    ctx->fleet = px_fleet_new(ctx);
     char channel[128];
     ap_store_key(channel, sizeof(channel), "events");
     struct ap_redis_cbs cbs = {px_events_on_up, px_events_on_down, px_events_on_message, ctx};
     ctx->redis = ap_redis_new(ctx->base, ctx->dns, &ctx->cfg.redis, channel, &cbs);
     if (ctx->dns == NULL || ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->fb == NULL ||
-        ctx->lark == NULL || ctx->redis == NULL)
+        ctx->lark == NULL || ctx->fleet == NULL || ctx->redis == NULL)
         return -1;
     ctx->dispatch = px_router_dispatch;
     if (px_http_start(ctx) < 0)
@@ -161,6 +177,7 @@ static void main_teardown(struct main_state *m)
     px_keys_free(ctx->keys);
     px_fallback_free(ctx->fb);
     px_lark_free(ctx->lark);
+    px_fleet_free(ctx->fleet);
     px_attempt_pool_free(ctx);
     ap_curl_free(ctx->curl);
     px_import_free(ctx->import);

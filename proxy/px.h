@@ -60,6 +60,7 @@ struct px_config {
     long max_connections;           /* MAX_CONNECTIONS: client connections at once */
     struct px_allow *passthrough;   /* owned: PASSTHROUGH: which other /v1 paths pass through */
     char upstream_shown[1024];      /* UPSTREAM_URL without credentials, for /health and logs */
+    long fleet_heartbeat_ms;        /* FLEET_HEARTBEAT_MS: how often the replica's heartbeat is written */
     char instance_id[64];
 };
 
@@ -73,6 +74,7 @@ struct px_keys;
 struct px_usage;
 struct px_fallback;
 struct px_lark;
+struct px_fleet;
 struct ap_tier;
 
 struct px_stats {
@@ -99,6 +101,7 @@ struct px_ctx {
     struct px_fallback *fb;         /* owned: quota and exhausted marks */
     struct px_lark *lark;           /* owned */
     struct px_import *import;       /* owned; NULL when no KEYS_FILE */
+    struct px_fleet *fleet;         /* owned: this replica's heartbeat */
     char *admin_key;                /* borrowed: cfg.admin_key or the imported one */
     struct px_stats stats;
     CURL *easy_pool[128];           /* owned: idle easy handles, reused (curl_easy_init is not cheap) */
@@ -243,6 +246,24 @@ void px_metrics_tokens(const struct ap_usage *u);
 /* kind: "proactive" or "reactive". */
 void px_metrics_switch(const char *kind);
 void px_metrics_handle(struct px_ctx *ctx, struct px_hreq *req);
+
+/* ---- the fleet (px_fleet.c) ---- */
+
+struct px_fleet *px_fleet_new(struct px_ctx *ctx);
+void px_fleet_free(struct px_fleet *f);
+/* Writes the heartbeat now (Redis came up, or the replica started draining). */
+void px_fleet_beat(struct px_fleet *f);
+typedef void (*px_fleet_done_fn)(void *arg);
+/* Stops the heartbeat and removes it from Redis; fn(arg) once done, or at once when Redis is down. */
+void px_fleet_leave(struct px_fleet *f, px_fleet_done_fn fn, void *arg);
+/* GET /admin/fleet: the replicas seen in the last 30 s. */
+void px_fleet_admin(struct px_ctx *ctx, struct px_hreq *req);
+
+/* ---- admin console (px_ui.c, px_ui_map.c; see px_ui.h) ---- */
+
+/* 1 when the console answers `path`: "/", "/ui" and "/ui/...". */
+int px_ui_owns(const char *path);
+void px_ui_handle(struct px_ctx *ctx, struct px_hreq *req, const char *path);
 
 /* ---- pub/sub events (px_events.c) ---- */
 

@@ -11,6 +11,7 @@
 #include "ap_delta.h"
 #include "ap_keys.h"
 #include "ap_log.h"
+#include "ap_range.h"
 #include "ap_store.h"
 #include "ap_time.h"
 #include "ap_views.h"
@@ -35,7 +36,12 @@ struct admin_call {
     struct ap_new_key nk;           /* ADMIN_KEY_CREATE; the secret is wiped on free */
     size_t waiting, imported, failed; /* ADMIN_IMPORT: one reply per key */
     struct ap_import imp;           /* ADMIN_IMPORT: owned */
+    char from[11], to[11];          /* ADMIN_USAGE_DAILY/HOURLY over a range; "" otherwise */
 };
+
+/* The longest ranges the usage views read (days; hourly ranges read 24 buckets a day). */
+#define ADMIN_RANGE_DAYS 1000
+#define ADMIN_RANGE_DAYS_HOURLY 92
 
 static void admin_call_free(struct admin_call *c)
 {
@@ -80,10 +86,12 @@ static void admin_on_reply(redisAsyncContext *ac, void *reply, void *priv)
         doc = ap_view_usage_total(rep);
         break;
     case ADMIN_USAGE_DAILY:
-        doc = ap_view_usage_daily(rep);
-        break;
     case ADMIN_USAGE_HOURLY:
-        doc = ap_view_usage_hourly(rep);
+        doc = c->kind == ADMIN_USAGE_DAILY ? ap_view_usage_daily(rep) : ap_view_usage_hourly(rep);
+        if (doc != NULL && c->from[0] != '\0') {
+            cJSON_AddStringToObject(doc, "from", c->from);
+            cJSON_AddStringToObject(doc, "to", c->to);
+        }
         break;
     case ADMIN_KEY_CREATE:
         if (rep->integer != 1) {
@@ -149,18 +157,28 @@ static struct admin_call *admin_call_new(struct px_ctx *ctx, struct px_hreq *req
     return c;
 }
 
-/* EVAL script 0 args... ; replies 503 itself when Redis is down. */
+/* EVAL script 0 prefix args... ; replies 503 itself when Redis is down. */
 static void admin_eval(struct admin_call *c, const char *script, int nargs, const char **args)
 {
-    const char *argv[16];
+    const char *small[16];
+    const char **argv = nargs + 4 <= 16 ? small : malloc((size_t)(nargs + 4) * sizeof(*argv));
     int n = 0;
+    if (argv == NULL) {
+        px_reply_error(c->req, PX_FMT_ADMIN, 500, "out of memory");
+        admin_call_free(c);
+        return;
+    }
     argv[n++] = "EVAL";
     argv[n++] = script;
     argv[n++] = "0";
     argv[n++] = ap_store_prefix();
-    for (int i = 0; i < nargs && n < 16; i++)
+    for (int i = 0; i < nargs; i++)
         argv[n++] = args[i];
-    if (ap_redis_argv(c->ctx->redis, admin_on_reply, c, n, argv, NULL) < 0) {
+    /* hiredis copies the arguments into its buffer before returning. */
+    int rc = ap_redis_argv(c->ctx->redis, admin_on_reply, c, n, argv, NULL);
+    if (argv != small)
+        free(argv);
+    if (rc < 0) {
         admin_unavailable(c->req);
         admin_call_free(c);
     }
@@ -315,41 +333,84 @@ static void admin_key_action(struct px_ctx *ctx, struct px_hreq *req, const char
     admin_eval(c, script, kind == ADMIN_KEY_ENABLE || kind == ADMIN_KEY_DISABLE ? 3 : 2, args);
 }
 
-/* ?date=YYYY-MM-DD, validated; "" when absent; NULL after replying 400. */
-static const char *admin_date(struct px_hreq *req, char *out)
+/*
+ * The usage views' query: ?date=YYYY-MM-DD (one day, as the original had it)
+ * into date ("" when absent), or a range (from=, to=, days=; ap_range.h) into
+ * r. Returns 0 (no range), 1 (a range) or -1 after replying 400.
+ */
+static int admin_usage_query(struct px_ctx *ctx, struct px_hreq *req, enum admin_kind kind, char *date,
+                             struct ap_range *r)
 {
     struct evkeyvalq q;
     const char *query = px_hreq_query(req);
-    out[0] = '\0';
+    date[0] = '\0';
     if (query == NULL)
-        return out;
+        return 0;
     if (evhttp_parse_query_str(query, &q) < 0) {
         px_reply_error(req, PX_FMT_ADMIN, 400, "malformed query string");
-        return NULL;
+        return -1;
     }
     const char *d = evhttp_find_header(&q, "date");
-    int y, mo, dd, n = 0;
-    if (d != NULL && (sscanf(d, "%4d-%2d-%2d%n", &y, &mo, &dd, &n) != 3 || n != 10 || d[10] != '\0')) {
-        evhttp_clear_headers(&q);
-        px_reply_error(req, PX_FMT_ADMIN, 400, "date must be YYYY-MM-DD");
-        return NULL;
+    const char *from = evhttp_find_header(&q, "from"), *to = evhttp_find_header(&q, "to");
+    const char *days = evhttp_find_header(&q, "days");
+    int y, mo, dd, n = 0, rc = 0;
+    char err[128];
+    long today = (long)((ap_now_ms() / 1000 + ctx->cfg.tz_offset) / 86400);
+    if (d != NULL && (from != NULL || to != NULL || days != NULL)) {
+        snprintf(err, sizeof(err), "date cannot be combined with from, to or days");
+        rc = -1;
+    } else if (d != NULL && (sscanf(d, "%4d-%2d-%2d%n", &y, &mo, &dd, &n) != 3 || n != 10 || d[10] != '\0')) {
+        snprintf(err, sizeof(err), "date must be YYYY-MM-DD");
+        rc = -1;
+    } else if (d != NULL) {
+        memcpy(date, d, 11);
+    } else {
+        rc = ap_range_parse(from, to, days, today,
+                            kind == ADMIN_USAGE_HOURLY ? ADMIN_RANGE_DAYS_HOURLY : ADMIN_RANGE_DAYS, r, err,
+                            sizeof(err));
     }
-    if (d != NULL)
-        memcpy(out, d, 11);
     evhttp_clear_headers(&q);
-    return out;
+    if (rc < 0)
+        px_reply_error(req, PX_FMT_ADMIN, 400, err);
+    return rc;
+}
+
+/* Reads the buckets of a range (one EVAL, whatever the number of buckets). */
+static void admin_usage_range(struct admin_call *c, const struct ap_range *r)
+{
+    int hourly = c->kind == ADMIN_USAGE_HOURLY;
+    size_t n;
+    char **buckets = ap_range_buckets(r, hourly, &n);
+    const char **args = buckets ? malloc((n + 1) * sizeof(*args)) : NULL;
+    if (args == NULL) {
+        free(buckets);
+        px_reply_error(c->req, PX_FMT_ADMIN, 500, "out of memory");
+        admin_call_free(c);
+        return;
+    }
+    ap_time_day_name(r->first, c->from);
+    ap_time_day_name(r->last, c->to);
+    args[0] = hourly ? "h" : "d";
+    memcpy(args + 1, buckets, n * sizeof(*args));
+    admin_eval(c, ap_script_usage_buckets, (int)n + 1, args);
+    free(args);
+    free(buckets);
 }
 
 static void admin_usage(struct px_ctx *ctx, struct px_hreq *req, enum admin_kind kind)
 {
     char date[11];
-    if (kind != ADMIN_USAGE && admin_date(req, date) == NULL)
+    struct ap_range range;
+    int ranged = 0;
+    if (kind != ADMIN_USAGE && (ranged = admin_usage_query(ctx, req, kind, date, &range)) < 0)
         return;
     struct admin_call *c = admin_call_new(ctx, req, kind);
     if (c == NULL)
         return;
     const char *args[] = {date};
-    if (kind == ADMIN_USAGE)
+    if (ranged)
+        admin_usage_range(c, &range);
+    else if (kind == ADMIN_USAGE)
         admin_eval(c, ap_script_usage_total, 0, args);
     else
         admin_eval(c, kind == ADMIN_USAGE_DAILY ? ap_script_usage_daily : ap_script_usage_hourly, 1, args);
@@ -399,6 +460,8 @@ void px_admin_handle(struct px_ctx *ctx, struct px_hreq *req, const char *path)
         px_lark_authorize(ctx, req);
     } else if (strcmp(path, "/admin/fallback") == 0 && m == PX_GET) {
         px_fallback_admin(ctx, req);
+    } else if (strcmp(path, "/admin/fleet") == 0 && m == PX_GET) {
+        px_fleet_admin(ctx, req);
     } else {
         px_reply_error(req, PX_FMT_ADMIN, 404, "Not Found");
     }

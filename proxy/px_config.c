@@ -86,6 +86,8 @@ int px_config_load(struct px_config *c)
         bad = -1;
     }
     ap_url_redact(c->upstream_url, c->upstream_shown, sizeof(c->upstream_shown));
+    /* At most 10 s: /admin/fleet lists the replicas seen in the last 30 s. */
+    bad |= ap_env_long("FLEET_HEARTBEAT_MS", 5000, 100, 10000, &c->fleet_heartbeat_ms);
 
     const char *iid = ap_env_str("INSTANCE_ID", NULL);
     if (iid != NULL) {

@@ -36,6 +36,7 @@ void px_events_on_up(struct ap_redis *r, void *arg)
     if (ctx->import != NULL)
         px_import_run(ctx->import);
     px_usage_kick(ctx->usage);
+    px_fleet_beat(ctx->fleet);
 }
 
 void px_events_on_down(struct ap_redis *r, void *arg)

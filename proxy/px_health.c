@@ -2,6 +2,7 @@
 #include "px.h"
 
 #include "ap_fallback.h"
+#include "ap_version.h"
 
 #include <cJSON.h>
 
@@ -15,6 +16,7 @@ void px_health_handle(struct px_ctx *ctx, struct px_hreq *req)
     cJSON_AddNumberToObject(doc, "tiers", (double)ctx->fallback->ntiers);
     cJSON_AddStringToObject(doc, "redis", up ? "up" : "down");
     cJSON_AddStringToObject(doc, "instance", ctx->cfg.instance_id);
+    cJSON_AddStringToObject(doc, "version", ap_version);
     cJSON_AddNumberToObject(doc, "usage_pending", (double)px_usage_pending(ctx->usage));
     cJSON_AddNumberToObject(doc, "active_requests", ctx->stats.active);
     cJSON_AddNumberToObject(doc, "connections", (double)px_http_connections(ctx));

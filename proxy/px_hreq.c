@@ -159,9 +159,12 @@ static size_t hreq_head(struct px_hreq *h, int status, long long length, char *b
     if (h->rh_len > 0)
         memcpy(buf + o, h->rh, h->rh_len);
     o += h->rh_len;
-    if (!px_hreq_has_reply_header(h, "content-type"))
+    int bodiless = status == 204 || status == 304 || status < 200;
+    if (!bodiless && !px_hreq_has_reply_header(h, "content-type"))
         o += (size_t)snprintf(buf + o, cap - o, "Content-Type: application/json\r\n");
-    if (length >= 0)
+    if (bodiless)
+        ; /* no body, no length (RFC 9110 8.6) */
+    else if (length >= 0)
         o += (size_t)snprintf(buf + o, cap - o, "Content-Length: %lld\r\n", length);
     else if (h->chunked_reply)
         o += (size_t)snprintf(buf + o, cap - o, "Transfer-Encoding: chunked\r\n");

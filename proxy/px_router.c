@@ -7,6 +7,7 @@
  *   /v1/chat/completions           px_request (OpenAI Chat Completions)
  *   other /v1/...                  px_request pass-through, only what PASSTHROUGH allows
  *   /oauth/callback                px_lark
+ *   /, /ui, /ui/...                px_ui (the admin console's files)
  *
  * Anything else under /v1/ is a 404 in the endpoint's error format: the
  * upstream account is shared, so what is not allowed is not forwarded.
@@ -39,6 +40,8 @@ void px_router_dispatch(struct px_ctx *ctx, struct px_hreq *h)
             px_reply_error(h, fmt, 404, "not found (this path does not pass through; see PASSTHROUGH)");
     } else if (strcmp(path, "/oauth/callback") == 0) {
         px_lark_handle(ctx, h);
+    } else if (px_ui_owns(path)) {
+        px_ui_handle(ctx, h, path);
     } else {
         px_reply_error(h, fmt, 404, "not found");
     }

@@ -30,9 +30,11 @@ wait_port() { # host port what
     exit 1
 }
 
+ADMIN_KEY_FILE=
 if [ -z "${ADMIN_KEY:-}" ]; then
     [ -s var/admin_key ] || (umask 077; echo "sk-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" > var/admin_key)
     ADMIN_KEY=$(cat var/admin_key)
+    ADMIN_KEY_FILE=var/admin_key
     echo "Admin key: in var/admin_key (export ADMIN_KEY=\$(cat var/admin_key))"
 fi
 export ADMIN_KEY
@@ -69,4 +71,5 @@ bin/api-proxy &
 pids+=($!)
 wait_port 127.0.0.1 "${PROXY_PORT:-8180}" api-proxy
 echo "api-proxy: http://127.0.0.1:${PROXY_PORT:-8180} (Ctrl-C stops everything)"
+echo "Admin console: http://127.0.0.1:${PROXY_PORT:-8180}/ui/ (sign in with the admin key${ADMIN_KEY_FILE:+ in $ADMIN_KEY_FILE})"
 wait -n "${pids[@]}"

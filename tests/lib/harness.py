@@ -508,7 +508,8 @@ def _as_url(x):
 # Contract variables (DESIGN.md section 2) that a developer's shell may have set: unset for
 # the daemons unless a test passes them, so the tests are hermetic.
 _HERMETIC = {k: None for k in ("UPSTREAM_FORMAT", "UPSTREAM_API_KEY", "KEYS_FILE",
-                                "POLL_INTERVAL_SECONDS", "PROXY_PORT", "PROXY_BIND")}
+                                "POLL_INTERVAL_SECONDS", "PROXY_PORT", "PROXY_BIND",
+                                "FLEET_HEARTBEAT_MS")}
 
 
 class Proxy(Proc):

@@ -318,7 +318,7 @@ static void test_usage_total(void **state)
 /* ---- daily ---- */
 
 #define NAMES "['aaaaaaaaaaaaaaaa','alice','bbbbbbbbbbbbbbbb','bob']"
-#define DAY1 "['input','130','output','70','requests','4'," \
+#define DAY1 "['input','130','output','70','requests','4','errors','2'," \
              "'m:claude-x:total','150','m:claude-x:requests','3','m:gpt-4o:total','50','m:gpt-4o:requests','1'," \
              "'k:aaaaaaaaaaaaaaaa:input','30','k:aaaaaaaaaaaaaaaa:output','20','k:aaaaaaaaaaaaaaaa:requests','1'," \
              "'k:aaaaaaaaaaaaaaaa:m:gpt-4o:total','50','k:aaaaaaaaaaaaaaaa:m:gpt-4o:requests','1'," \
@@ -337,7 +337,7 @@ static void test_usage_daily(void **state)
     assert_json(got,
                 "{'days':["
                 "{'date':'2024-03-01','total_input':130,'total_output':70,'total_requests':4,"
-                "'total_cache_creation':0,'total_cache_read':0,"
+                "'total_cache_creation':0,'total_cache_read':0,'total_errors':2,"
                 "'by_model':{'claude-x':{'total':150,'requests':3},'gpt-4o':{'total':50,'requests':1}},"
                 "'by_tenant':{'alice':{'gpt-4o':{'total':50,'requests':1}},'bob':{'claude-x':{'total':150,'requests':3}}},"
                 "'keys':[{'name':'bob','input':100,'output':50,'requests':3,'id':'bbbbbbbbbbbbbbbb',"
@@ -345,7 +345,7 @@ static void test_usage_daily(void **state)
                 "{'name':'alice','input':30,'output':20,'requests':1,'id':'aaaaaaaaaaaaaaaa',"
                 "'by_model':{'gpt-4o':{'total':50,'requests':1}}}]},"
                 "{'date':'2024-03-02','total_input':5,'total_output':5,'total_requests':1,"
-                "'total_cache_creation':0,'total_cache_read':0,'by_model':{'m1':{'total':10,'requests':1}},"
+                "'total_cache_creation':0,'total_cache_read':0,'total_errors':0,'by_model':{'m1':{'total':10,'requests':1}},"
                 "'by_tenant':{'ffffffffffffffff':{'m1':{'total':10,'requests':1}}},"
                 "'keys':[{'name':'ffffffffffffffff','input':5,'output':5,'requests':1,'id':'ffffffffffffffff',"
                 "'by_model':{'m1':{'total':10,'requests':1}}}]}]}");
@@ -432,12 +432,16 @@ static void test_usage_hourly(void **state)
     assert_non_null(got);
     assert_json(got,
                 "{'hours':["
-                "{'hour':'2024-03-01 09:00','by_model':{'m2':{'total':7,'requests':1}},'by_tenant':{},"
+                "{'hour':'2024-03-01 09:00','by_model':{'m2':{'total':7,'requests':1}},'by_tenant':{},'keys':[],"
                 "'total_input':0,'total_output':0,'total_requests':1},"
                 "{'hour':'2024-03-01 10:00','by_model':{'m1':{'total':5,'requests':1},'m2':{'total':2,'requests':1}},"
                 "'by_tenant':{'alice':{'m1':{'total':5,'requests':1}},'bob':{'m2':{'total':2,'requests':1}}},"
+                /* An hour's rollup has no per-key totals: requests and total come from the key's models. */
+                "'keys':[{'name':'alice','requests':1,'total':5,'id':'aaaaaaaaaaaaaaaa','by_model':{'m1':{'total':5,'requests':1}}},"
+                "{'name':'bob','requests':1,'total':2,'id':'bbbbbbbbbbbbbbbb','by_model':{'m2':{'total':2,'requests':1}}}],"
                 "'total_input':3,'total_output':4,'total_requests':2}]}");
     assert_order(at(got, "hours"), "hour", "2024-03-01 09:00,2024-03-01 10:00");
+    assert_order(at(got, "hours.1.keys"), "name", "alice,bob");
     assert_order(at(got, "hours.1.by_model"), NULL, "m1,m2");
     cJSON_Delete(got);
     freeReplyObject(rep);
