@@ -1,7 +1,7 @@
 /*
  * Redis data model: key names, the per-request counter expansion, and the Lua
  * scripts. Scripts run with 0 declared keys and build key names from ARGV[1]
- * (the prefix): fine for a standalone Redis, which is what DESIGN.md asks for;
+ * (the prefix): fine for a standalone Redis, which is what docs/contract.md describes;
  * a Redis Cluster would need hash tags here.
  * Every script that changes a key record publishes the new state on
  * {p}events in the same atomic step, so no replica can miss a change that

@@ -1,6 +1,6 @@
 /*
  * ap_env: typed, validated reads of environment variables.
- * A malformed value is a startup error (DESIGN.md section 2), never a silent
+ * A malformed value is a startup error (docs/contract.md section 2), never a silent
  * default: the getters report it and return -1 so main() can exit non-zero.
  */
 #ifndef AP_ENV_H

@@ -1,5 +1,5 @@
 /*
- * ap_fallback: the tier chain (the original's fallback.json, DESIGN.md section 5).
+ * ap_fallback: the tier chain (the original's fallback.json, docs/contract.md section 5).
  * Parsing and validation only; quota state and tier choice build on it.
  */
 #ifndef AP_FALLBACK_H

@@ -6,7 +6,7 @@
  *   replica: event / Redis ─ap_quota_from_json─▶ quota (in memory)
  *            + exhausted marks (reactive) ─ap_fallback_plan─▶ tiers to try, in order
  *
- * The rules are the original's (DESIGN.md section 5): fallback disabled or a
+ * The rules are the original's (docs/contract.md section 5): fallback disabled or a
  * model outside the chain passes through; the requested tier is used while
  * it is available, else the first other available tier in chain order.
  * A tier is available when its model is not marked exhausted and its quota is
@@ -51,7 +51,7 @@ void ap_quota_free(struct ap_quota *q);
 void ap_marks_free(struct ap_marks *k);
 
 /*
- * Parses the upstream's /health (DESIGN.md section 6) into q (models only;
+ * Parses the upstream's /health (docs/contract.md section 6) into q (models only;
  * poll fields untouched). Accounts of any status count; models of accounts
  * with status invalid/error are ignored. 0, or -1 with err when it is not a
  * health document.

@@ -1,5 +1,5 @@
 /*
- * ap_views: the admin API's JSON documents (DESIGN.md section 3), built from
+ * ap_views: the admin API's JSON documents (docs/contract.md section 3), built from
  * the replies of the ap_store read scripts. Shared by the proxy (async
  * replies) and the admin command line (sync replies): both get a redisReply.
  * Each function returns a new cJSON object owned by the caller, or NULL when

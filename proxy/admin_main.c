@@ -1,5 +1,5 @@
 /*
- * api-proxy-admin: what an operator does without HTTP (DESIGN.md section 1).
+ * api-proxy-admin: what an operator does without HTTP (docs/contract.md section 1).
  * It talks to Redis directly with the same scripts and views as the proxy's
  * admin API, so both always agree; changes are published on the events
  * channel like the API's, and every replica applies them at once.

@@ -205,7 +205,12 @@ int px_fallback_usable(struct px_fallback *fb, const struct ap_tier *t);
 /* Marks a tier's model exhausted on every replica (reactive fallback). */
 void px_fallback_mark(struct px_fallback *fb, const struct ap_tier *t, const char *why);
 uint64_t px_fallback_switches(const struct px_fallback *fb);
-/* GET /admin/fallback. */
+struct ap_quota;
+struct ap_marks;
+/* The state behind the decisions (borrowed; valid until the next event). */
+const struct ap_quota *px_fallback_quota(const struct px_fallback *fb);
+const struct ap_marks *px_fallback_marks(const struct px_fallback *fb);
+/* GET /admin/fallback (px_fallback_view.c). */
 void px_fallback_admin(struct px_ctx *ctx, struct px_hreq *req);
 void px_health_handle(struct px_ctx *ctx, struct px_hreq *req);
 

@@ -1,5 +1,5 @@
 /*
- * Admin API (DESIGN.md section 3): key management and usage views. Each
+ * Admin API (docs/contract.md section 3): key management and usage views. Each
  * endpoint is one EVAL of an ap_store script (one round trip, atomic), and
  * the JSON is built by ap_views, shared with the admin command line. One
  * admin_call per request carries the async state and is freed by the reply

@@ -1,4 +1,4 @@
-/* Proxy configuration from the environment (DESIGN.md section 2, plus our limits). */
+/* Proxy configuration from the environment (docs/contract.md section 2, plus our limits). */
 #include "px.h"
 
 #include "ap_env.h"

@@ -5,7 +5,7 @@
  * re-read after every (re)subscribe. Each record carries a version ("ver"),
  * and older data never overwrites newer: an HGETALL reply racing with a
  * "disabled" event cannot re-enable the key.
- * While Redis is down, cached verdicts keep serving (DESIGN.md section 4).
+ * While Redis is down, cached verdicts keep serving (docs/contract.md section 4).
  * Unknown keys are not cached, so a key created on another replica works here
  * at once.
  */

@@ -1,4 +1,4 @@
-"""The admin API (DESIGN.md section 3): every endpoint, its JSON shape, and admin auth."""
+"""The admin API (docs/contract.md section 3): every endpoint, its JSON shape, and admin auth."""
 
 import datetime
 import re

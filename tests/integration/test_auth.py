@@ -1,4 +1,4 @@
-"""Client authentication and what the proxy forwards upstream (DESIGN.md section 3).
+"""Client authentication and what the proxy forwards upstream (docs/contract.md section 3).
 
 Keys come as x-api-key or Authorization: Bearer (x-api-key wins); errors use the format of
 the endpoint called. The client's own key never reaches the upstream, hop-by-hop headers are

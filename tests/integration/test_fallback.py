@@ -1,4 +1,4 @@
-"""Tier fallback, black-box (DESIGN.md sections 4-6): a real redis-server, a real api-poller,
+"""Tier fallback, black-box (docs/contract.md sections 4-6): a real redis-server, a real api-poller,
 TWO api-proxy replicas and the mock upstream, whose /health document and per-model behaviour
 each test controls.
 

@@ -1,4 +1,4 @@
-"""Importing the original service's keys.json (DESIGN.md section 2, KEYS_FILE; ap_import.h).
+"""Importing the original service's keys.json (docs/contract.md section 2, KEYS_FILE; ap_import.h).
 
 tests/fixtures/keys.json is a keys.json as the original wrote it: an admin_key, keys enabled
 as 1 / true / false, usage with daily by_model (one day in the older input/output form),

@@ -1,4 +1,4 @@
-"""Redis going away under traffic (DESIGN.md section 4).
+"""Redis going away under traffic (docs/contract.md section 4).
 
 While Redis is unreachable a replica keeps serving keys it has verified and keeps usage in
 memory; when Redis is back the usage is written, exactly once. Redis runs with AOF and

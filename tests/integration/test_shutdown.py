@@ -1,4 +1,4 @@
-"""Graceful shutdown (DESIGN.md section 1): on SIGTERM stop accepting, let in-flight requests
+"""Graceful shutdown (docs/contract.md section 1): on SIGTERM stop accepting, let in-flight requests
 and streams finish, flush usage, exit 0."""
 
 import signal

@@ -1,4 +1,4 @@
-"""Usage accounting is exact across replicas (DESIGN.md section 4, "Counting is exact").
+"""Usage accounting is exact across replicas (docs/contract.md section 4, "Counting is exact").
 
 Many concurrent requests, mixed streamed and not, both endpoints, two keys and several
 models, go through two replicas sharing one Redis. Every admin view, read from either

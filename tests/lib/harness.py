@@ -505,7 +505,7 @@ def _as_url(x):
     return x.url if hasattr(x, "url") else x
 
 
-# Contract variables (DESIGN.md section 2) that a developer's shell may have set: unset for
+# Contract variables (docs/contract.md section 2) that a developer's shell may have set: unset for
 # the daemons unless a test passes them, so the tests are hermetic.
 _HERMETIC = {k: None for k in ("UPSTREAM_FORMAT", "UPSTREAM_API_KEY", "KEYS_FILE",
                                 "POLL_INTERVAL_SECONDS", "PROXY_PORT", "PROXY_BIND",

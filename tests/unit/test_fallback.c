@@ -1,5 +1,5 @@
 /*
- * ap_fallback: parsing and validating the tier chain (DESIGN.md section 5).
+ * ap_fallback: parsing and validating the tier chain (docs/contract.md section 5).
  * Valid documents are checked field by field; invalid ones must give NULL
  * and a message naming the problem (one cmocka test per row).
  *
@@ -36,7 +36,7 @@ static struct ap_fallback *parse(const char *sq, char *err, size_t errlen)
     return f;
 }
 
-/* DESIGN.md section 5, verbatim. */
+/* docs/contract.md section 5, verbatim. */
 #define EXAMPLE \
     "{'enabled': true, 'health_poll_interval_seconds': 30, 'min_remaining_fraction': 0.05," \
     " 'reactive_cooldown_seconds': 60, 'recovery_margin': 0.0," \
@@ -248,7 +248,7 @@ static void test_type_names_and_null(void **state)
 
 /* One group, so that TAP output has a single plan. */
 static const struct CMUnitTest tests[] = {
-    {"DESIGN.md section 5 example, field by field; find", test_example, NULL, NULL, NULL},
+    {"docs/contract.md section 5 example, field by field; find", test_example, NULL, NULL, NULL},
     {"defaults, null values, bounds accepted", test_defaults, NULL, NULL, NULL},
     {"tier defaults: name, health_key, openai alias, base_url slashes", test_tier_defaults, NULL, NULL, NULL},
     {"api_key_env resolved; unset or empty is an error", test_api_key_env, NULL, NULL, NULL},

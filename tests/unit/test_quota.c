@@ -1,5 +1,5 @@
 /*
- * ap_quota: from the upstream's /health to a tier choice (DESIGN.md sections 5, 6).
+ * ap_quota: from the upstream's /health to a tier choice (docs/contract.md sections 5, 6).
  *
  *   ap_health_parse     table of documents -> per-model fraction and resetTime
  *                       (max over ALL accounts, null as 0, clamped, invalid/error
