@@ -648,7 +648,7 @@ static int o2a_tool_choice(const cJSON *req, cJSON *out, const char **err)
 {
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(req, "tool_choice");
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(out, "tools");
-    const char *s = cJSON_IsString(tc) ? tc->valuestring : NULL;
+    const char *s = tc != NULL && cJSON_IsString(tc) ? tc->valuestring : NULL;
     const char *name = ap_conv_str(cJSON_GetObjectItemCaseSensitive(tc, "function"), "name");
     cJSON *c = NULL;
 

@@ -196,7 +196,9 @@ char **ap_argv_split(const char *cmd)
     size_t cap = 8, n = 0;
     char **argv = calloc(cap, sizeof(char *));
     const char *p = cmd;
-    while (argv != NULL) {
+    if (argv == NULL)
+        return NULL;
+    for (;;) {
         while (*p == ' ' || *p == '\t')
             p++;
         if (*p == '\0')
@@ -220,7 +222,7 @@ char **ap_argv_split(const char *cmd)
         argv[++n] = NULL;
         p = e;
     }
-    if (argv != NULL && n == 0) {
+    if (n == 0) {
         free(argv);
         return NULL;
     }

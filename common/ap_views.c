@@ -58,7 +58,7 @@ static void view_add(cJSON *obj, const char *name, double n)
     if (it == NULL)
         cJSON_AddNumberToObject(obj, name, n);
     else
-        cJSON_SetNumberValue(it, it->valuedouble + n);
+        cJSON_SetNumberHelper(it, it->valuedouble + n);
 }
 
 static cJSON *view_child(cJSON *obj, const char *name)

@@ -428,6 +428,8 @@ static void conn_refuse(struct px_conn *c, int status, const char *reason)
     const char *target = c->req.h1.target;
     cJSON *doc = px_error_doc(target != NULL ? px_fmt_for_path(target) : PX_FMT_ADMIN, status, reason);
     char *json = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    /* Busy first: a failed write closes the connection, and a busy one is not freed under us. */
+    c->state = PX_CONN_BUSY;
     cJSON_Delete(doc);
     if (json != NULL) {
         char head[256];
@@ -441,7 +443,6 @@ static void conn_refuse(struct px_conn *c, int status, const char *reason)
     }
     c->timing_request = 0;
     c->req.close_after = 1;
-    c->state = PX_CONN_BUSY;
     px_conn_request_done(c);
 }
 

@@ -501,9 +501,9 @@ void px_request_handle(struct px_ctx *ctx, struct px_hreq *h, enum px_route rout
         request_authorized(r);
         return;
     }
-    px_request_ref(r);
+    px_request_ref(r); /* the lookup's */
     if (px_keys_fetch(ctx->keys, r->key_hash, request_on_key, r) < 0) {
-        px_request_unref(r);
         px_request_fail(r, 503, "cannot verify the API key right now; try again shortly");
+        px_request_unref(r);
     }
 }

@@ -11,6 +11,7 @@ scripts/deps.sh test
 make -j"$(nproc)" all
 status=0
 make test || status=1
+make analyze || status=1
 if [ "${1:-}" != "--quick" ]; then
     make -j"$(nproc)" sanitize || status=1
     echo "== valgrind: core integration tests with the daemons under valgrind"
