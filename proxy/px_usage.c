@@ -51,8 +51,8 @@
 #define USAGE_BATCH_MAX_OPS 4000
 #define USAGE_DEDUPE_TTL_S 86400
 #define WAIT_RETRY_MS 1000
-/* Batches kept for replicas that do not answer, at most (each update ~100 bytes). */
-#define USAGE_RETAIN_MAX_OPS 500000
+/* Written batches kept for replicas that do not answer, at most (about 230 bytes an update: ~45 MB). */
+#define USAGE_RETAIN_MAX_OPS 200000
 
 /* Requests of one key, model and outcome within one hour, summed. */
 struct usage_tuple {
