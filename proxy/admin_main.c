@@ -100,9 +100,10 @@ static int admin_sentinel_master(const struct ap_sentinel_cfg *s, struct ap_redi
 /*
  * The master: REDIS_URL's host, or (REDIS_SENTINELS) the one the sentinels name,
  * checked with ROLE. During a failover the sentinels may name a master that is
- * gone or no longer one: ask again for up to ADMIN_FAILOVER_WAIT_MS.
+ * gone or no longer one: ask again for up to ADMIN_FAILOVER_WAIT_MS. When no
+ * sentinel answers at all, waiting would not help: that is an error at once.
  */
-#define ADMIN_FAILOVER_WAIT_MS 10000
+#define ADMIN_FAILOVER_WAIT_MS 15000
 static redisContext *admin_connect(void)
 {
     struct ap_redis_url u;
@@ -117,8 +118,11 @@ static redisContext *admin_connect(void)
     int64_t deadline = ap_mono_ms() + ADMIN_FAILOVER_WAIT_MS;
     for (;;) {
         redisContext *c = NULL;
-        if (s.n == 0 || admin_sentinel_master(&s, &u, why, sizeof(why)) == 0)
-            c = admin_open(&u, why, sizeof(why));
+        if (s.n > 0 && admin_sentinel_master(&s, &u, why, sizeof(why)) < 0) {
+            fprintf(stderr, "%s\n", why);
+            return NULL;
+        }
+        c = admin_open(&u, why, sizeof(why));
         if (c != NULL && s.n > 0) {
             redisReply *r = redisCommand(c, "ROLE");
             enum ap_redis_role role = ap_sentinel_role(r);
