@@ -2,6 +2,7 @@
 section 10), against a real master, its replica and three real sentinels (quorum 2).
 
 - bad REDIS_SENTINELS / REDIS_SENTINEL_MASTER: a clear startup error from every binary;
+  sentinels given by host name are resolved (without blocking the event loop);
 - the admin command line finds the master through the sentinels (the first listed is down),
   and, started right after the master died, waits for the failover and writes to the new one;
 - the replica of Redis lost: replies stop waiting for its acknowledgement after
@@ -149,6 +150,17 @@ class SentinelTest(h.TestCase):
         return d["redis"] == "up" and d["usage_pending"] == 0 and d["usage_unreplicated"] == 0
 
     # ---- tests ----
+    def test_sentinels_by_host_name(self):
+        # Names are resolved without blocking the loop (evdns; "localhost" from /etc/hosts).
+        env = dict(self.env, REDIS_SENTINELS="localhost:%d" % self.sentinels[-1].port)
+        p = self.start_proxy(self.mock, "redis://127.0.0.1:1/0", env=env)
+        m, _ = self.master()
+        h.wait_until(lambda: h.request("GET", p.url + "/health", timeout=5).json().get("redis_master")
+                     == "127.0.0.1:%d" % m.port, 10, message="the proxy on the master")
+        r = h.request("POST", p.url + "/v1/messages", headers={"x-api-key": self.key}, timeout=10,
+                      body={"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]})
+        self.assertEqual(r.status, 200, r.text)
+
     def test_bad_configuration_is_a_startup_error(self):
         cases = [({"REDIS_SENTINELS": "127.0.0.1:0"}, "REDIS_SENTINELS"),
                  ({"REDIS_SENTINELS": "a:1,,b:2"}, "REDIS_SENTINELS"),
