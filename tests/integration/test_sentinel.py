@@ -1,5 +1,6 @@
-"""Redis Sentinel support of one replica, one poller and the admin command line (DESIGN.md
-section 10), against a real master, its replica and three real sentinels (quorum 2).
+"""Redis Sentinel support of one replica, one poller and the admin command line (README,
+"Redis high availability"), against a real master, its replica and three real sentinels
+(quorum 2).
 
 - bad REDIS_SENTINELS / REDIS_SENTINEL_MASTER: a clear startup error from every binary;
   sentinels given by host name are resolved (without blocking the event loop);
