@@ -734,16 +734,15 @@ for port in sys.argv[2:]:
 PY
 }
 
-# The role a Redis node states (master, slave), or nothing.
+# The role a Redis node states (master, slave), or nothing: the third line of the
+# reply (*N, $len, role).
 redis_role() {
-    local a="" b="" c=""
+    local line="" _
     { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 0
     printf 'ROLE\r\n' >&3
-    IFS= read -r -t 2 a <&3 || true
-    IFS= read -r -t 2 b <&3 || true
-    IFS= read -r -t 2 c <&3 || true
+    for _ in 1 2 3; do IFS= read -r -t 2 line <&3 || true; done
     exec 3<&- 3>&-
-    printf '%s' "${c%$'\r'}"
+    printf '%s' "${line%$'\r'}"
 }
 
 # ---- commands --------------------------------------------------------------------------
