@@ -209,9 +209,16 @@ void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65])
     "redis.call('PUBLISH', p..'events', cjson.encode({type='key', hash=h, "     \
     "id=rec[1], name=rec[2], enabled=(rec[3]=='1'), ver=tonumber(rec[4])" extra "}))\n"
 
-/* ARGV: dedupe key, ttl, quads... Returns 1 if applied, 0 if this batch was applied before. */
+/*
+ * ARGV: dedupe key, ttl, quads... Returns 1 if applied, 0 if this batch was applied before.
+ * A batch applied before still writes (the mark's expiry): WAIT vouches only for the
+ * writes of its own connection, and a rewrite on a new connection must give it one.
+ */
 const char ap_script_flush[] =
-    "if not redis.call('SET', ARGV[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then return 0 end\n"
+    "if not redis.call('SET', ARGV[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then\n"
+    "  redis.call('EXPIRE', ARGV[1], tonumber(ARGV[2]))\n"
+    "  return 0\n"
+    "end\n"
     LUA_APPLY_OPS("3")
     "return 1\n";
 
@@ -382,6 +389,18 @@ const char ap_script_lease_renew[] =
     "  return 1\n"
     "end\n"
     "return 0\n";
+
+/*
+ * ARGV: lease key, owner, ttl ms. Takes a free lease, or keeps one that is already
+ * ours (a poller back from a Redis failover resumes its own lease at once instead
+ * of waiting for it to lapse). Returns 1 if the lease is ours now, else 0.
+ */
+const char ap_script_lease_acquire[] =
+    "local v = redis.call('GET', ARGV[1])\n"
+    "if v == ARGV[2] then redis.call('PEXPIRE', ARGV[1], ARGV[3]) return 1 end\n"
+    "if v then return 0 end\n"
+    "redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])\n"
+    "return 1\n";
 
 /* ARGV: lease key, owner. Deletes the lease only if it is ours. */
 const char ap_script_lease_release[] =

@@ -42,6 +42,8 @@ int pl_config_load(struct pl_config *c)
         ap_error(NULL, "config: REDIS_URL is not of the form redis://[[user]:password@]host[:port][/db]");
         bad = 1;
     }
+    if (ap_sentinel_cfg_env(&c->sentinel) < 0)
+        bad = 1;
     snprintf(c->redis_prefix, sizeof(c->redis_prefix), "%s", ap_env_str("REDIS_PREFIX", "ap:"));
     snprintf(c->fallback_path, sizeof(c->fallback_path), "%s", ap_env_str("FALLBACK_CONFIG", "./fallback.json"));
     c->interval_from_env = ap_env_str("POLL_INTERVAL_SECONDS", NULL) != NULL;
@@ -175,7 +177,10 @@ int main(int argc, char **argv)
     if (ctx.dns == NULL)
         ctx.dns = evdns_base_new(ctx.base, 0);
     ctx.curl = ap_curl_new(ctx.base);
-    ctx.redis = ap_redis_new(ctx.base, ctx.dns, &ctx.cfg.redis, NULL, NULL);
+    char name[96];
+    snprintf(name, sizeof(name), "api-poller:%s", ctx.cfg.instance_id);
+    struct ap_redis_opts ro = {NULL, name, &ctx.cfg.sentinel, 1};
+    ctx.redis = ap_redis_new(ctx.base, ctx.dns, &ctx.cfg.redis, &ro, NULL);
     ctx.tick = event_new(ctx.base, -1, 0, main_on_tick, &ctx);
     ctx.lark = pl_lark_new(&ctx);
     sig[0] = evsignal_new(ctx.base, SIGTERM, main_on_term, &ctx);
@@ -190,8 +195,9 @@ int main(int argc, char **argv)
         goto out;
     ap_redis_start(ctx.redis);
     main_arm_tick(&ctx, 100);
-    ap_info(NULL, "api-poller %s up: upstream %s, redis %s:%d", ctx.cfg.instance_id, ctx.cfg.upstream_url,
-            ctx.cfg.redis.host, ctx.cfg.redis.port);
+    ap_info(NULL, "api-poller %s up: upstream %s, redis %s%s", ctx.cfg.instance_id, ctx.cfg.upstream_url,
+            ctx.cfg.sentinel.n ? "through Sentinel, master " : "",
+            ctx.cfg.sentinel.n ? ctx.cfg.sentinel.master : ap_redis_master(ctx.redis));
     event_base_dispatch(ctx.base);
     ap_info(NULL, "stopped");
     rc = 0;

@@ -31,6 +31,7 @@ struct pl_config {
     char upstream_url[1024];
     char *upstream_api_key;         /* owned; NULL: none */
     struct ap_redis_url redis;
+    struct ap_sentinel_cfg sentinel;  /* REDIS_SENTINELS (n = 0: none) */
     char redis_prefix[64];
     char fallback_path[1024];
     double interval_s;              /* POLL_INTERVAL_SECONDS, else the config's, else 30 */

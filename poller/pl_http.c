@@ -31,6 +31,8 @@ static void http_metrics(struct pl_ctx *ctx, struct evhttp_request *req)
     ap_metrics_define(m, "ap_poller_leader", AP_GAUGE, "1 when this poller is the active one.");
     ap_metrics_define(m, "ap_poller_leader_changes_total", AP_COUNTER, "Times this poller gained or lost the lease.");
     ap_metrics_define(m, "ap_poller_last_poll_timestamp_seconds", AP_GAUGE, "Wall time of the last successful poll.");
+    ap_metrics_define(m, "ap_poller_redis_failovers_total", AP_COUNTER,
+                      "Times the Redis connection came up on another master (Sentinel failovers seen).");
     ap_metrics_define(m, "ap_quota_remaining_fraction", AP_GAUGE, "Max remainingFraction over accounts, by model.");
     ap_metrics_define(m, "ap_quota_available", AP_GAUGE, "1 when the model is usable (with hysteresis).");
     ap_metrics_set(m, "ap_poller_polls_total", "", (double)ctx->stats.polls);
@@ -39,6 +41,7 @@ static void http_metrics(struct pl_ctx *ctx, struct evhttp_request *req)
     ap_metrics_set(m, "ap_poller_leader", "", ctx->leader);
     ap_metrics_set(m, "ap_poller_leader_changes_total", "", (double)ctx->stats.leader_changes);
     ap_metrics_set(m, "ap_poller_last_poll_timestamp_seconds", "", (double)ctx->quota.poll_ms / 1000.0);
+    ap_metrics_set(m, "ap_poller_redis_failovers_total", "", (double)ap_redis_stats(ctx->redis)->failovers);
     for (size_t i = 0; ctx->have_quota && i < ctx->quota.n; i++) {
         char labels[300], v[256];
         snprintf(labels, sizeof(labels), "model=\"%s\"", ap_metrics_label(v, sizeof(v), ctx->quota.m[i].model));
@@ -60,6 +63,8 @@ static void http_health(struct pl_ctx *ctx, struct evhttp_request *req)
     cJSON_AddStringToObject(doc, "instance", ctx->cfg.instance_id);
     cJSON_AddBoolToObject(doc, "leader", ctx->leader);
     cJSON_AddBoolToObject(doc, "redis", up);
+    cJSON_AddStringToObject(doc, "redis_master", ap_redis_master(ctx->redis));
+    cJSON_AddNumberToObject(doc, "redis_failovers", (double)ap_redis_stats(ctx->redis)->failovers);
     cJSON_AddNumberToObject(doc, "last_poll_ms", (double)ctx->quota.poll_ms);
     cJSON_AddBoolToObject(doc, "last_poll_ok", ctx->quota.poll_ok);
     char *s = cJSON_PrintUnformatted(doc);

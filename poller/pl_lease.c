@@ -1,6 +1,6 @@
 /*
  * Leadership: one active poller at a time, through a lease in Redis
- * (SET NX PX to take it, a compare-and-extend script to keep it). A poller
+ * (a take-if-free-or-ours script, a compare-and-extend script to keep it). A poller
  * that cannot reach Redis is not the leader: it cannot publish anyway, and
  * its lease will lapse for a standby to take.
  */
@@ -10,7 +10,6 @@
 #include "ap_store.h"
 
 #include <stdio.h>
-#include <string.h>
 
 static long lease_ttl_ms(const struct pl_ctx *ctx)
 {
@@ -42,9 +41,8 @@ static void lease_on_reply(redisAsyncContext *ac, void *reply, void *priv)
         lease_became(ctx, 0);
         return;
     }
-    /* SET NX answers OK or nil; the renew script 1 or 0. */
-    int ok = (rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "OK") == 0) ||
-             (rep->type == REDIS_REPLY_INTEGER && rep->integer == 1);
+    /* The acquire and renew scripts answer 1 (ours) or 0. */
+    int ok = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
     lease_became(ctx, ok);
     if (ok && !ctx->draining)
         pl_poll_start(ctx);
@@ -59,12 +57,9 @@ void pl_lease_tick(struct pl_ctx *ctx)
     }
     ap_store_key(key, sizeof(key), "poller:leader");
     snprintf(ttl, sizeof(ttl), "%ld", lease_ttl_ms(ctx));
-    if (ctx->leader) {
-        const char *argv[] = {"EVAL", ap_script_lease_renew, "0", key, ctx->cfg.instance_id, ttl};
-        ap_redis_argv(ctx->redis, lease_on_reply, ctx, 6, argv, NULL);
-    } else {
-        ap_redis_cmd(ctx->redis, lease_on_reply, ctx, "SET %s %s NX PX %s", key, ctx->cfg.instance_id, ttl);
-    }
+    const char *argv[] = {"EVAL", ctx->leader ? ap_script_lease_renew : ap_script_lease_acquire, "0", key,
+                          ctx->cfg.instance_id, ttl};
+    ap_redis_argv(ctx->redis, lease_on_reply, ctx, 6, argv, NULL);
 }
 
 void pl_lease_release(struct pl_ctx *ctx)

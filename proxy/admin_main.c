@@ -10,7 +10,9 @@
 #include "ap_import.h"
 #include "ap_log.h"
 #include "ap_redis.h"
+#include "ap_sentinel.h"
 #include "ap_store.h"
+#include "ap_time.h"
 #include "ap_views.h"
 
 #include <cJSON.h>
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage_text[] =
     "usage: api-proxy-admin COMMAND [ARGS]\n"
@@ -31,40 +34,114 @@ static const char usage_text[] =
     "  hourly [YYYY-MM-DD]       hourly usage\n"
     "  enable|disable|delete KEY-OR-ID\n"
     "\n"
-    "Environment: REDIS_URL (redis://127.0.0.1:6379/0), REDIS_PREFIX (ap:), USAGE_TZ (+00:00).\n";
+    "Environment: REDIS_URL (redis://127.0.0.1:6379/0), REDIS_PREFIX (ap:), USAGE_TZ (+00:00);\n"
+    "with Redis Sentinel: REDIS_SENTINELS (host:port,...), REDIS_SENTINEL_MASTER (mymaster),\n"
+    "REDIS_SENTINEL_PASSWORD (password and db still come from REDIS_URL).\n";
 
-static redisContext *admin_connect(void)
+/* Connects to u with AUTH and SELECT; NULL with the reason in why. */
+static redisContext *admin_open(const struct ap_redis_url *u, char *why, size_t whyn)
 {
-    struct ap_redis_url u;
-    if (ap_redis_url_parse(ap_env_str("REDIS_URL", "redis://127.0.0.1:6379/0"), &u) < 0) {
-        fprintf(stderr, "REDIS_URL is not of the form redis://[[user]:password@]host[:port][/db]\n");
-        return NULL;
-    }
+    char at[300];
+    ap_hostport_format(u->host, u->port, at, sizeof(at));
     struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout(u.host, u.port, tv);
+    redisContext *c = redisConnectWithTimeout(u->host, u->port, tv);
     if (c == NULL || c->err) {
-        fprintf(stderr, "cannot connect to Redis at %s:%d: %s\n", u.host, u.port, c ? c->errstr : "out of memory");
+        snprintf(why, whyn, "cannot connect to Redis at %s: %s", at, c ? c->errstr : "out of memory");
         redisFree(c);
         return NULL;
     }
     redisSetTimeout(c, tv);
     redisReply *r = NULL;
-    if (u.password[0] != '\0')
-        r = u.user[0] ? redisCommand(c, "AUTH %s %s", u.user, u.password) : redisCommand(c, "AUTH %s", u.password);
+    if (u->password[0] != '\0')
+        r = u->user[0] ? redisCommand(c, "AUTH %s %s", u->user, u->password) : redisCommand(c, "AUTH %s", u->password);
     int bad = r != NULL && r->type == REDIS_REPLY_ERROR;
     freeReplyObject(r);
     r = NULL;
-    if (!bad && u.db != 0) {
-        r = redisCommand(c, "SELECT %d", u.db);
+    if (!bad && u->db != 0) {
+        r = redisCommand(c, "SELECT %d", u->db);
         bad = r == NULL || r->type == REDIS_REPLY_ERROR;
         freeReplyObject(r);
     }
     if (bad) {
-        fprintf(stderr, "Redis refused AUTH/SELECT\n");
+        snprintf(why, whyn, "Redis at %s refused AUTH/SELECT", at);
         redisFree(c);
         return NULL;
     }
     return c;
+}
+
+/* Asks the sentinels in turn where the master is: 0 with u->host/port set, or -1 with why. */
+static int admin_sentinel_master(const struct ap_sentinel_cfg *s, struct ap_redis_url *u, char *why, size_t whyn)
+{
+    snprintf(why, whyn, "no sentinel answered");
+    for (size_t i = 0; i < s->n; i++) {
+        struct timeval tv = {1, 0};
+        redisContext *c = redisConnectWithTimeout(s->addr[i].host, s->addr[i].port, tv);
+        redisReply *r = NULL;
+        int found = 0;
+        if (c != NULL && !c->err) {
+            redisSetTimeout(c, tv);
+            if (s->password[0] != '\0')
+                freeReplyObject(redisCommand(c, "AUTH %s", s->password));
+            r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", s->master);
+            found = ap_sentinel_master_reply(r, u->host, sizeof(u->host), &u->port);
+        }
+        if (found != 1)
+            snprintf(why, whyn, "sentinel %s:%d: %s", s->addr[i].host, s->addr[i].port,
+                     c == NULL || c->err ? "unreachable" : found == 0 ? "does not know the master" : "bad answer");
+        freeReplyObject(r);
+        redisFree(c);
+        if (found == 1)
+            return 0;
+    }
+    return -1;
+}
+
+/*
+ * The master: REDIS_URL's host, or (REDIS_SENTINELS) the one the sentinels name,
+ * checked with ROLE. During a failover the sentinels may name a master that is
+ * gone or no longer one: ask again for up to ADMIN_FAILOVER_WAIT_MS. When no
+ * sentinel answers at all, waiting would not help: that is an error at once.
+ */
+#define ADMIN_FAILOVER_WAIT_MS 15000
+static redisContext *admin_connect(void)
+{
+    struct ap_redis_url u;
+    struct ap_sentinel_cfg s;
+    char why[700];
+    if (ap_redis_url_parse(ap_env_str("REDIS_URL", "redis://127.0.0.1:6379/0"), &u) < 0) {
+        fprintf(stderr, "REDIS_URL is not of the form redis://[[user]:password@]host[:port][/db]\n");
+        return NULL;
+    }
+    if (ap_sentinel_cfg_env(&s) < 0)
+        return NULL;
+    int64_t deadline = ap_mono_ms() + ADMIN_FAILOVER_WAIT_MS;
+    for (;;) {
+        redisContext *c = NULL;
+        if (s.n > 0 && admin_sentinel_master(&s, &u, why, sizeof(why)) < 0) {
+            fprintf(stderr, "%s\n", why);
+            return NULL;
+        }
+        c = admin_open(&u, why, sizeof(why));
+        if (c != NULL && s.n > 0) {
+            redisReply *r = redisCommand(c, "ROLE");
+            enum ap_redis_role role = ap_sentinel_role(r);
+            freeReplyObject(r);
+            if (role != AP_ROLE_MASTER) {
+                snprintf(why, sizeof(why), "%s:%d is not a master (ROLE says %s)", u.host, u.port,
+                         ap_sentinel_role_name(role));
+                redisFree(c);
+                c = NULL;
+            }
+        }
+        if (c != NULL)
+            return c;
+        if (s.n == 0 || ap_mono_ms() >= deadline) {
+            fprintf(stderr, "%s\n", why);
+            return NULL;
+        }
+        usleep(200 * 1000);
+    }
 }
 
 /* EVAL script 0 prefix args...; returns the reply or NULL after printing why. */

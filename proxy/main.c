@@ -135,8 +135,12 @@ static int main_setup(struct main_state *m)
     ctx->fleet = px_fleet_new(ctx);
     char channel[128];
     ap_store_key(channel, sizeof(channel), "events");
+    char name[96];
+    snprintf(name, sizeof(name), "api-proxy:%s", ctx->cfg.instance_id);
     struct ap_redis_cbs cbs = {px_events_on_up, px_events_on_down, px_events_on_message, ctx};
-    ctx->redis = ap_redis_new(ctx->base, ctx->dns, &ctx->cfg.redis, channel, &cbs);
+    /* Usage batches and their WAIT get a lane of their own: WAIT blocks the connection it is sent on. */
+    struct ap_redis_opts ro = {channel, name, &ctx->cfg.sentinel, ctx->cfg.redis_min_acks > 0 ? 2 : 1};
+    ctx->redis = ap_redis_new(ctx->base, ctx->dns, &ctx->cfg.redis, &ro, &cbs);
     if (ctx->dns == NULL || ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->fb == NULL ||
         ctx->lark == NULL || ctx->fleet == NULL || ctx->redis == NULL)
         return -1;
@@ -151,9 +155,11 @@ static int main_setup(struct main_state *m)
         return -1;
     event_add(m->sigterm, NULL);
     event_add(m->sigint, NULL);
-    ap_info(NULL, "api-proxy %s up: upstream %s, redis %s:%d, %zu tiers (fallback %s)", ctx->cfg.instance_id,
-            ctx->cfg.upstream_shown, ctx->cfg.redis.host, ctx->cfg.redis.port, ctx->fallback->ntiers,
-            ctx->fallback->enabled ? "on" : "off");
+    ap_info(NULL, "api-proxy %s up: upstream %s, redis %s%s (usage batches need %ld replica acks), %zu tiers "
+            "(fallback %s)", ctx->cfg.instance_id, ctx->cfg.upstream_shown,
+            ctx->cfg.sentinel.n ? "through Sentinel, master " : "",
+            ctx->cfg.sentinel.n ? ctx->cfg.sentinel.master : ap_redis_master(ctx->redis), ctx->cfg.redis_min_acks,
+            ctx->fallback->ntiers, ctx->fallback->enabled ? "on" : "off");
     return 0;
 }
 

@@ -42,6 +42,9 @@ struct px_config {
     int upstream_openai;            /* UPSTREAM_FORMAT=openai */
     char *upstream_api_key;         /* owned; NULL: none */
     struct ap_redis_url redis;
+    struct ap_sentinel_cfg sentinel;  /* REDIS_SENTINELS (n = 0: none), REDIS_SENTINEL_MASTER */
+    long redis_min_acks;            /* REDIS_MIN_REPLICAS_ACK: replicas that must have a usage batch (WAIT) */
+    long redis_wait_ms;             /* REDIS_WAIT_TIMEOUT_MS: how long WAIT may take */
     char redis_prefix[64];
     char *admin_key;                /* owned; NULL: admin API disabled */
     char fallback_path[1024];
@@ -162,8 +165,10 @@ struct px_usage *px_usage_new(struct px_ctx *ctx);
 void px_usage_free(struct px_usage *u);
 void px_usage_record(struct px_usage *u, const char *key_id, const char *model,
                      const struct ap_usage *usage, int ok);
-/* Counter updates not yet acknowledged by Redis. */
+/* Counter updates not yet acknowledged by Redis (with REDIS_MIN_REPLICAS_ACK: by its replicas, while replies wait for them). */
 size_t px_usage_pending(const struct px_usage *u);
+/* Counter updates written to a master that no replica has acknowledged yet (kept, and written again on a new connection). */
+size_t px_usage_unreplicated(const struct px_usage *u);
 /* Tries to write now (Redis came back, or shutting down). */
 void px_usage_kick(struct px_usage *u);
 typedef void (*px_usage_done_fn)(void *arg);

@@ -54,6 +54,10 @@ int px_config_load(struct px_config *c)
         ap_error(NULL, "config: REDIS_URL is not of the form redis://[[user]:password@]host[:port][/db]");
         bad = -1;
     }
+    bad |= ap_sentinel_cfg_env(&c->sentinel);
+    /* With Sentinel a failover must not lose a counted request: one replica holds each batch. */
+    bad |= ap_env_long("REDIS_MIN_REPLICAS_ACK", c->sentinel.n > 0 ? 1 : 0, 0, 64, &c->redis_min_acks);
+    bad |= ap_env_long("REDIS_WAIT_TIMEOUT_MS", 200, 1, 60000, &c->redis_wait_ms);
     bad |= cfg_copy(c->redis_prefix, sizeof(c->redis_prefix), "REDIS_PREFIX", ap_env_str("REDIS_PREFIX", "ap:"));
 
     const char *ak = ap_env_str("ADMIN_KEY", NULL);

@@ -15,9 +15,13 @@ void px_health_handle(struct px_ctx *ctx, struct px_hreq *req)
     cJSON_AddBoolToObject(doc, "fallback_enabled", ctx->fallback->enabled);
     cJSON_AddNumberToObject(doc, "tiers", (double)ctx->fallback->ntiers);
     cJSON_AddStringToObject(doc, "redis", up ? "up" : "down");
+    /* Where the master is (never the password), and how often it moved since this process started. */
+    cJSON_AddStringToObject(doc, "redis_master", ap_redis_master(ctx->redis));
+    cJSON_AddNumberToObject(doc, "redis_failovers", (double)ap_redis_stats(ctx->redis)->failovers);
     cJSON_AddStringToObject(doc, "instance", ctx->cfg.instance_id);
     cJSON_AddStringToObject(doc, "version", ap_version);
     cJSON_AddNumberToObject(doc, "usage_pending", (double)px_usage_pending(ctx->usage));
+    cJSON_AddNumberToObject(doc, "usage_unreplicated", (double)px_usage_unreplicated(ctx->usage));
     cJSON_AddNumberToObject(doc, "active_requests", ctx->stats.active);
     cJSON_AddNumberToObject(doc, "connections", (double)px_http_connections(ctx));
     cJSON_AddNumberToObject(doc, "cached_keys", (double)px_keys_count(ctx->keys));

@@ -34,6 +34,10 @@ int px_metrics_init(void)
     rc |= ap_metrics_define(metrics, "ap_redis_connects_total", AP_COUNTER, "Successful Redis (re)connections.");
     rc |= ap_metrics_define(metrics, "ap_redis_errors_total", AP_COUNTER,
                             "Failed Redis connects and lost connections.");
+    rc |= ap_metrics_define(metrics, "ap_redis_failovers_total", AP_COUNTER,
+                            "Times the Redis connection came up on another master (Sentinel failovers seen).");
+    rc |= ap_metrics_define(metrics, "ap_usage_unreplicated", AP_GAUGE,
+                            "Usage counter updates written to the master that no replica acknowledged yet.");
     rc |= ap_metrics_define(metrics, "ap_cached_keys", AP_GAUGE, "API keys verified and cached here.");
     rc |= ap_metrics_define(metrics, "ap_upstream_errors_total", AP_COUNTER,
                             "Upstream transfers that failed (refused, reset, timeout).");
@@ -90,6 +94,8 @@ void px_metrics_handle(struct px_ctx *ctx, struct px_hreq *req)
     ap_metrics_set(metrics, "ap_redis_up", "", ap_redis_up(ctx->redis));
     ap_metrics_set(metrics, "ap_redis_connects_total", "", (double)rs->connects);
     ap_metrics_set(metrics, "ap_redis_errors_total", "", (double)(rs->failures + rs->timeouts));
+    ap_metrics_set(metrics, "ap_redis_failovers_total", "", (double)rs->failovers);
+    ap_metrics_set(metrics, "ap_usage_unreplicated", "", (double)px_usage_unreplicated(ctx->usage));
     ap_metrics_set(metrics, "ap_cached_keys", "", (double)px_keys_count(ctx->keys));
     ap_metrics_set(metrics, "ap_upstream_errors_total", "", (double)ctx->stats.upstream_errors);
     ap_metrics_set(metrics, "ap_client_connections", "", (double)px_http_connections(ctx));

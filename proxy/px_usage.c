@@ -1,29 +1,40 @@
 /*
  * Usage accounting: finished requests become counter deltas in memory
  * (ap_delta) and a timer writes them to Redis in batches, one EVAL per
- * batch, one batch in flight at a time.
+ * batch, one command in flight at a time.
  *
- *   record ─▶ pending ──take──▶ inflight ──EVAL──▶ Redis
- *                                   ▲                 │ reply lost / error
- *                                   └──── resend ─────┘ (same batch id)
+ *   record ─▶ pending ──take──▶ queue (ap_ackq) ──EVAL──▶ master ──WAIT──▶ acknowledged: freed
+ *                                  ▲                         │ reply lost, reconnected,
+ *                                  └──── rewritten ──────────┘ failover (same batch id)
  *
  * A request costs one tree lookup: it is merged into a tuple per (key,
  * model, outcome, hour), and tuples are expanded into Redis counter updates
  * (about 45 per tuple) only when a batch is prepared.
  *
- * A batch keeps its id until Redis acknowledges it, and the flush script
- * applies a given id at most once, so a reply lost to a disconnect can be
- * resent without counting twice. While Redis is down deltas keep merging
- * in `pending`; nothing counted is dropped.
+ * A batch keeps its id until it is acknowledged, and the flush script
+ * applies a given id at most once, so a batch can be written again after a
+ * lost reply, a reconnect or a failover without counting twice. While Redis
+ * is down deltas keep merging in `pending`; nothing counted is dropped.
+ *
+ * Replica acknowledgement (REDIS_MIN_REPLICAS_ACK > 0, the default with
+ * Sentinel): a written batch is acknowledged only once WAIT says that many
+ * replicas have it, so a failover (the promoted replica becomes the master)
+ * cannot lose it; until then it stays in the queue and is written again,
+ * with the same id, on every new connection. Writes and WAIT go on a lane of
+ * their own, since WAIT blocks its connection. When a WAIT comes back short
+ * (no replica, or one too slow), replies stop waiting for replicas (the batches
+ * are still kept and rewritten until acknowledged) and a WAIT is tried again
+ * every WAIT_RETRY_MS until enough replicas answer.
  *
  * Durable completion (USAGE_DURABLE, on by default): a successful reply is
- * handed to the client only once its usage is in Redis (px_usage_wait), so a
- * replica killed with SIGKILL loses no request a client saw complete. Waiters
- * make the next batch go out at once: batches grow with the load (group
- * commit), one EVAL per batch. While Redis is unreachable nobody waits.
+ * handed to the client only once its usage is acknowledged (px_usage_wait),
+ * so a replica killed with SIGKILL loses no request a client saw complete.
+ * Waiters make the next batch go out at once: batches grow with the load
+ * (group commit). While Redis is unreachable nobody waits.
  */
 #include "px.h"
 
+#include "ap_ackq.h"
 #include "ap_delta.h"
 #include "ap_keys.h"
 #include "ap_log.h"
@@ -39,6 +50,9 @@
 
 #define USAGE_BATCH_MAX_OPS 4000
 #define USAGE_DEDUPE_TTL_S 86400
+#define WAIT_RETRY_MS 1000
+/* Written batches kept for replicas that do not answer, at most (about 230 bytes an update: ~45 MB). */
+#define USAGE_RETAIN_MAX_OPS 200000
 
 /* Requests of one key, model and outcome within one hour, summed. */
 struct usage_tuple {
@@ -59,23 +73,26 @@ struct usage_waiter {
 
 struct px_usage {
     struct px_ctx *ctx;         /* borrowed */
-    struct usage_waiter *w_flight; /* owned: released when the batch in flight is acknowledged */
-    struct usage_waiter *w_next;   /* owned: their usage is not in a batch yet */
-    unsigned flight_covers:1;   /* the batch in flight holds everything that was pending */
+    struct usage_waiter *w_next; /* owned: their usage is not in a batch yet */
     void *tuples;               /* owned: tsearch tree of usage_tuple */
     size_t ntuples;
     struct ap_delta *pending;   /* owned: expanded counter updates */
-    struct ap_batch *inflight;  /* owned; sent or waiting to be resent */
-    char inflight_id[160];
+    struct ap_ackq q;           /* owned: batches taken, not yet acknowledged (each with its waiters) */
+    struct ap_ackq_item *sent;  /* borrowed from q: its EVAL awaits a reply */
     char boot[17];              /* random per process: batch ids never repeat across restarts */
     char flush_sha[41];         /* SHA-1 of ap_script_flush: batches go as EVALSHA */
     unsigned use_eval:1;        /* Redis answered NOSCRIPT: send the next one in full */
+    unsigned sending:1;         /* an EVAL or a WAIT awaits its reply */
+    unsigned degraded:1;        /* the last WAIT came back short: replies do not wait for replicas */
+    int lane;                   /* Redis lane of writes and WAIT */
     uint64_t seq;
+    uint64_t wait_gen;          /* connection the WAIT in flight vouches for */
+    int64_t next_wait_ms;       /* degraded: when to try a WAIT again (monotonic) */
     struct event *timer;        /* owned */
-    unsigned sending:1;         /* an EVAL is awaiting its reply */
 };
 
 static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv);
+static void usage_on_wait(redisAsyncContext *ac, void *reply, void *priv);
 
 /* Redis names scripts by the SHA-1 of their text. */
 static void usage_sha1_hex(const char *text, char out[41])
@@ -143,12 +160,19 @@ static void usage_release(struct usage_waiter *w)
     }
 }
 
+/* ap_ackq's release callback. */
+static void usage_release_cb(void *waiters, void *arg)
+{
+    (void)arg;
+    usage_release(waiters);
+}
+
 static void usage_release_all(struct px_usage *u)
 {
-    struct usage_waiter *a = u->w_flight, *b = u->w_next;
-    u->w_flight = u->w_next = NULL;
-    usage_release(a);
-    usage_release(b);
+    struct usage_waiter *w = u->w_next;
+    u->w_next = NULL;
+    usage_release(w);
+    ap_ackq_release_all(&u->q, usage_release_cb, NULL);
 }
 
 /* Appends list b to list *a. */
@@ -159,30 +183,65 @@ static void usage_append(struct usage_waiter **a, struct usage_waiter *b)
     *a = b;
 }
 
-static void usage_send(struct px_usage *u)
+static uint64_t usage_gen(const struct px_usage *u)
 {
-    if (u->sending)
-        return;
-    if (!ap_redis_up(u->ctx->redis)) {
-        usage_release_all(u); /* nobody waits for a Redis that is not there */
+    return ap_redis_stats(u->ctx->redis)->connects;
+}
+
+/* 1 when replies wait for replicas (not only for the write). */
+static int usage_waits_for_replicas(const struct px_usage *u)
+{
+    return u->ctx->cfg.redis_min_acks > 0 && !u->degraded;
+}
+
+/*
+ * Waiters whose usage is already in the queue wait for its newest batch; when
+ * the queue is empty, or that batch's waiters were let go already, they go now.
+ */
+static void usage_attach(struct px_usage *u, struct usage_waiter *w)
+{
+    struct ap_ackq_item *tail = u->q.tail;
+    if (tail == NULL || (!usage_waits_for_replicas(u) && tail->gen == usage_gen(u))) {
+        usage_release(w);
         return;
     }
-    if (u->inflight == NULL) {
-        usage_expand(u);
-        /* INSTANCE_ID may be reused by a restarted replica; the boot nonce keeps ids unique. */
-        ap_store_key(u->inflight_id, sizeof(u->inflight_id), "flush:%s:%s:%llu", u->ctx->cfg.instance_id, u->boot,
-                     (unsigned long long)++u->seq);
-        u->inflight = ap_delta_take_flush(u->pending, USAGE_BATCH_MAX_OPS, u->inflight_id, USAGE_DEDUPE_TTL_S);
-        u->flight_covers = ap_delta_count(u->pending) == 0;
+    struct usage_waiter *l = tail->waiters;
+    usage_append(&l, w);
+    tail->waiters = l;
+}
+
+/* Takes what is pending into a new batch at the end of the queue; 0, or -1 when there was nothing. */
+static int usage_take(struct px_usage *u)
+{
+    char id[160];
+    usage_expand(u);
+    /* INSTANCE_ID may be reused by a restarted replica; the boot nonce keeps ids unique. */
+    ap_store_key(id, sizeof(id), "flush:%s:%s:%llu", u->ctx->cfg.instance_id, u->boot, (unsigned long long)(u->seq + 1));
+    struct ap_batch *b = ap_delta_take_flush(u->pending, USAGE_BATCH_MAX_OPS, id, USAGE_DEDUPE_TTL_S);
+    if (b == NULL) {
         struct usage_waiter *w = u->w_next;
         u->w_next = NULL;
-        if (u->inflight == NULL) {
-            usage_release(w); /* their usage is already written */
-            return;
-        }
-        usage_append(&u->w_flight, w);
+        usage_attach(u, w); /* their usage is already in a batch */
+        return -1;
     }
-    struct ap_batch *b = u->inflight;
+    u->seq++;
+    /* Waiters ride on the batch that holds everything recorded before they asked. */
+    struct usage_waiter *w = NULL;
+    if (ap_delta_count(u->pending) == 0) {
+        w = u->w_next;
+        u->w_next = NULL;
+    }
+    if (ap_ackq_push(&u->q, b, id, w) < 0) {
+        ap_error(NULL, "usage: out of memory queueing batch %s", id);
+        usage_release(w);
+        return -1;
+    }
+    return 0;
+}
+
+static void usage_write(struct px_usage *u, struct ap_ackq_item *it)
+{
+    struct ap_batch *b = it->batch;
     const char *argv[2] = {b->argv[0], b->argv[1]};
     size_t lens[2] = {b->lens[0], b->lens[1]};
     if (!u->use_eval) {
@@ -193,29 +252,98 @@ static void usage_send(struct px_usage *u)
         b->argv[1] = u->flush_sha;
         b->lens[1] = 40;
     }
-    if (ap_redis_argv(u->ctx->redis, usage_on_reply, u, b->argc, (const char **)b->argv, b->lens) == 0)
+    if (ap_redis_argv_lane(u->ctx->redis, u->lane, usage_on_reply, u, b->argc, (const char **)b->argv, b->lens) == 0) {
         u->sending = 1;
+        u->sent = it;
+    }
     b->argv[0] = (char *)argv[0];
     b->argv[1] = (char *)argv[1];
     b->lens[0] = lens[0];
     b->lens[1] = lens[1];
 }
 
+static void usage_wait_replicas(struct px_usage *u)
+{
+    char n[24], ms[24];
+    snprintf(n, sizeof(n), "%ld", u->ctx->cfg.redis_min_acks);
+    snprintf(ms, sizeof(ms), "%ld", u->ctx->cfg.redis_wait_ms);
+    const char *argv[] = {"WAIT", n, ms};
+    if (ap_redis_argv_lane(u->ctx->redis, u->lane, usage_on_wait, u, 3, argv, NULL) == 0) {
+        u->sending = 1;
+        u->wait_gen = usage_gen(u);
+    }
+    if (u->degraded)
+        u->next_wait_ms = ap_mono_ms() + WAIT_RETRY_MS;
+}
+
+/*
+ * The one place that sends, one command in flight at a time: first what a
+ * new connection has not seen (rewrites), then WAIT for what was written,
+ * then (when `take`) a new batch of what is pending. WAIT goes before new
+ * batches, so a steady stream of them cannot starve it.
+ */
+static void usage_send(struct px_usage *u, int take)
+{
+    if (u->sending)
+        return;
+    if (!ap_redis_up(u->ctx->redis)) {
+        usage_release_all(u); /* nobody waits for a Redis that is not there */
+        return;
+    }
+    uint64_t gen = usage_gen(u);
+    struct ap_ackq_item *it = ap_ackq_next_unwritten(&u->q, gen);
+    if (it != NULL) {
+        usage_write(u, it);
+        return;
+    }
+    if (u->ctx->cfg.redis_min_acks > 0 && ap_ackq_written_count(&u->q, gen) > 0 &&
+        (!u->degraded || ap_mono_ms() >= u->next_wait_ms)) {
+        usage_wait_replicas(u);
+        return;
+    }
+    if (take && usage_take(u) == 0)
+        usage_write(u, u->q.tail);
+}
+
+/* After a reply: go on without waiting for the timer when someone waits, a backlog grew, or shutting down. */
+static void usage_continue(struct px_usage *u)
+{
+    size_t left = ap_delta_count(u->pending) + u->ntuples;
+    int waiters = u->w_next != NULL;
+    for (const struct ap_ackq_item *it = u->q.head; it != NULL && !waiters; it = it->next)
+        waiters = it->waiters != NULL;
+    int take = waiters || ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS || (left > 0 && u->ctx->draining);
+    usage_send(u, take);
+}
+
+/* Replies stop waiting for replicas: they wait for the write only. Batches stay until acknowledged. */
+static void usage_let_go(struct px_usage *u)
+{
+    uint64_t gen = usage_gen(u);
+    ap_ackq_release_written(&u->q, gen, usage_release_cb, NULL);
+    size_t dropped = ap_ackq_trim(&u->q, gen, USAGE_RETAIN_MAX_OPS, usage_release_cb, NULL);
+    if (dropped > 0)
+        ap_error(NULL, "usage: %zu counter updates written to the master but never acknowledged by a replica are "
+                 "no longer kept for a rewrite (more than %d held)", dropped, USAGE_RETAIN_MAX_OPS);
+}
+
 static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct px_usage *u = priv;
     redisReply *rep = reply;
+    struct ap_ackq_item *it = u->sent;
     (void)ac;
     u->sending = 0;
+    u->sent = NULL;
     if (rep == NULL) {
-        /* Lost with the connection: maybe applied, maybe not. The same id is resent. */
+        /* Lost with the connection: maybe applied, maybe not; written again on the next one. */
         usage_release_all(u);
         return;
     }
     if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 && !u->use_eval) {
-        /* Redis restarted or flushed its script cache: send it in full (which loads it again). */
+        /* Redis restarted, failed over or flushed its script cache: send it in full (which loads it again). */
         u->use_eval = 1;
-        usage_send(u);
+        usage_send(u, 0);
         return;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
@@ -224,27 +352,53 @@ static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     u->use_eval = 0;
-    ap_debug(NULL, "usage: batch %s %s (%zu counters)", u->inflight_id,
-             rep->integer == 1 ? "applied" : "was already applied", u->inflight->nops);
-    ap_batch_free(u->inflight);
-    u->inflight = NULL;
-    if (u->flight_covers) {
-        struct usage_waiter *w = u->w_flight;
-        u->w_flight = NULL;
-        usage_release(w);
+    uint64_t gen = usage_gen(u);
+    ap_debug(NULL, "usage: batch %s %s (%zu counters)", it->id, rep->integer == 1 ? "applied" : "was already applied",
+             it->batch->nops);
+    ap_ackq_written(it, gen);
+    if (u->ctx->cfg.redis_min_acks == 0)
+        ap_ackq_ack(&u->q, gen, usage_release_cb, NULL);
+    else if (u->degraded)
+        usage_let_go(u);
+    usage_continue(u);
+}
+
+static void usage_on_wait(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct px_usage *u = priv;
+    redisReply *rep = reply;
+    (void)ac;
+    u->sending = 0;
+    if (rep == NULL) {
+        usage_release_all(u); /* lost with the connection: the batches are written again on the next one */
+        return;
     }
-    /* Waiters, a backlog (after an outage) or shutdown: go on without waiting for the timer. */
-    size_t left = ap_delta_count(u->pending) + u->ntuples;
-    if (u->w_flight != NULL || u->w_next != NULL || ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS ||
-        (left > 0 && u->ctx->draining))
-        usage_send(u);
+    long long acks = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    if (acks >= u->ctx->cfg.redis_min_acks) {
+        if (u->degraded)
+            ap_info(NULL, "usage: %lld Redis replicas acknowledge usage batches again: replies wait for them", acks);
+        u->degraded = 0;
+        ap_ackq_ack(&u->q, u->wait_gen, usage_release_cb, NULL);
+    } else {
+        if (!u->degraded) {
+            if (acks < 0)
+                ap_warn(NULL, "usage: WAIT refused: %s", rep->type == REDIS_REPLY_ERROR ? rep->str : "bad reply");
+            ap_warn(NULL, "usage: %lld of %ld Redis replicas acknowledged within %ld ms: replies stop waiting for "
+                    "replicas; batches are kept and written again until acknowledged", acks < 0 ? 0 : acks,
+                    u->ctx->cfg.redis_min_acks, u->ctx->cfg.redis_wait_ms);
+            u->next_wait_ms = ap_mono_ms() + WAIT_RETRY_MS;
+        }
+        u->degraded = 1;
+        usage_let_go(u);
+    }
+    usage_continue(u);
 }
 
 static void usage_on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    usage_send(arg);
+    usage_send(arg, 1);
 }
 
 struct px_usage *px_usage_new(struct px_ctx *ctx)
@@ -253,6 +407,8 @@ struct px_usage *px_usage_new(struct px_ctx *ctx)
     if (u == NULL)
         return NULL;
     u->ctx = ctx;
+    u->lane = ctx->cfg.redis_min_acks > 0 ? 1 : 0;
+    ap_ackq_init(&u->q);
     if (ap_random_hex(u->boot, 8) < 0) {
         free(u);
         return NULL;
@@ -269,25 +425,37 @@ struct px_usage *px_usage_new(struct px_ctx *ctx)
     return u;
 }
 
+static void usage_free_waiters(struct usage_waiter *w)
+{
+    while (w != NULL) {
+        struct usage_waiter *n = w->next;
+        free(w);
+        w = n;
+    }
+}
+
+static void usage_free_waiters_cb(void *waiters, void *arg)
+{
+    (void)arg;
+    usage_free_waiters(waiters);
+}
+
 void px_usage_free(struct px_usage *u)
 {
     if (u == NULL)
         return;
-    size_t lost = px_usage_pending(u);
-    if (lost > 0 && u->pending != NULL)
-        ap_error(NULL, "usage: %zu counter updates could not be written to Redis before exit", lost);
+    size_t unwritten = u->ntuples + ap_delta_count(u->pending) + u->q.ops - ap_ackq_ever_written_ops(&u->q);
+    size_t unreplicated = ap_ackq_ever_written_ops(&u->q);
+    if (unwritten > 0 && u->pending != NULL)
+        ap_error(NULL, "usage: %zu counter updates could not be written to Redis before exit", unwritten);
+    if (unreplicated > 0)
+        ap_warn(NULL, "usage: %zu counter updates were written to the master but no replica acknowledged them "
+                "before exit", unreplicated);
     if (u->timer != NULL)
         event_free(u->timer);
     tdestroy(u->tuples, usage_tuple_free);
-    for (struct usage_waiter *w = u->w_flight, *n; w != NULL; w = n) {
-        n = w->next;
-        free(w);
-    }
-    for (struct usage_waiter *w = u->w_next, *n; w != NULL; w = n) {
-        n = w->next;
-        free(w);
-    }
-    ap_batch_free(u->inflight);
+    usage_free_waiters(u->w_next);
+    ap_ackq_clear(&u->q, usage_free_waiters_cb, NULL);
     ap_delta_free(u->pending);
     free(u);
 }
@@ -328,12 +496,21 @@ void px_usage_record(struct px_usage *u, const char *key_id, const char *model,
 size_t px_usage_pending(const struct px_usage *u)
 {
     /* Requests merged in tuples count once per tuple here: this is a backlog figure. */
-    return u->ntuples + ap_delta_count(u->pending) + (u->inflight ? u->inflight->nops : 0);
+    size_t n = u->ntuples + ap_delta_count(u->pending) + u->q.ops;
+    /* Written batches still count while replies wait for replicas, or until the connection they went on is gone. */
+    if (ap_redis_up(u->ctx->redis) && !usage_waits_for_replicas(u))
+        n -= ap_ackq_written_ops(&u->q, usage_gen(u));
+    return n;
+}
+
+size_t px_usage_unreplicated(const struct px_usage *u)
+{
+    return ap_ackq_ever_written_ops(&u->q);
 }
 
 void px_usage_kick(struct px_usage *u)
 {
-    usage_send(u);
+    usage_send(u, 1);
 }
 
 void px_usage_wait(struct px_usage *u, px_usage_done_fn fn, void *arg)
@@ -348,7 +525,7 @@ void px_usage_wait(struct px_usage *u, px_usage_done_fn fn, void *arg)
     w->arg = arg;
     w->next = NULL;
     usage_append(&u->w_next, w);
-    usage_send(u);
+    usage_send(u, 1);
 }
 
 static void usage_cancel_in(struct usage_waiter **l, void *arg)
@@ -366,8 +543,12 @@ static void usage_cancel_in(struct usage_waiter **l, void *arg)
 
 void px_usage_cancel(struct px_usage *u, void *arg)
 {
-    usage_cancel_in(&u->w_flight, arg);
     usage_cancel_in(&u->w_next, arg);
+    for (struct ap_ackq_item *it = u->q.head; it != NULL; it = it->next) {
+        struct usage_waiter *l = it->waiters;
+        usage_cancel_in(&l, arg);
+        it->waiters = l;
+    }
 }
 
 void px_usage_redis_down(struct px_usage *u)

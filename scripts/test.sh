@@ -18,6 +18,6 @@ if [ "${1:-}" != "--quick" ]; then
     AP_VALGRIND=1 AP_BIN="$PWD/bin" python3 tests/integration/runner.py \
         tests/integration/test_auth.py tests/integration/test_relay.py tests/integration/test_usage.py \
         tests/integration/test_faults.py tests/integration/test_fallback.py tests/integration/test_poller.py \
-        tests/integration/test_lark.py || status=1
+        tests/integration/test_lark.py tests/integration/test_sentinel.py || status=1
 fi
 exit $status

@@ -8,14 +8,20 @@
 #   three proxy replicas (proxy1..proxy3)
 #   HAProxy (from the distribution, run as a plain process) as the load balancer, with
 #   health checks on /health every 500 ms (down after 2 failures, up after 2 successes)
+# and, with --sentinel, Redis high availability (the variant of docker-compose.sentinel.yml):
+#   redis (the master at first) and redis2 (its replica), three Redis Sentinels (sentinel1..3,
+#   quorum 2); the replicas and pollers find the master through them (REDIS_SENTINELS)
 #
 # Usage:
-#   tests/cluster/cluster.sh start   [--dir DIR]   start everything, wait until it is ready
+#   tests/cluster/cluster.sh start   [--dir DIR] [--sentinel]   start everything, wait until it is ready
 #   tests/cluster/cluster.sh stop    [--dir DIR]   stop everything it started
 #   tests/cluster/cluster.sh status  [--dir DIR]   what is running (exit 1 if something is not)
 #   tests/cluster/cluster.sh restart NAME [--dir DIR]
 #       stop one component (if running) and start it again with the same ports and
 #       environment; NAME: redis upstream poller1 poller2 proxy1 proxy2 proxy3 haproxy
+#       (--sentinel: also redis2 sentinel1 sentinel2 sentinel3). A Redis node comes back
+#       with the role it was started with (the old master as a master), as after a crash;
+#       the sentinels turn a stale master into a replica of the current one.
 #   tests/cluster/cluster.sh restart-replica N [--dir DIR]   same as "restart proxyN"
 #
 # The state dir (default <repo>/var/cluster; also env CLUSTER_DIR) holds logs/, pids/,
@@ -30,16 +36,20 @@
 #   CLUSTER_PROXY1_PORT..CLUSTER_PROXY3_PORT (8181..8183)   replicas, on 127.0.0.1
 #   CLUSTER_POLLER1_PORT, CLUSTER_POLLER2_PORT (8191, 8192) pollers' /health and /metrics
 #   CLUSTER_REDIS_PORT (6381)     CLUSTER_UPSTREAM_PORT (8280)  the demo upstream
+#   --sentinel: CLUSTER_REDIS2_PORT (6382), CLUSTER_SENTINEL1_PORT..CLUSTER_SENTINEL3_PORT
+#   (26381..26383), CLUSTER_SENTINEL_MASTER (mymaster), CLUSTER_SENTINEL_DOWN_AFTER_MS (5000:
+#   down-after-milliseconds), CLUSTER_SENTINEL_FAILOVER_TIMEOUT_MS (10000: failover-timeout)
 #   CLUSTER_POLL_INTERVAL (5)     health_poll_interval_seconds of the generated chain
 #   CLUSTER_REACTIVE_COOLDOWN (60)   reactive_cooldown_seconds of the generated chain
 #   CLUSTER_REDIS_FSYNC (everysec)   appendfsync of Redis
 #   CLUSTER_STOP_TIMEOUT (35)     seconds between SIGTERM and SIGKILL
 #   CLUSTER_READY_TIMEOUT (20)    seconds a component may take to become ready
 #   ADMIN_KEY                     used when set, else the one in DIR/admin_key, else generated
-#   AP_BIN (<repo>/bin)  binaries; PYTHON (python3); HAPROXY, REDIS_SERVER: executables
+#   AP_BIN (<repo>/bin)  binaries; PYTHON (python3); HAPROXY, REDIS_SERVER, REDIS_SENTINEL: executables
 # The replicas' and pollers' other settings pass through from the environment of `start`
 # (e.g. USAGE_FLUSH_MS, USAGE_DURABLE, POLL_INTERVAL_SECONDS, LOG_LEVEL, USAGE_TZ,
-# SHUTDOWN_GRACE_SECONDS, LARK_*), are recorded in cluster.env and reused by `restart`.
+# SHUTDOWN_GRACE_SECONDS, REDIS_MIN_REPLICAS_ACK, REDIS_WAIT_TIMEOUT_MS, LARK_*), are
+# recorded in cluster.env and reused by `restart`.
 #
 # It installs nothing and touches no system service: every process is started by this
 # script, tracked by pid, and stopped by pid (SIGTERM, then SIGKILL after the timeout).
@@ -49,12 +59,15 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PROG=${0##*/}
 
-COMPONENTS=(redis upstream poller1 poller2 proxy1 proxy2 proxy3 haproxy)
+BASE_COMPONENTS=(redis upstream poller1 poller2 proxy1 proxy2 proxy3 haproxy)
+SENTINEL_COMPONENTS=(redis redis2 sentinel1 sentinel2 sentinel3 upstream poller1 poller2 proxy1
+    proxy2 proxy3 haproxy)
+COMPONENTS=("${BASE_COMPONENTS[@]}")
 # Product settings that pass through to the replicas and pollers (besides LARK_*).
 PASSTHROUGH_VARS=(CLIENT_TIMEOUT_SECONDS FLEET_HEARTBEAT_MS KEYS_FILE LOG_LEVEL MAX_BODY_BYTES MAX_HEADER_BYTES
-    POLL_INTERVAL_SECONDS REDIS_PREFIX REQUEST_READ_TIMEOUT_SECONDS SHUTDOWN_GRACE_SECONDS
-    STREAM_BUFFER_BYTES UPSTREAM_API_KEY UPSTREAM_CONNECT_TIMEOUT_MS
-    UPSTREAM_READ_TIMEOUT_SECONDS USAGE_DURABLE USAGE_FLUSH_MS USAGE_TZ)
+    POLL_INTERVAL_SECONDS REDIS_MIN_REPLICAS_ACK REDIS_PREFIX REDIS_WAIT_TIMEOUT_MS
+    REQUEST_READ_TIMEOUT_SECONDS SHUTDOWN_GRACE_SECONDS STREAM_BUFFER_BYTES UPSTREAM_API_KEY
+    UPSTREAM_CONNECT_TIMEOUT_MS UPSTREAM_READ_TIMEOUT_SECONDS USAGE_DURABLE USAGE_FLUSH_MS USAGE_TZ)
 
 usage() {
     sed -n '2,/^set -/p' "$0" | sed -e '/^set -/d' -e 's/^# \{0,1\}//'
@@ -69,15 +82,18 @@ CMD=${1:-}
 [ $# -gt 0 ] && shift
 TARGET=""
 DIR=${CLUSTER_DIR:-}
+OPT_SENTINEL=0
 while [ $# -gt 0 ]; do
     case $1 in
         --dir) [ $# -ge 2 ] || usage; DIR=$2; shift 2 ;;
+        --sentinel) OPT_SENTINEL=1; shift ;;
         --dir=*) DIR=${1#--dir=}; shift ;;
         -h|--help) usage 0 ;;
         -*) warn "unknown option: $1"; usage ;;
         *) [ -z "$TARGET" ] || usage; TARGET=$1; shift ;;
     esac
 done
+[ "$OPT_SENTINEL" = 0 ] || [ "$CMD" = start ] || usage
 case $CMD in
     start|stop|status) [ -z "$TARGET" ] || usage ;;
     restart) [ -n "$TARGET" ] || usage ;;
@@ -139,7 +155,8 @@ getpid() {
 # so a recycled pid is never signalled).
 marker() {
     case $1 in
-        redis) echo "$REDIS_SERVER" ;;
+        redis|redis2) echo "$REDIS_SERVER" ;;
+        sentinel*) echo "$DIR/sentinel/$1.conf" ;;
         upstream) echo "mock_upstream.py" ;;
         poller*) echo "$AP_BIN/api-poller" ;;
         proxy*) echo "$AP_BIN/api-proxy" ;;
@@ -153,11 +170,13 @@ pid_is() {
     [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
     state=$(sed -e 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -c1) || return 1
     [ "$state" != "Z" ] || return 1
-    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    # (the braces: a process gone since the check above must not print an error)
+    { cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline"); } 2>/dev/null || return 1
     local m
     m=$(marker "$name")
-    # redis-server rewrites its title to "redis-server 127.0.0.1:PORT".
-    [[ $cmdline == *"$m"* ]] || { [ "$name" = redis ] && [[ $cmdline == *"redis-server"*":$CLUSTER_REDIS_PORT"* ]]; }
+    # Redis rewrites its title to "redis-server 127.0.0.1:PORT" ("redis-sentinel ... [sentinel]").
+    [[ $cmdline == *"$m"* ]] || { [[ $name == redis* || $name == sentinel* ]] &&
+        [[ $cmdline == *"redis-"*":$(port_of "$name")"* ]]; }
 }
 
 running() { pid_is "$1" "$(getpid "$1")"; }
@@ -165,6 +184,10 @@ running() { pid_is "$1" "$(getpid "$1")"; }
 port_of() {
     case $1 in
         redis) echo "$CLUSTER_REDIS_PORT" ;;
+        redis2) echo "$CLUSTER_REDIS2_PORT" ;;
+        sentinel1) echo "$CLUSTER_SENTINEL1_PORT" ;;
+        sentinel2) echo "$CLUSTER_SENTINEL2_PORT" ;;
+        sentinel3) echo "$CLUSTER_SENTINEL3_PORT" ;;
         upstream) echo "$CLUSTER_UPSTREAM_PORT" ;;
         poller1) echo "$CLUSTER_POLLER1_PORT" ;;
         poller2) echo "$CLUSTER_POLLER2_PORT" ;;
@@ -214,6 +237,19 @@ find_exe() { # env-override name...
     done
 }
 
+# What start records in cluster.env (and restart reads back).
+CONFIG_VARS=(CLUSTER_BIND CLUSTER_LB_PORT CLUSTER_LB_STATS_PORT CLUSTER_PROXY1_PORT CLUSTER_PROXY2_PORT
+    CLUSTER_PROXY3_PORT CLUSTER_POLLER1_PORT CLUSTER_POLLER2_PORT CLUSTER_REDIS_PORT CLUSTER_UPSTREAM_PORT
+    CLUSTER_POLL_INTERVAL CLUSTER_REACTIVE_COOLDOWN CLUSTER_REDIS_FSYNC CLUSTER_STOP_TIMEOUT
+    CLUSTER_READY_TIMEOUT CLUSTER_SENTINEL CLUSTER_REDIS2_PORT CLUSTER_SENTINEL1_PORT
+    CLUSTER_SENTINEL2_PORT CLUSTER_SENTINEL3_PORT CLUSTER_SENTINEL_MASTER CLUSTER_SENTINEL_DOWN_AFTER_MS
+    CLUSTER_SENTINEL_FAILOVER_TIMEOUT_MS CLUSTER_REDIS_MASTER_PORT AP_BIN PYTHON HAPROXY REDIS_SERVER
+    REDIS_SENTINEL)
+
+sentinel_list() {
+    echo "127.0.0.1:$CLUSTER_SENTINEL1_PORT,127.0.0.1:$CLUSTER_SENTINEL2_PORT,127.0.0.1:$CLUSTER_SENTINEL3_PORT"
+}
+
 # Fresh configuration from the caller's environment (start).
 config_from_env() {
     CLUSTER_BIND=${CLUSTER_BIND:-127.0.0.1}
@@ -226,6 +262,14 @@ config_from_env() {
     CLUSTER_POLLER2_PORT=${CLUSTER_POLLER2_PORT:-8192}
     CLUSTER_REDIS_PORT=${CLUSTER_REDIS_PORT:-6381}
     CLUSTER_UPSTREAM_PORT=${CLUSTER_UPSTREAM_PORT:-8280}
+    CLUSTER_SENTINEL=$OPT_SENTINEL
+    CLUSTER_REDIS2_PORT=${CLUSTER_REDIS2_PORT:-6382}
+    CLUSTER_SENTINEL1_PORT=${CLUSTER_SENTINEL1_PORT:-26381}
+    CLUSTER_SENTINEL2_PORT=${CLUSTER_SENTINEL2_PORT:-26382}
+    CLUSTER_SENTINEL3_PORT=${CLUSTER_SENTINEL3_PORT:-26383}
+    CLUSTER_SENTINEL_MASTER=${CLUSTER_SENTINEL_MASTER:-mymaster}
+    CLUSTER_SENTINEL_DOWN_AFTER_MS=${CLUSTER_SENTINEL_DOWN_AFTER_MS:-5000}
+    CLUSTER_SENTINEL_FAILOVER_TIMEOUT_MS=${CLUSTER_SENTINEL_FAILOVER_TIMEOUT_MS:-10000}
     CLUSTER_POLL_INTERVAL=${CLUSTER_POLL_INTERVAL:-5}
     CLUSTER_REACTIVE_COOLDOWN=${CLUSTER_REACTIVE_COOLDOWN:-60}
     CLUSTER_REDIS_FSYNC=${CLUSTER_REDIS_FSYNC:-everysec}
@@ -237,19 +281,23 @@ config_from_env() {
     PYTHON=$(command -v "$PYTHON" || echo "$PYTHON")
     HAPROXY=$(find_exe "${HAPROXY:-}" haproxy)
     REDIS_SERVER=$(find_exe "${REDIS_SERVER:-}" redis-server)
+    REDIS_SENTINEL=$(find_exe "${REDIS_SENTINEL:-}" redis-sentinel)
 
-    local p seen=" "
-    for p in CLUSTER_LB_PORT CLUSTER_LB_STATS_PORT CLUSTER_PROXY1_PORT CLUSTER_PROXY2_PORT \
-             CLUSTER_PROXY3_PORT CLUSTER_POLLER1_PORT CLUSTER_POLLER2_PORT CLUSTER_REDIS_PORT \
-             CLUSTER_UPSTREAM_PORT; do
+    local p seen=" " ports=(CLUSTER_LB_PORT CLUSTER_LB_STATS_PORT CLUSTER_PROXY1_PORT CLUSTER_PROXY2_PORT
+        CLUSTER_PROXY3_PORT CLUSTER_POLLER1_PORT CLUSTER_POLLER2_PORT CLUSTER_REDIS_PORT CLUSTER_UPSTREAM_PORT)
+    [ "$CLUSTER_SENTINEL" = 0 ] || ports+=(CLUSTER_REDIS2_PORT CLUSTER_SENTINEL1_PORT CLUSTER_SENTINEL2_PORT
+        CLUSTER_SENTINEL3_PORT)
+    for p in "${ports[@]}"; do
         is_port "${!p}" || die "$p=${!p} is not a port number"
         case $seen in *" ${!p} "*) die "$p=${!p}: port used twice" ;; esac
         seen="$seen${!p} "
     done
-    for p in CLUSTER_POLL_INTERVAL CLUSTER_REACTIVE_COOLDOWN CLUSTER_STOP_TIMEOUT CLUSTER_READY_TIMEOUT; do
+    for p in CLUSTER_POLL_INTERVAL CLUSTER_REACTIVE_COOLDOWN CLUSTER_STOP_TIMEOUT CLUSTER_READY_TIMEOUT \
+             CLUSTER_SENTINEL_DOWN_AFTER_MS CLUSTER_SENTINEL_FAILOVER_TIMEOUT_MS; do
         [[ ${!p} =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$p=${!p} is not a number"
     done
     [[ $CLUSTER_REDIS_FSYNC =~ ^(always|everysec|no)$ ]] || die "CLUSTER_REDIS_FSYNC must be always, everysec or no"
+    [[ $CLUSTER_SENTINEL_MASTER =~ ^[A-Za-z0-9._-]+$ ]] || die "CLUSTER_SENTINEL_MASTER must be one word"
 
     if [ -z "$HAPROXY" ] || [ ! -x "$HAPROXY" ]; then
         die "haproxy not found (Debian: apt-get install haproxy; or set HAPROXY=/path/to/haproxy)"
@@ -257,17 +305,27 @@ config_from_env() {
     if [ -z "$REDIS_SERVER" ] || [ ! -x "$REDIS_SERVER" ]; then
         die "redis-server not found (Debian: apt-get install redis-server; or set REDIS_SERVER)"
     fi
+    if [ "$CLUSTER_SENTINEL" = 1 ] && { [ -z "$REDIS_SENTINEL" ] || [ ! -x "$REDIS_SENTINEL" ]; }; then
+        die "redis-sentinel not found (Debian: apt-get install redis-sentinel; or set REDIS_SENTINEL)"
+    fi
     command -v "$PYTHON" >/dev/null 2>&1 || die "python3 not found (needed for the demo upstream)"
     local b
     for b in api-proxy api-poller; do
         [ -x "$AP_BIN/$b" ] || die "$AP_BIN/$b is missing: run make first (or set AP_BIN)"
     done
 
-    export CLUSTER_BIND CLUSTER_LB_PORT CLUSTER_LB_STATS_PORT CLUSTER_PROXY1_PORT \
-        CLUSTER_PROXY2_PORT CLUSTER_PROXY3_PORT CLUSTER_POLLER1_PORT CLUSTER_POLLER2_PORT \
-        CLUSTER_REDIS_PORT CLUSTER_UPSTREAM_PORT CLUSTER_POLL_INTERVAL CLUSTER_REACTIVE_COOLDOWN \
-        CLUSTER_REDIS_FSYNC CLUSTER_STOP_TIMEOUT CLUSTER_READY_TIMEOUT AP_BIN PYTHON HAPROXY \
-        REDIS_SERVER
+    [ "$CLUSTER_SENTINEL" = 0 ] || COMPONENTS=("${SENTINEL_COMPONENTS[@]}")
+    # The master at start: the one the sentinels of an earlier run last knew, if any (a
+    # fleet started again must not make the stale node the master and resync the other).
+    CLUSTER_REDIS_MASTER_PORT=$CLUSTER_REDIS_PORT
+    if [ "$CLUSTER_SENTINEL" = 1 ] && [ -f "$DIR/sentinel/sentinel1.conf" ]; then
+        local last
+        last=$(awk -v m="$CLUSTER_SENTINEL_MASTER" '$1 == "sentinel" && $2 == "monitor" && $3 == m { print $5 }' \
+            "$DIR/sentinel/sentinel1.conf")
+        if [ "$last" = "$CLUSTER_REDIS2_PORT" ]; then CLUSTER_REDIS_MASTER_PORT=$last; fi
+    fi
+    # shellcheck disable=SC2163
+    export "${CONFIG_VARS[@]}"
     PASSTHROUGH=()
     local v
     for v in "${PASSTHROUGH_VARS[@]}" $(compgen -v LARK_ || true); do
@@ -280,13 +338,11 @@ write_env_file() {
     {
         echo "# api-proxy local fleet ($DIR), written by tests/cluster/cluster.sh start."
         echo "# Sourced by cluster.sh restart; \`source $ENV_FILE\` in a shell sets ADMIN_KEY etc."
-        for v in CLUSTER_BIND CLUSTER_LB_PORT CLUSTER_LB_STATS_PORT CLUSTER_PROXY1_PORT \
-                 CLUSTER_PROXY2_PORT CLUSTER_PROXY3_PORT CLUSTER_POLLER1_PORT CLUSTER_POLLER2_PORT \
-                 CLUSTER_REDIS_PORT CLUSTER_UPSTREAM_PORT CLUSTER_POLL_INTERVAL \
-                 CLUSTER_REACTIVE_COOLDOWN CLUSTER_REDIS_FSYNC CLUSTER_STOP_TIMEOUT \
-                 CLUSTER_READY_TIMEOUT AP_BIN PYTHON HAPROXY REDIS_SERVER; do
+        for v in "${CONFIG_VARS[@]}"; do
             printf 'export %s=%q\n' "$v" "${!v}"
         done
+        [ "$CLUSTER_SENTINEL" = 0 ] ||
+            printf 'export REDIS_SENTINELS=%q REDIS_SENTINEL_MASTER=%q\n' "$(sentinel_list)" "$CLUSTER_SENTINEL_MASTER"
         printf 'export CLUSTER_DIR=%q\n' "$DIR"
         printf 'export CLUSTER_LB_URL=%q\n' "http://$(lb_host):$CLUSTER_LB_PORT"
         printf 'export REDIS_URL=%q\n' "redis://127.0.0.1:$CLUSTER_REDIS_PORT/0"
@@ -307,6 +363,8 @@ config_from_file() {
     for v in "${PASSTHROUGH_VARS[@]}" $(compgen -v LARK_ || true); do unset "$v"; done
     # shellcheck disable=SC1090
     . "$ENV_FILE"
+    CLUSTER_SENTINEL=${CLUSTER_SENTINEL:-0}
+    [ "$CLUSTER_SENTINEL" = 0 ] || COMPONENTS=("${SENTINEL_COMPONENTS[@]}")
     PASSTHROUGH=()
     # shellcheck disable=SC2206
     [ -z "${CLUSTER_PASSTHROUGH:-}" ] || PASSTHROUGH=($CLUSTER_PASSTHROUGH)
@@ -361,27 +419,28 @@ write_haproxy_cfg() {
 }
 
 write_json() {
-    local n plist=()
+    local n plist=() portlist=()
     for n in "${COMPONENTS[@]}"; do
         if running "$n"; then plist+=("$n=$(getpid "$n")"); else plist+=("$n="); fi
+        portlist+=("$n=$(port_of "$n")")
     done
     CLUSTER_DIR=$DIR CLUSTER_LB_HOST=$(lb_host) ADMIN_KEY=$ADMIN_KEY \
-    CLUSTER_PIDS="${plist[*]}" REDIS_PREFIX_VALUE=${REDIS_PREFIX:-ap:} \
+    CLUSTER_PIDS="${plist[*]}" CLUSTER_PORTS="${portlist[*]}" REDIS_PREFIX_VALUE=${REDIS_PREFIX:-ap:} \
         "$PYTHON" - <<'PY'
 import json, os
 e = os.environ
 d = e["CLUSTER_DIR"]
 pids = dict(x.split("=", 1) for x in e["CLUSTER_PIDS"].split())
-ports = {"redis": e["CLUSTER_REDIS_PORT"], "upstream": e["CLUSTER_UPSTREAM_PORT"],
-         "poller1": e["CLUSTER_POLLER1_PORT"], "poller2": e["CLUSTER_POLLER2_PORT"],
-         "proxy1": e["CLUSTER_PROXY1_PORT"], "proxy2": e["CLUSTER_PROXY2_PORT"],
-         "proxy3": e["CLUSTER_PROXY3_PORT"], "haproxy": e["CLUSTER_LB_PORT"]}
+ports = dict(x.split("=", 1) for x in e["CLUSTER_PORTS"].split())
 lb = "http://%s:%s" % (e["CLUSTER_LB_HOST"], e["CLUSTER_LB_PORT"])
+sentinel = e.get("CLUSTER_SENTINEL") == "1"
 comp = {}
 for name, port in ports.items():
     port = int(port)
-    if name == "redis":
+    if name.startswith("redis"):
         url = "redis://127.0.0.1:%d/0" % port
+    elif name.startswith("sentinel"):
+        url = "127.0.0.1:%d" % port
     elif name == "haproxy":
         url = lb
     else:
@@ -405,7 +464,12 @@ doc = {
     "replicas": [comp["proxy%d" % i]["url"] for i in (1, 2, 3)],
     "pollers": [comp["poller%d" % i]["url"] for i in (1, 2)],
     "components": comp,
+    "sentinel": sentinel,
 }
+if sentinel:
+    doc["sentinel_master"] = e["CLUSTER_SENTINEL_MASTER"]
+    doc["sentinels"] = [comp["sentinel%d" % i]["url"] for i in (1, 2, 3)]
+    doc["redis_nodes"] = ["redis", "redis2"]
 tmp = os.path.join(d, "cluster.json.tmp")
 old = os.umask(0o077)
 try:
@@ -444,6 +508,9 @@ spawn() {
 common_env() { # the variables every replica and poller gets
     ENVARGS=(UPSTREAM_URL="http://127.0.0.1:$CLUSTER_UPSTREAM_PORT" UPSTREAM_FORMAT=anthropic
              REDIS_URL="redis://127.0.0.1:$CLUSTER_REDIS_PORT/0" FALLBACK_CONFIG="$DIR/fallback.json")
+    # With Sentinel, REDIS_URL gives only the password and db: the sentinels name the master.
+    [ "$CLUSTER_SENTINEL" = 0 ] ||
+        ENVARGS+=(REDIS_SENTINELS="$(sentinel_list)" REDIS_SENTINEL_MASTER="$CLUSTER_SENTINEL_MASTER")
     local v
     for v in "${PASSTHROUGH[@]}"; do ENVARGS+=("$v=${!v}"); done
 }
@@ -456,11 +523,18 @@ launch() {
     fi
     common_env
     case $name in
-        redis)
-            mkdir -p "$DIR/redis"
-            spawn redis "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --dir "$DIR/redis" \
+        redis|redis2)
+            # The node that was the master at start comes back as one; the sentinels
+            # demote it if another was promoted meanwhile.
+            local role=()
+            [ "$CLUSTER_SENTINEL" = 0 ] || [ "$port" = "$CLUSTER_REDIS_MASTER_PORT" ] ||
+                role=(--replicaof 127.0.0.1 "$CLUSTER_REDIS_MASTER_PORT")
+            mkdir -p "$DIR/$name"
+            spawn "$name" "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --dir "$DIR/$name" \
                 --appendonly yes --appendfsync "$CLUSTER_REDIS_FSYNC" --save "" \
-                --daemonize no --logfile "" ;;
+                --daemonize no --logfile "" ${role[@]+"${role[@]}"} ;;
+        sentinel1|sentinel2|sentinel3)
+            spawn "$name" "$REDIS_SENTINEL" "$DIR/sentinel/$name.conf" ;;
         upstream)
             spawn upstream "$PYTHON" "$ROOT/tests/mock_upstream.py" --port "$port" --bind 127.0.0.1 ;;
         poller1|poller2)
@@ -480,7 +554,7 @@ ready() {
     local name=$1 port
     port=$(port_of "$name")
     case $name in
-        redis) redis_ping "$port" ;;
+        redis|redis2|sentinel*) redis_ping "$port" ;;
         upstream|poller1|poller2|proxy1|proxy2|proxy3)
             http_get "http://127.0.0.1:$port/health" >/dev/null ;;
         haproxy)
@@ -561,9 +635,10 @@ stop_group() {
         fi
     done
     [ ${#pids[@]} -gt 0 ] || return 0
-    local t0 deadline
+    local t0 deadline again
     t0=$(now_ms)
     deadline=$(( t0 + ${CLUSTER_STOP_TIMEOUT%.*} * 1000 ))
+    again=$(( t0 + 1000 ))
     while true; do
         left=0
         for n in "${!pids[@]}"; do
@@ -571,6 +646,14 @@ stop_group() {
         done
         [ "$left" = 0 ] && break
         [ "$(now_ms)" -ge "$deadline" ] && break
+        # Redis refuses a SIGTERM while it writes its first AOF (a replica just after a
+        # full sync) and does not try again by itself: ask once a second.
+        if [ "$(now_ms)" -ge "$again" ]; then
+            again=$(( $(now_ms) + 1000 ))
+            for n in "${!pids[@]}"; do
+                case $n in redis*) { pid_is "$n" "${pids[$n]}" && kill -TERM "${pids[$n]}"; } 2>/dev/null || true ;; esac
+            done
+        fi
         sleep 0.05
     done
     for n in "$@"; do
@@ -592,7 +675,74 @@ stop_all() {
     stop_group proxy1 proxy2 proxy3
     stop_group poller1 poller2
     stop_group upstream
-    stop_group redis
+    if [ "$CLUSTER_SENTINEL" = 1 ]; then
+        # The sentinels first: a master stopping under their eyes would be failed over.
+        stop_group sentinel1 sentinel2 sentinel3
+        stop_group redis redis2
+    else
+        stop_group redis
+    fi
+}
+
+# One sentinel's configuration (Sentinel rewrites the file with what it learns: keep it
+# across restarts of that sentinel; `start` writes it afresh).
+write_sentinel_conf() {
+    local name=$1 port
+    port=$(port_of "$name")
+    mkdir -p "$DIR/sentinel"
+    cat >"$DIR/sentinel/$name.conf" <<EOF
+port $port
+bind 127.0.0.1
+daemonize no
+logfile ""
+dir $DIR/sentinel
+sentinel monitor $CLUSTER_SENTINEL_MASTER 127.0.0.1 $CLUSTER_REDIS_MASTER_PORT 2
+sentinel down-after-milliseconds $CLUSTER_SENTINEL_MASTER $CLUSTER_SENTINEL_DOWN_AFTER_MS
+sentinel failover-timeout $CLUSTER_SENTINEL_MASTER $CLUSTER_SENTINEL_FAILOVER_TIMEOUT_MS
+sentinel parallel-syncs $CLUSTER_SENTINEL_MASTER 1
+EOF
+}
+
+# Every sentinel knows the two others and the replica (a failover needs their votes).
+sentinels_settled() {
+    "$PYTHON" - "$CLUSTER_SENTINEL_MASTER" "$CLUSTER_SENTINEL1_PORT" "$CLUSTER_SENTINEL2_PORT" \
+        "$CLUSTER_SENTINEL3_PORT" <<'PY' 2>/dev/null
+import socket, sys
+def cmd(port, *args):
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=2)
+    s.sendall(b"".join([b"*%d\r\n" % len(args)] + [b"$%d\r\n%s\r\n" % (len(a), a.encode()) for a in args]))
+    f = s.makefile("rb")
+    def read():
+        line = f.readline().rstrip(b"\r\n")
+        if line[:1] == b"*":
+            return [read() for _ in range(int(line[1:]))]
+        if line[:1] == b"$":
+            n = int(line[1:])
+            return None if n < 0 else f.read(n + 2)[:-2].decode()
+        if line[:1] == b"-":
+            raise RuntimeError(line.decode())
+        return line[1:].decode()
+    try:
+        return read()
+    finally:
+        s.close()
+for port in sys.argv[2:]:
+    r = cmd(port, "SENTINEL", "master", sys.argv[1])
+    m = dict(zip(r[::2], r[1::2]))
+    if int(m["num-other-sentinels"]) < 2 or int(m["num-slaves"]) < 1:
+        sys.exit(1)
+PY
+}
+
+# The role a Redis node states (master, slave), or nothing: the third line of the
+# reply (*N, $len, role).
+redis_role() {
+    local line="" _
+    { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 0
+    printf 'ROLE\r\n' >&3
+    for _ in 1 2 3; do IFS= read -r -t 2 line <&3 || true; done
+    exec 3<&- 3>&-
+    printf '%s' "${line%$'\r'}"
 }
 
 # ---- commands --------------------------------------------------------------------------
@@ -614,7 +764,24 @@ cmd_start() {
     local t0
     t0=$(now_ms)
     say "Starting the api-proxy fleet in $DIR"
-    start_one redis
+    if [ "$CLUSTER_SENTINEL" = 1 ]; then
+        say "  (Redis with Sentinel: master ${CLUSTER_SENTINEL_MASTER} at 127.0.0.1:$CLUSTER_REDIS_MASTER_PORT)"
+        if [ "$CLUSTER_REDIS_MASTER_PORT" = "$CLUSTER_REDIS2_PORT" ]; then
+            start_one redis2
+            start_one redis
+        else
+            start_one redis
+            start_one redis2
+        fi
+        for n in sentinel1 sentinel2 sentinel3; do write_sentinel_conf "$n"; done
+        start_one sentinel1
+        start_one sentinel2
+        start_one sentinel3
+        wait_for "the sentinels to know each other and the replica" "$CLUSTER_READY_TIMEOUT" "" \
+            sentinels_settled
+    else
+        start_one redis
+    fi
     start_one upstream
     start_one poller1
     start_one poller2
@@ -646,8 +813,8 @@ cmd_stop() {
 
 cmd_restart() {
     local name=$TARGET
-    case " ${COMPONENTS[*]} " in *" $name "*) ;; *) die "unknown component $name (one of: ${COMPONENTS[*]})" ;; esac
     config_from_file
+    case " ${COMPONENTS[*]} " in *" $name "*) ;; *) die "unknown component $name (one of: ${COMPONENTS[*]})" ;; esac
     mkdir -p "$DIR/logs" "$DIR/pids"
     stop_group "$name"
     start_one "$name"
@@ -672,7 +839,10 @@ cmd_status() {
         if pid_is "$n" "$pid"; then
             state=running
             case $n in
-                redis)
+                redis|redis2)
+                    if redis_ping "$port"; then detail="PING ok, $(redis_role "$port")"
+                    else detail="not answering PING"; bad=1; fi ;;
+                sentinel*)
                     if redis_ping "$port"; then detail="PING ok"; else detail="not answering PING"; bad=1; fi ;;
                 upstream)
                     if ready "$n"; then detail="/health 200"; else detail="/health failing"; bad=1; fi ;;

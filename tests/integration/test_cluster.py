@@ -361,20 +361,23 @@ def minus_models(after, before):
 # The test class
 # --------------------------------------------------------------------------------------
 
-@unittest.skipIf(find_haproxy() is None,
-                 "haproxy is not installed (Debian: apt-get install haproxy); the fleet test "
-                 "needs it as the load balancer")
-class ClusterTest(h.TestCase):
+class Fleet:
+    """The fleet of cluster.sh for a test class (mixed in before h.TestCase): started once
+    for the class on free ports, stopped after it, with helpers to drive and read it.
+    START_ARGS, EXTRA_PORTS and EXTRA_ENV let a class start a variant (e.g. --sentinel)."""
+
+    START_ARGS = ()
+    EXTRA_PORTS = ()
+    EXTRA_ENV = {}
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.dir = cls.workdir / "cluster"
-        ports = {"CLUSTER_LB_PORT": h.free_port(), "CLUSTER_LB_STATS_PORT": h.free_port(),
-                 "CLUSTER_REDIS_PORT": h.free_port(), "CLUSTER_UPSTREAM_PORT": h.free_port(),
-                 "CLUSTER_PROXY1_PORT": h.free_port(), "CLUSTER_PROXY2_PORT": h.free_port(),
-                 "CLUSTER_PROXY3_PORT": h.free_port(), "CLUSTER_POLLER1_PORT": h.free_port(),
-                 "CLUSTER_POLLER2_PORT": h.free_port()}
+        names = ("CLUSTER_LB_PORT", "CLUSTER_LB_STATS_PORT", "CLUSTER_REDIS_PORT",
+                 "CLUSTER_UPSTREAM_PORT", "CLUSTER_PROXY1_PORT", "CLUSTER_PROXY2_PORT",
+                 "CLUSTER_PROXY3_PORT", "CLUSTER_POLLER1_PORT", "CLUSTER_POLLER2_PORT")
+        ports = {n: h.free_port() for n in names + tuple(cls.EXTRA_PORTS)}
         if len(set(ports.values())) != len(ports):
             raise RuntimeError("free_port() gave the same port twice: %r" % ports)
         env = {k: v for k, v in os.environ.items()
@@ -390,10 +393,11 @@ class ClusterTest(h.TestCase):
             "LOG_LEVEL": "info",
             "SHUTDOWN_GRACE_SECONDS": "5",
         })
+        env.update(cls.EXTRA_ENV)
         cls.env = env
         cls.addClassCleanup(cls.stop_fleet)
         t0 = time.monotonic()
-        out = cls.cluster("start")
+        out = cls.cluster("start", *cls.START_ARGS)
         banner("cluster.sh start: fleet ready in %.2f s" % (time.monotonic() - t0))
         print("\n".join("  | " + line for line in out.splitlines()), flush=True)
         cls.info = json.loads((cls.dir / "cluster.json").read_text())
@@ -460,10 +464,10 @@ class ClusterTest(h.TestCase):
     def pid(self, name):
         return int((self.dir / "pids" / ("%s.pid" % name)).read_text())
 
-    def sigkill(self, name):
+    def sigkill(self, name, expect="api-"):
         pid = self.pid(name)
         cmdline = Path("/proc/%d/cmdline" % pid).read_bytes().replace(b"\0", b" ").decode()
-        self.assertIn("api-", cmdline, "pid %d is not %s any more" % (pid, name))
+        self.assertIn(expect, cmdline, "pid %d is not %s any more" % (pid, name))
         os.kill(pid, signal.SIGKILL)
         return pid
 
@@ -561,24 +565,25 @@ class ClusterTest(h.TestCase):
             and all(t["exhausted_until"] is None for t in d["tiers"]),
             "every replica: fresh quota, opus and gemini available, no marks")
 
-    def watch_replicas(self, pred, t0, timeout=5.0):
-        """Poll /admin/fallback of each replica (one thread each) until pred(doc); return
-        {replica: seconds after t0 (time.monotonic())}."""
+    def watch_replicas(self, pred, t0, timeout=5.0, names=REPLICAS, path="/admin/fallback"):
+        """Poll `path` of each replica (or poller) in `names` (one thread each) until
+        pred(doc); return (threads, {name: seconds after t0 (time.monotonic())})."""
         seen = {}
 
         def watch(name):
             deadline = time.monotonic() + timeout
-            with h.Client(self.replica_url[name], headers={"x-api-key": self.admin_key}) as c:
+            url = self.replica_url.get(name) or self.poller_url[name]
+            with h.Client(url, headers={"x-api-key": self.admin_key}) as c:
                 while time.monotonic() < deadline:
                     try:
-                        doc = c.get("/admin/fallback").json()
+                        doc = c.get(path).json()
                     except (OSError, http.client.HTTPException, ValueError):
                         continue
                     if pred(doc):
                         seen[name] = time.monotonic() - t0
                         return
                     time.sleep(0.002)
-        ths = [threading.Thread(target=watch, args=(n,), daemon=True) for n in REPLICAS]
+        ths = [threading.Thread(target=watch, args=(n,), daemon=True) for n in names]
         for t in ths:
             t.start()
         return ths, seen
@@ -698,6 +703,12 @@ class ClusterTest(h.TestCase):
         return (u["total_requests"] - b["total_requests"],
                 u["total_input_tokens"] - b["total_input_tokens"],
                 u["total_output_tokens"] - b["total_output_tokens"])
+
+
+@unittest.skipIf(find_haproxy() is None,
+                 "haproxy is not installed (Debian: apt-get install haproxy); the fleet test "
+                 "needs it as the load balancer")
+class ClusterTest(Fleet, h.TestCase):
 
     # ==================================================================================
     # 1. usage is exact on every replica

@@ -172,6 +172,23 @@ class DeployFilesTest(unittest.TestCase):
             self.assertIn("  " + svc, full.stdout)
         self.assertIn("8180", full.stdout)
 
+    def test_docker_compose_sentinel_variant_is_valid(self):
+        exe = shutil.which("docker-compose")
+        if exe is None:
+            self.skipTest("docker-compose is not installed (scripts/deps.sh test installs it)")
+        env = dict(os.environ, ADMIN_KEY="sk-admin-test")
+        files = ["-f", "docker-compose.yml", "-f", "docker-compose.sentinel.yml"]
+        r = subprocess.run([exe] + files + ["config"], cwd=h.ROOT, env=env, capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # One master, one replica, three sentinels; every replica and poller asks them.
+        for svc in ("redis:", "redis-replica:", "sentinel1:", "sentinel2:", "sentinel3:"):
+            self.assertIn("\n  " + svc, r.stdout)
+        self.assertEqual(r.stdout.count("REDIS_SENTINELS: sentinel1:26379,sentinel2:26379,sentinel3:26379"), 5)
+        self.assertIn("--replicaof", r.stdout)
+        conf = (h.ROOT / "deploy" / "sentinel.conf").read_text()
+        self.assertIn("sentinel monitor mymaster redis 6379 2", conf)
+
     def test_dockerfile_copies_only_what_exists(self):
         text = (h.ROOT / "Dockerfile").read_text()
         self.assertIn("USER apiproxy", text)
