@@ -10,7 +10,15 @@
 void ap_sha256(const void *data, size_t len, unsigned char out[32])
 {
     unsigned int olen = 32;
-    EVP_Digest(data, len, out, &olen, EVP_sha256(), NULL);
+    /*
+     * Fetched once: with OpenSSL 3 every EVP_Digest on EVP_sha256() looks the
+     * implementation up in the provider tables again, which cost more than
+     * hashing the key itself (a key is hashed on every request).
+     */
+    static EVP_MD *md;
+    if (md == NULL)
+        md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    EVP_Digest(data, len, out, &olen, md ? md : EVP_sha256(), NULL);
 }
 
 static void keys_hex(const unsigned char *b, size_t n, char *out)

@@ -107,6 +107,7 @@ struct px_ctx {
     struct px_fleet *fleet;         /* owned: this replica's heartbeat */
     char *admin_key;                /* borrowed: cfg.admin_key or the imported one */
     struct px_stats stats;
+    struct px_upstream *upstream;   /* owned: our HTTP/1.1 client's pools (px_upstream.c) */
     CURL *easy_pool[128];           /* owned: idle easy handles, reused (curl_easy_init is not cheap) */
     int easy_pool_n;
     unsigned draining:1;            /* SIGTERM: finishing in-flight work */

@@ -1,10 +1,11 @@
 /*
  * One upstream attempt: the outbound request (decided by px_outbound), its
- * transfer on curl multi, and the relay of its answer.
+ * exchange (px_xfer: our HTTP/1.1 client, or libcurl for https), and the
+ * relay of its answer.
  *
- *   px_attempt_start ─▶ curl ─▶ on_header (status, headers kept)
+ *   px_attempt_start ─▶ xfer ─▶ on_status, on_header (headers kept)
  *                            ─▶ on_write ─┬─ 2xx SSE: ap_stream (tap or convert) ─▶ client now;
- *                            │            │  curl paused while the client's buffer is full
+ *                            │            │  the exchange paused while the client's buffer is full
  *                            │            └─ else: buffered
  *                            ─▶ on_done ──┬─ streamed: end the stream ─▶ ops->on_stream_end
  *                                         └─ else: one outcome ─▶ ops->on_outcome
@@ -16,9 +17,9 @@
  * until the owner has made the usage durable (see px_request.c).
  */
 #include "px_attempt.h"
+#include "px_xfer.h"
 
 #include "ap_conv.h"
-#include "ap_curl.h"
 #include "ap_fallback.h"
 #include "ap_http1.h"
 #include "ap_log.h"
@@ -40,8 +41,9 @@
 struct px_attempt {
     struct px_attempt_spec s;           /* copy; its pointers are borrowed from the owner */
     struct px_ctx *ctx;                 /* borrowed (s.ctx) */
-    CURL *easy;                         /* owned (back to the pool when done) */
-    struct curl_slist *hdrs;            /* owned */
+    struct px_xfer *xfer;               /* owned: the exchange, while it runs */
+    char *hbuf;                         /* owned: the request's header lines, NUL-separated */
+    size_t hbuf_len, hbuf_cap;
     int status;                         /* upstream status, 0 before headers */
     char *rh;                           /* owned: upstream headers to relay, "name\0value\0"... */
     size_t rh_len, rh_cap;
@@ -50,12 +52,13 @@ struct px_attempt {
     struct ap_stream *sse;              /* owned: set once a 2xx stream began */
     struct event *idle;                 /* owned: the upstream's silence limit */
     unsigned is_sse:1;                  /* the upstream answered text/event-stream */
-    unsigned in_curl:1;                 /* transfer running */
-    unsigned paused:1;                  /* curl paused until the client drains */
+    unsigned in_curl:1;                 /* the exchange runs */
+    unsigned paused:1;                  /* the exchange waits until the client drains */
+    unsigned too_large:1;               /* we stopped an answer past MAX_BODY_BYTES */
     unsigned hold:1;                    /* keep the stream from the client until content */
     unsigned started:1;                 /* the stream reached the client: headers are out */
     unsigned retry:1;                   /* the held stream failed before content */
-    unsigned transfer_ok:1;             /* curl finished cleanly */
+    unsigned transfer_ok:1;             /* the exchange ended cleanly */
     unsigned final_held:1;              /* the stream's end was seen: its bytes go to the tail */
     unsigned ended:1;                   /* the stream's end was reported */
     int64_t t_sent, t_headers;          /* monotonic ms */
@@ -102,8 +105,8 @@ static void attempt_on_drained(void *arg)
     struct px_attempt *a = arg;
     if (a->paused && a->in_curl) {
         a->paused = 0;
-        /* May call attempt_on_write before returning, which may pause again. */
-        curl_easy_pause(a->easy, CURLPAUSE_CONT);
+        /* May call attempt_on_body before returning, which may pause again. */
+        px_xfer_resume(a->xfer);
     }
 }
 
@@ -162,7 +165,7 @@ static void attempt_end_stream(struct px_attempt *a, int upstream_ok)
     a->s.ops->on_stream_end(a->s.owner);
 }
 
-/* ---- curl callbacks ---- */
+/* ---- the exchange's callbacks ---- */
 
 /* Any sign of life from the upstream restarts its silence limit. */
 static void attempt_alive(struct px_attempt *a)
@@ -171,11 +174,12 @@ static void attempt_alive(struct px_attempt *a)
     evtimer_add(a->idle, &tv);
 }
 
-static void attempt_on_done(CURL *easy, CURLcode rc, void *arg);
+static void attempt_on_done(void *arg, enum px_transport result);
 
 /*
- * UPSTREAM_READ_TIMEOUT_SECONDS of silence. Our own timer, because curl's
- * low-speed check averages over a window and fires seconds late. A transfer
+ * UPSTREAM_READ_TIMEOUT_SECONDS of silence. Our own timer, the same for
+ * every transport (libcurl's low-speed check averages over a window and
+ * fires seconds late). A transfer
  * we paused for a slow client is not the upstream's silence.
  */
 static void attempt_on_idle(evutil_socket_t fd, short what, void *arg)
@@ -189,8 +193,9 @@ static void attempt_on_idle(evutil_socket_t fd, short what, void *arg)
         attempt_alive(a);
         return;
     }
-    ap_curl_remove(a->ctx->curl, a->easy);
-    attempt_on_done(a->easy, CURLE_OPERATION_TIMEDOUT, a);
+    px_xfer_free(a->xfer);
+    a->xfer = NULL;
+    attempt_on_done(a, PX_TR_TIMEOUT);
 }
 
 static int attempt_keep_header(struct px_attempt *a, const char *name, size_t nl, const char *value, size_t vl)
@@ -214,50 +219,41 @@ static int attempt_keep_header(struct px_attempt *a, const char *name, size_t nl
     return 0;
 }
 
-static size_t attempt_on_header(char *buf, size_t size, size_t n, void *arg)
+static void attempt_on_status(void *arg, int status)
 {
     struct px_attempt *a = arg;
-    size_t len = size * n;
     attempt_alive(a);
-    if (len <= 2 && a->status >= 200)
-        a->t_headers = ap_mono_ms(); /* the blank line after the final response's headers */
-    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
-        const char *sp = memchr(buf, ' ', len);
-        a->status = sp ? atoi(sp + 1) : 0;
-        a->rh_len = 0;
-        a->is_sse = 0;
-        return len;
-    }
-    const char *colon = memchr(buf, ':', len);
-    if (colon == NULL || colon == buf)
-        return len; /* the blank line ending the headers */
-    size_t nl = (size_t)(colon - buf);
-    const char *v = colon + 1, *end = buf + len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-        end--;
-    char name[128];
-    if (nl >= sizeof(name) || end - v > 8192)
-        return len;
-    memcpy(name, buf, nl);
-    name[nl] = '\0';
-    if (attempt_is_hop(name))
-        return len;
-    if (strcasecmp(name, "content-type") == 0 && end - v >= 17 && strncasecmp(v, "text/event-stream", 17) == 0)
-        a->is_sse = 1;
-    return attempt_keep_header(a, name, nl, v, (size_t)(end - v)) < 0 ? 0 : len;
+    a->status = status;
+    a->t_headers = ap_mono_ms();
+    a->rh_len = 0;
+    a->is_sse = 0;
 }
 
-static size_t attempt_on_write(char *data, size_t size, size_t n, void *arg)
+static int attempt_on_header(void *arg, const char *name, size_t nl, const char *value, size_t vl)
 {
     struct px_attempt *a = arg;
-    size_t len = size * n;
+    char n[128];
+    if (nl >= sizeof(n) || vl > 8192)
+        return 0; /* dropped, not relayed */
+    memcpy(n, name, nl);
+    n[nl] = '\0';
+    if (attempt_is_hop(n))
+        return 0;
+    if (strcasecmp(n, "content-type") == 0 && vl >= 17 && strncasecmp(value, "text/event-stream", 17) == 0)
+        a->is_sse = 1;
+    return attempt_keep_header(a, n, nl, value, vl);
+}
+
+static size_t attempt_on_body(void *arg, const char *data, size_t len)
+{
+    struct px_attempt *a = arg;
 
     attempt_alive(a);
     if (!(a->is_sse && a->status >= 200 && a->status < 300)) {
-        if ((long)(evbuffer_get_length(a->body) + len) > a->ctx->cfg.max_body)
-            return 0; /* too large to buffer: fails the transfer, reported as 502 */
+        if ((long)(evbuffer_get_length(a->body) + len) > a->ctx->cfg.max_body) {
+            a->too_large = 1;
+            return 0; /* too large to buffer: stops the exchange, reported as 502 */
+        }
         evbuffer_add(a->body, data, len);
         return len;
     }
@@ -269,10 +265,10 @@ static size_t attempt_on_write(char *data, size_t size, size_t n, void *arg)
         if (!a->s.hold)
             attempt_start_stream(a);
     }
-    /* Back-pressure: decide before consuming, curl hands the same bytes back on resume. */
+    /* Back-pressure: decide before consuming, the same bytes come back on resume. */
     if (a->started && px_hreq_backlog(a->s.hreq) > (size_t)a->ctx->cfg.stream_buffer) {
         a->paused = 1;
-        return CURL_WRITEFUNC_PAUSE;
+        return PX_XFER_PAUSE;
     }
     if (a->started && evbuffer_get_length(a->chunk) == 0 && !a->final_held && ap_stream_passthrough(a->sse)) {
         /* The usual case: the client gets these very bytes; tap them and send them, no copy. */
@@ -306,29 +302,6 @@ static size_t attempt_on_write(char *data, size_t size, size_t n, void *arg)
     return len;
 }
 
-static enum px_transport attempt_transport(CURLcode rc)
-{
-    switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return PX_TR_TIMEOUT;
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-        return PX_TR_REFUSED;
-    case CURLE_WRITE_ERROR:
-        return PX_TR_TOO_LARGE;
-    /* Garbage instead of HTTP is "unsupported protocol" to curl (an HTTP/0.9 reply). */
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_WEIRD_SERVER_REPLY:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_UNSUPPORTED_PROTOCOL:
-        return PX_TR_BROKEN;
-    default:
-        return PX_TR_OTHER;
-    }
-}
-
 /*
  * 1 when a 2xx body of a Messages / Chat Completions call is an answer of the
  * target's format; its usage is taken on the way (one parse for both).
@@ -350,32 +323,40 @@ static int attempt_body_is_answer(struct px_attempt *a)
     return ok;
 }
 
-static void attempt_on_done(CURL *easy, CURLcode rc, void *arg)
+static const char *attempt_result_name(enum px_transport r)
+{
+    static const char *const names[] = {"ok", "connection refused", "connection broken", "timed out",
+                                        "answer too large", "aborted", "transfer failed"};
+    return (size_t)r < sizeof(names) / sizeof(names[0]) ? names[r] : "transfer failed";
+}
+
+static void attempt_on_done(void *arg, enum px_transport rc)
 {
     struct px_attempt *a = arg;
-    (void)easy;
     a->in_curl = 0;
-    a->transfer_ok = rc == CURLE_OK;
+    a->transfer_ok = rc == PX_TR_NONE;
     evtimer_del(a->idle);
+    if (rc == PX_TR_ABORTED && a->too_large)
+        rc = PX_TR_TOO_LARGE;
 
     if (a->started) {
-        if (rc != CURLE_OK) {
-            ap_warn(a->s.rid, "upstream stream broke: %s", curl_easy_strerror(rc));
+        if (rc != PX_TR_NONE) {
+            ap_warn(a->s.rid, "upstream stream broke: %s", attempt_result_name(rc));
             a->ctx->stats.upstream_errors++;
         }
-        attempt_end_stream(a, rc == CURLE_OK);
+        attempt_end_stream(a, rc == PX_TR_NONE);
         return;
     }
     struct px_outcome o = {0};
     o.api = a->s.api;
     if (a->sse != NULL) {
         o.kind = PX_OUT_HELD_STREAM;
-        o.stream_clean = rc == CURLE_OK && ap_stream_done(a->sse);
+        o.stream_clean = rc == PX_TR_NONE && ap_stream_done(a->sse);
         o.stream_error = ap_stream_failed(a->sse) ? ap_stream_error(a->sse) : "";
-    } else if (rc != CURLE_OK) {
+    } else if (rc != PX_TR_NONE) {
         o.kind = PX_OUT_TRANSPORT;
-        o.transport = attempt_transport(rc);
-        ap_info(a->s.rid, "upstream transfer failed: %s", curl_easy_strerror(rc));
+        o.transport = rc;
+        ap_info(a->s.rid, "upstream transfer failed: %s", attempt_result_name(rc));
     } else {
         o.kind = PX_OUT_ANSWER;
         o.status = a->status;
@@ -452,37 +433,27 @@ enum px_delivery px_attempt_deliver(struct px_attempt *a, int *status, const cha
 
 /* ---- lifecycle ---- */
 
-static CURL *attempt_easy_get(struct px_ctx *ctx)
-{
-    return ctx->easy_pool_n > 0 ? ctx->easy_pool[--ctx->easy_pool_n] : curl_easy_init();
-}
-
-/* Back to the pool with its options cleared (live connections stay in the multi handle's cache). */
-static void attempt_easy_put(struct px_ctx *ctx, CURL *e)
-{
-    if (e == NULL)
-        return;
-    if (ctx->easy_pool_n < (int)(sizeof(ctx->easy_pool) / sizeof(ctx->easy_pool[0]))) {
-        curl_easy_reset(e);
-        ctx->easy_pool[ctx->easy_pool_n++] = e;
-    } else {
-        curl_easy_cleanup(e);
-    }
-}
-
 void px_attempt_pool_free(struct px_ctx *ctx)
 {
-    while (ctx->easy_pool_n > 0)
-        curl_easy_cleanup(ctx->easy_pool[--ctx->easy_pool_n]);
+    px_xfer_shutdown(ctx);
 }
 
 static int attempt_add_header(void *arg, const char *line)
 {
     struct px_attempt *a = arg;
-    struct curl_slist *l = curl_slist_append(a->hdrs, line);
-    if (l == NULL)
-        return -1;
-    a->hdrs = l;
+    size_t l = strlen(line) + 1;
+    if (a->hbuf_len + l > a->hbuf_cap) {
+        size_t cap = a->hbuf_cap ? a->hbuf_cap * 2 : 1024;
+        while (cap < a->hbuf_len + l)
+            cap *= 2;
+        char *p = realloc(a->hbuf, cap);
+        if (p == NULL)
+            return -1;
+        a->hbuf = p;
+        a->hbuf_cap = cap;
+    }
+    memcpy(a->hbuf + a->hbuf_len, line, l);
+    a->hbuf_len += l;
     return 0;
 }
 
@@ -497,10 +468,13 @@ static int attempt_headers(struct px_attempt *a)
     return px_outbound_headers(&in, &a->s.target, attempt_add_header, a);
 }
 
+static const struct px_xfer_cbs attempt_xfer_cbs = {
+    attempt_on_status, attempt_on_header, attempt_on_body, attempt_on_done,
+};
+
 struct px_attempt *px_attempt_start(const struct px_attempt_spec *spec, int *status, const char **message)
 {
     struct px_ctx *ctx = spec->ctx;
-    const struct px_config *c = &ctx->cfg;
     struct px_attempt *a = calloc(1, sizeof(*a));
     if (a == NULL)
         goto oom;
@@ -509,38 +483,19 @@ struct px_attempt *px_attempt_start(const struct px_attempt_spec *spec, int *sta
     a->body = evbuffer_new();
     a->chunk = evbuffer_new();
     a->idle = evtimer_new(ctx->base, attempt_on_idle, a);
-    a->easy = attempt_easy_get(ctx);
-    if (a->body == NULL || a->chunk == NULL || a->idle == NULL || a->easy == NULL || attempt_headers(a) < 0)
+    if (a->body == NULL || a->chunk == NULL || a->idle == NULL || attempt_headers(a) < 0)
         goto oom;
-    CURL *e = a->easy;
-    curl_easy_setopt(e, CURLOPT_URL, a->s.target.url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, a->hdrs);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->upstream_connect_ms);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    /* The path was checked decoded (no dot segments): curl must send it as it is. */
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, attempt_on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, a);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, attempt_on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, a);
-
+    const char *lines[AP_HTTP1_MAX_HEADERS + 16];
+    size_t nl = 0;
+    for (size_t o = 0; o < a->hbuf_len && nl < sizeof(lines) / sizeof(lines[0]); o += strlen(a->hbuf + o) + 1)
+        lines[nl++] = a->hbuf + o;
     enum px_method m = px_hreq_method(a->s.hreq);
-    if (m == PX_GET) {
-        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-    } else if (m == PX_HEAD) {
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    } else {
-        if (m != PX_POST)
-            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, px_hreq_method_name(a->s.hreq));
-        /* POSTFIELDS does not copy: the body stays with the owner until the attempt is freed. */
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)a->s.body_len);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, a->s.body_len ? a->s.body : "");
-    }
+    struct px_xfer_req req = {a->s.target.url, px_hreq_method_name(a->s.hreq), lines, nl, a->s.body,
+                              a->s.body_len, m != PX_GET && m != PX_HEAD};
     a->t_sent = ap_mono_ms();
     attempt_alive(a);
-    if (ap_curl_add(ctx->curl, e, attempt_on_done, a) < 0) {
+    a->xfer = px_xfer_start(ctx, &req, &attempt_xfer_cbs, a);
+    if (a->xfer == NULL) {
         px_attempt_free(a);
         *status = 500;
         *message = "cannot start the upstream request";
@@ -566,8 +521,7 @@ void px_attempt_free(struct px_attempt *a)
 {
     if (a == NULL)
         return;
-    if (a->in_curl)
-        ap_curl_remove(a->ctx->curl, a->easy);
+    px_xfer_free(a->xfer);
     if (a->started && !a->ended) {
         /* The client left mid-stream: what it was sent counts. */
         ap_stream_usage(a->sse, a->s.usage);
@@ -577,8 +531,7 @@ void px_attempt_free(struct px_attempt *a)
         px_hreq_on_drain(a->s.hreq, NULL, NULL);
     if (a->idle != NULL)
         event_free(a->idle);
-    attempt_easy_put(a->ctx, a->easy);
-    curl_slist_free_all(a->hdrs);
+    free(a->hbuf);
     if (a->body != NULL)
         evbuffer_free(a->body);
     if (a->chunk != NULL)

@@ -28,6 +28,7 @@ enum px_transport {
     PX_TR_BROKEN,                       /* the connection broke, or garbage instead of HTTP */
     PX_TR_TIMEOUT,                      /* silence past UPSTREAM_READ_TIMEOUT_SECONDS */
     PX_TR_TOO_LARGE,                    /* an answer past MAX_BODY_BYTES */
+    PX_TR_ABORTED,                      /* our own side stopped it (the attempt knows why) */
     PX_TR_OTHER,
 };
 
