@@ -273,7 +273,7 @@ size_t ap_h1resp_next(struct ap_h1resp *p, const char *buf, size_t len, int eof,
     case S_TRAILERS: {
         size_t n, take = h1r_line(buf, len, &n);
         if (take == 0) {
-            if ((p->trailer += len) > H1R_MAX_LINE || eof)
+            if (p->trailer + len > H1R_MAX_LINE || eof)
                 return h1r_error(p, ev, "malformed trailers");
             return h1r_event(ev, AP_H1R_MORE, 0);
         }

@@ -49,6 +49,12 @@ long ap_http1_head_end(const char *buf, size_t len, size_t *scan, struct ap_http
     /* A TLS handshake (0x16 0x03) on the plain port: say so at once instead of waiting. */
     if (len > 0 && b[0] == 0x16)
         return http1_fail(err, 400, "this port speaks plain HTTP, not TLS");
+    /* The method is the first thing on the wire: garbage there is refused without waiting. */
+    size_t m = 0;
+    while (m < len && m < 32 && http1_tchar(b[m]))
+        m++;
+    if (m < len && (m == 32 || b[m] != ' '))
+        return http1_fail(err, 400, "malformed request line");
     for (; i < len; i++) {
         unsigned char c = b[i];
         if (c == '\n') {
@@ -65,12 +71,6 @@ long ap_http1_head_end(const char *buf, size_t len, size_t *scan, struct ap_http
             return http1_fail(err, 400, "NUL byte in the request head");
         }
     }
-    /* The method is the first thing on the wire: garbage there is refused without waiting. */
-    size_t m = 0;
-    while (m < len && m < 32 && http1_tchar(b[m]))
-        m++;
-    if (m < len && (m == 32 || b[m] != ' '))
-        return http1_fail(err, 400, "malformed request line");
     *scan = i;
     return 0;
 }

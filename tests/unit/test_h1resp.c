@@ -121,6 +121,17 @@ static void test_interim_and_bodiless(void **state)
     check_all_splits("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", 1, 0, 200, "Content-Length=10;", "", 1);
 }
 
+#define A50 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+/* Fuzzing finding: a trailer line arriving byte by byte was counted again with every byte, until "too long". */
+static void test_trailers_trickled(void **state)
+{
+    (void)state;
+    check_all_splits("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n"
+                     "X-Long-Trailer: " A50 A50 A50 A50 A50 "\r\n\r\n",
+                     0, 0, 200, "Transfer-Encoding=chunked;", "x", 1);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -153,6 +164,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_content_length), cmocka_unit_test(test_chunked), cmocka_unit_test(test_to_the_end),
         cmocka_unit_test(test_interim_and_bodiless), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_trailers_trickled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

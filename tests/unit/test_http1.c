@@ -119,6 +119,17 @@ static void test_refused_heads(void **state)
     }
 }
 
+/* Fuzzing finding: a head-like run of lines with a bad first line was accepted whole but refused in pieces. */
+static void test_bad_method_whatever_the_slicing(void **state)
+{
+    (void)state;
+    const char *s = "5\r\nhello\r\nX: y\r\n\r\n";
+    struct ap_http1_err err = {0, NULL};
+    size_t scan = 0;
+    assert_int_equal(ap_http1_head_end(s, strlen(s), &scan, &err), -1);
+    assert_int_equal(err.status, 400);
+}
+
 static void test_nul_in_head(void **state)
 {
     (void)state;
@@ -260,6 +271,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_heads),     cmocka_unit_test(test_refused_heads),
         cmocka_unit_test(test_nul_in_head),     cmocka_unit_test(test_too_many_headers),
+        cmocka_unit_test(test_bad_method_whatever_the_slicing),
         cmocka_unit_test(test_head_end_any_split), cmocka_unit_test(test_chunked),
         cmocka_unit_test(test_chunked_refused), cmocka_unit_test(test_path_decode),
     };
