@@ -92,7 +92,7 @@ class FrontDoorTest(h.TestCase):
             self.assertEqual(r.status, 404, (method, path, r.text))
             self.assertEqual(r.json()["type"], "error")
             self.assertEqual(r.json()["error"]["type"], "not_found_error")
-        self.assertEqual(self.mock.stats()["total"], 0, "a refused path reached the upstream")
+        self.assertEqual([q["path"] for q in self.mock.requests()], [], "a refused path reached the upstream")
         # The allowed ones pass, with the key checked.
         self.assertEqual(h.request("GET", self.proxy.url + "/v1/models",
                                    headers={"x-api-key": self.key}).status, 200)
@@ -181,6 +181,28 @@ class FrontDoorTest(h.TestCase):
         h.wait_until(lambda: self.mock.stats()["abandoned"] >= 1, 5)
         time.sleep(0.2)
         self.assertEqual(self.mock.stats()["total"], 1, "the proxy moved on to the next tier for nobody")
+
+    def test_every_output_limit_is_clamped(self):
+        # A tier with max_tokens_limit: every field that limits output is clamped, on the
+        # same-format path too (max_completion_tokens used to pass untouched).
+        chain = {"enabled": True, "tiers": [
+            {"name": "Ext", "model": "ext-model", "type": "external",
+             "base_url": self.mock.url + "/v1", "api_key": "sk-ext-test", "max_tokens_limit": 100}]}
+        p = self.start_proxy(self.mock, self.redis, fallback_config=chain, name="clamp")
+        key = p.create_key("clamp")
+        for fields in ({"max_tokens": 5000}, {"max_completion_tokens": 9000},
+                       {"max_tokens": 50, "max_completion_tokens": 9000}):
+            self.mock.clear_requests()
+            b = {"model": "ext-model", "messages": [{"role": "user", "content": "x"}]}
+            b.update(fields)
+            r = h.request("POST", p.url + "/v1/chat/completions", headers={"x-api-key": key}, body=b)
+            self.assertEqual(r.status, 200, r.text)
+            sent = self.mock.requests("/v1/chat/completions")[-1]["body"]
+            for f in ("max_tokens", "max_completion_tokens"):
+                if f in fields:
+                    self.assertLessEqual(sent[f], 100, (fields, sent))
+            if "max_tokens" in fields and fields["max_tokens"] <= 100:
+                self.assertEqual(sent["max_tokens"], fields["max_tokens"])
 
     # ---- framing answered at once ----
 
