@@ -103,6 +103,28 @@ static int stream_delta_has_content(const cJSON *chunk)
     return 0;
 }
 
+/*
+ * Does the chunk carry a usage object? Many servers put "usage":null in every
+ * chunk: only an object is worth a parse.
+ */
+static int stream_has_usage_object(const char *data, size_t len)
+{
+    const char *end = data + len;
+    for (const char *p = data; (p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL;) {
+        p += 7;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+            p++;
+        if (p < end && *p == ':') {
+            p++;
+            while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+                p++;
+            if (p < end && *p == '{')
+                return 1;
+        }
+    }
+    return 0;
+}
+
 /* OpenAI chunk: usage, content, end, error. Returns 1 if it is the usage-only chunk. */
 static int stream_tap_openai(struct ap_stream *s, const char *data, size_t len)
 {
@@ -111,7 +133,7 @@ static int stream_tap_openai(struct ap_stream *s, const char *data, size_t len)
         return 0;
     }
     /* Parse only what can matter: chunks before content starts, usage and errors. */
-    int maybe_usage = memmem(data, len, "\"usage\"", 7) != NULL;
+    int maybe_usage = stream_has_usage_object(data, len);
     if (s->started && !maybe_usage && memmem(data, len, "\"error\"", 7) == NULL)
         return 0;
     cJSON *j = cJSON_ParseWithLength(data, len);

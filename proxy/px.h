@@ -59,6 +59,7 @@ struct px_config {
     long stream_buffer;             /* STREAM_BUFFER_BYTES: back-pressure limit per client */
     long usage_flush_ms;            /* USAGE_FLUSH_MS */
     long usage_durable;             /* USAGE_DURABLE: success replies wait for their usage to be in Redis */
+    long usage_commit_us;           /* USAGE_COMMIT_WINDOW_US: least time between two batches under load */
     long shutdown_grace_s;          /* SHUTDOWN_GRACE_SECONDS */
     long max_connections;           /* MAX_CONNECTIONS: client connections at once */
     struct px_allow *passthrough;   /* owned: PASSTHROUGH: which other /v1 paths pass through */

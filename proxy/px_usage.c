@@ -89,7 +89,40 @@ struct px_usage {
     uint64_t wait_gen;          /* connection the WAIT in flight vouches for */
     int64_t next_wait_ms;       /* degraded: when to try a WAIT again (monotonic) */
     struct event *timer;        /* owned */
+    struct event *commit;       /* owned: the end of the commit window (USAGE_COMMIT_WINDOW_US) */
+    int64_t last_take_us;       /* monotonic: when the last batch was taken */
 };
+
+static int64_t usage_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * Group commit with a window: a reply waiting for its usage goes out with the
+ * next batch, and while batches follow each other closer than the window,
+ * the next one is taken only when the window has passed since the last.
+ * Under load, batches grow (each holds what the window gathered) and Redis
+ * does the same counter updates once for many requests; when the replica is
+ * quiet, a lone request is written at once and waits for nothing.
+ */
+static int usage_commit_later(struct px_usage *u)
+{
+    long win = u->ctx->cfg.usage_commit_us;
+    if (win <= 0)
+        return 0;
+    int64_t since = usage_now_us() - u->last_take_us;
+    if (since >= win)
+        return 0;
+    if (!evtimer_pending(u->commit, NULL)) {
+        int64_t left = win - since;
+        struct timeval tv = {left / 1000000, left % 1000000};
+        evtimer_add(u->commit, &tv);
+    }
+    return 1;
+}
 
 static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv);
 static void usage_on_wait(redisAsyncContext *ac, void *reply, void *priv);
@@ -301,8 +334,10 @@ static void usage_send(struct px_usage *u, int take)
         usage_wait_replicas(u);
         return;
     }
-    if (take && usage_take(u) == 0)
+    if (take && usage_take(u) == 0) {
+        u->last_take_us = usage_now_us();
         usage_write(u, u->q.tail);
+    }
 }
 
 /* After a reply: go on without waiting for the timer when someone waits, a backlog grew, or shutting down. */
@@ -312,8 +347,8 @@ static void usage_continue(struct px_usage *u)
     int waiters = u->w_next != NULL;
     for (const struct ap_ackq_item *it = u->q.head; it != NULL && !waiters; it = it->next)
         waiters = it->waiters != NULL;
-    int take = waiters || ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS || (left > 0 && u->ctx->draining);
-    usage_send(u, take);
+    int full = ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS || (left > 0 && u->ctx->draining);
+    usage_send(u, full || (waiters && !usage_commit_later(u)));
 }
 
 /* Replies stop waiting for replicas: they wait for the write only. Batches stay until acknowledged. */
@@ -401,6 +436,14 @@ static void usage_on_timer(evutil_socket_t fd, short what, void *arg)
     usage_send(arg, 1);
 }
 
+static void usage_on_commit(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_usage *u = arg;
+    (void)fd;
+    (void)what;
+    usage_send(u, u->w_next != NULL);
+}
+
 struct px_usage *px_usage_new(struct px_ctx *ctx)
 {
     struct px_usage *u = calloc(1, sizeof(*u));
@@ -416,7 +459,8 @@ struct px_usage *px_usage_new(struct px_ctx *ctx)
     usage_sha1_hex(ap_script_flush, u->flush_sha);
     u->pending = ap_delta_new();
     u->timer = event_new(ctx->base, -1, EV_PERSIST, usage_on_timer, u);
-    if (u->pending == NULL || u->timer == NULL) {
+    u->commit = evtimer_new(ctx->base, usage_on_commit, u);
+    if (u->pending == NULL || u->timer == NULL || u->commit == NULL) {
         px_usage_free(u);
         return NULL;
     }
@@ -453,6 +497,8 @@ void px_usage_free(struct px_usage *u)
                 "before exit", unreplicated);
     if (u->timer != NULL)
         event_free(u->timer);
+    if (u->commit != NULL)
+        event_free(u->commit);
     tdestroy(u->tuples, usage_tuple_free);
     usage_free_waiters(u->w_next);
     ap_ackq_clear(&u->q, usage_free_waiters_cb, NULL);
@@ -525,7 +571,7 @@ void px_usage_wait(struct px_usage *u, px_usage_done_fn fn, void *arg)
     w->arg = arg;
     w->next = NULL;
     usage_append(&u->w_next, w);
-    usage_send(u, 1);
+    usage_send(u, !usage_commit_later(u));
 }
 
 static void usage_cancel_in(struct usage_waiter **l, void *arg)
