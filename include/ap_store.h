@@ -1,5 +1,5 @@
 /*
- * ap_store: the Redis data model (README "Redis data model") — key names and
+ * ap_store: the Redis data model (docs/redis.md) — key names and
  * the Lua scripts that read and write them. Everything about where data lives
  * in Redis is in this file and common/ap_store.c; nothing else spells a key.
  *

@@ -4,7 +4,7 @@
  * headers that may go along, and the body (the client's bytes untouched when
  * nothing must change, else edited or converted).
  *
- * Routing (see docs/http-api.md): a model of the tier chain goes to its tier
+ * Routing (docs/contract.md sections 3 and 5): a model of the tier chain goes to its tier
  * in the tier's format (antigravity/upstream: Anthropic at UPSTREAM_URL;
  * external: OpenAI at its base_url); any other model goes to UPSTREAM_URL in
  * UPSTREAM_FORMAT. Allowed pass-through paths go to UPSTREAM_URL as they are.
