@@ -567,8 +567,14 @@ class Proxy(Proc):
             return r.status, r.text
 
     def create_key(self, name="test"):
-        """Create a client key through the admin API and return it."""
-        status, doc = self.admin("POST", "/admin/keys", {"name": name})
+        """Create a client key through the admin API and return it. A proxy just started
+        answers /health before its Redis connection is up: a 503 then is waited out."""
+        deadline = time.monotonic() + 5 * self.slow
+        while True:
+            status, doc = self.admin("POST", "/admin/keys", {"name": name})
+            if status != 503 or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         if status != 200 or not isinstance(doc, dict) or "api_key" not in doc:
             raise AssertionError("creating key failed: %s %r" % (status, doc))
         return doc["api_key"]
