@@ -219,8 +219,14 @@ static int cmd_create(redisContext *c, const char *name, long tz)
     redisReply *r = admin_eval(c, ap_script_key_create, 6, args);
     int ok = r != NULL && r->integer == 1;
     freeReplyObject(r);
-    if (ok)
-        printf("{\"api_key\": \"%s\", \"id\": \"%s\", \"name\": \"%s\"}\n", k.secret, k.id, k.name);
+    if (ok) {
+        /* Printed as JSON by cJSON: a name is user input and may hold quotes or control bytes. */
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "api_key", k.secret);
+        cJSON_AddStringToObject(doc, "id", k.id);
+        cJSON_AddStringToObject(doc, "name", k.name);
+        ok = admin_print(doc) == 0;
+    }
     OPENSSL_cleanse(&k, sizeof(k));
     return ok ? 0 : 1;
 }
@@ -243,10 +249,12 @@ static int cmd_key(redisContext *c, const char *verb, const char *ref, long tz)
     } else if (script == ap_script_key_usage) {
         rc = admin_print(ap_view_key_usage(r, tz));
     } else {
-        printf("{\"status\": \"%s\", \"name\": \"%s\"}\n",
-               strcmp(verb, "delete") == 0 ? "deleted" : strcmp(verb, "enable") == 0 ? "enabled" : "disabled",
-               r->elements > 1 && r->element[1]->str ? r->element[1]->str : "");
-        rc = 0;
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "status", strcmp(verb, "delete") == 0   ? "deleted"
+                                               : strcmp(verb, "enable") == 0 ? "enabled"
+                                                                             : "disabled");
+        cJSON_AddStringToObject(doc, "name", r->elements > 1 && r->element[1]->str ? r->element[1]->str : "");
+        rc = admin_print(doc);
     }
     freeReplyObject(r);
     return rc;

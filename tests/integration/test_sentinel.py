@@ -17,6 +17,7 @@
 Runs under AP_VALGRIND=1 as well (the proxy and the poller under valgrind).
 """
 
+import json
 import os
 import re
 import shutil
@@ -195,7 +196,7 @@ class SentinelTest(h.TestCase):
         r = subprocess.run([str(h.bin_dir() / "api-proxy-admin"), "create", "from-cli"],
                            capture_output=True, text=True, timeout=60, env=env)
         self.assertEqual(r.returncode, 0, r.stderr)
-        kid = re.search(r'"id": "([0-9a-f]+)"', r.stdout).group(1)
+        kid = json.loads(r.stdout)["id"]
         with m.client() as c:
             self.assertIsNotNone(c.cmd("GET", "ap:keyid:%s" % kid), "the key is on the master")
         r = subprocess.run([str(h.bin_dir() / "api-proxy-admin"), "list"], capture_output=True,
@@ -341,7 +342,7 @@ class SentinelTest(h.TestCase):
         r, took = started["r"], started["took"]
         self.assertEqual(r.returncode, 0, r.stderr)
         out = r.stdout
-        kid = re.search(r'"id": "([0-9a-f]+)"', out).group(1)
+        kid = json.loads(out)["id"]
         with new.client() as c:
             self.assertIsNotNone(c.cmd("GET", "ap:keyid:%s" % kid), "the key is on the new master")
         print("    admin command line started with the master just killed: done on the new master "
