@@ -5,6 +5,7 @@
  * in the table at the top of ap_conv.h.
  */
 #include "ap_conv_int.h"
+#include "ap_json.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -211,8 +212,12 @@ static cJSON *o2a_input(const cJSON *args)
     s += strspn(s, " \t\r\n");
     if (*s == '\0')
         return cJSON_CreateObject();
-    /* Whole string must parse: '{"a":1}{"b":2}' is not one object. */
-    cJSON *v = cJSON_ParseWithOpts(s, NULL, 1);
+    /*
+     * Whole string must parse: '{"a":1}{"b":2}' is not one object. Read as a
+     * client body (duplicates, U+0000), or the tree would say something else.
+     */
+    const char *err;
+    cJSON *v = ap_json_parse_client(s, strlen(s), &err);
     if (cJSON_IsObject(v))
         return v;
     cJSON_Delete(v);

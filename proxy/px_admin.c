@@ -8,6 +8,7 @@
 #include "px.h"
 
 #include "ap_import.h"
+#include "ap_json.h"
 #include "ap_delta.h"
 #include "ap_keys.h"
 #include "ap_log.h"
@@ -173,10 +174,13 @@ static cJSON *admin_body(struct evhttp_request *req, int optional)
     size_t len = evbuffer_get_length(in);
     if (len == 0 && optional)
         return cJSON_CreateObject();
-    cJSON *j = cJSON_ParseWithLength((const char *)evbuffer_pullup(in, -1), len);
+    const char *err = NULL;
+    cJSON *j = ap_json_parse_client((const char *)evbuffer_pullup(in, -1), len, &err);
     if (!cJSON_IsObject(j)) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "body must be a JSON object%s%s", err ? ": " : "", err ? err : "");
         cJSON_Delete(j);
-        px_reply_error(req, PX_FMT_ADMIN, 400, "body must be a JSON object");
+        px_reply_error(req, PX_FMT_ADMIN, 400, msg);
         return NULL;
     }
     return j;
