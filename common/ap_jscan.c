@@ -35,10 +35,12 @@ struct jname {
 };
 
 struct jscan {
+    const unsigned char *start;
     const unsigned char *p;
     const unsigned char *end;
     int depth;
     struct ap_jscan *top;       /* the caller's result */
+    int verdict;                /* the first AP_JSCAN_DUPLICATE / NUL_NAME seen; the scan goes on */
     struct jname *names;        /* the name stack: inl, or malloc'd past it */
     size_t nnames, cap;
     unsigned char *arena;       /* decoded escaped names: ainl, or malloc'd past it */
@@ -345,28 +347,38 @@ static int jscan_same(const struct jname *x, const struct jname *y)
     return x->dlen == y->dlen && memcmp(x->d, y->d, x->dlen) == 0;
 }
 
-static int jscan_dup(struct jscan *s, const struct jname *e)
+/*
+ * Notes a duplicate or a U+0000 name (the first one wins) and lets the scan go
+ * on: a document that is also malformed further on is reported as malformed.
+ */
+static void jscan_verdict(struct jscan *s, int rc, const unsigned char *at, const struct jname *e)
 {
-    s->top->dup_name = (const char *)e->raw;
-    s->top->dup_len = e->rawlen;
-    return AP_JSCAN_DUPLICATE;
+    if (s->verdict != AP_JSCAN_OK)
+        return;
+    s->verdict = rc;
+    s->top->error_offset = (size_t)(at - s->start);
+    if (e != NULL) {
+        s->top->dup_name = (const char *)e->raw;
+        s->top->dup_len = e->rawlen;
+    }
 }
 
 /* Checks the names of the object whose run starts at `base`, then pops them. */
-static int jscan_close(struct jscan *s, size_t base, size_t abase)
+static void jscan_close(struct jscan *s, size_t base, size_t abase)
 {
     struct jname *v = s->names + base;
     size_t k = s->nnames - base;
-    int rc = 0;
+    int found = 0;
 
     for (size_t i = 0; s->alen > abase && i < k; i++)
         if (v[i].aoff != JSCAN_NO_ARENA)
             v[i].d = s->arena + v[i].aoff; /* the arena may have moved since the push */
     if (k <= JSCAN_PAIRWISE) {
-        for (size_t i = 1; i < k && rc == 0; i++)
+        for (size_t i = 1; i < k && !found; i++)
             for (size_t j = 0; j < i; j++)
                 if (jscan_same(&v[i], &v[j])) {
-                    rc = jscan_dup(s, &v[i]);
+                    jscan_verdict(s, AP_JSCAN_DUPLICATE, v[i].raw, &v[i]);
+                    found = 1;
                     break;
                 }
     } else {
@@ -375,13 +387,14 @@ static int jscan_close(struct jscan *s, size_t base, size_t abase)
         qsort(v, k, sizeof(*v), jscan_name_cmp);
         for (size_t i = 1; i < k; i++)
             if (v[i].h == v[i - 1].h && jscan_same(&v[i], &v[i - 1])) {
-                rc = jscan_dup(s, &v[i]);
+                /* the later of the two in the text, as the pair-by-pair check reports it */
+                const struct jname *e = v[i].raw > v[i - 1].raw ? &v[i] : &v[i - 1];
+                jscan_verdict(s, AP_JSCAN_DUPLICATE, e->raw, e);
                 break;
             }
     }
     s->nnames = base;
     s->alen = abase;
-    return rc;
 }
 
 /* ---- values ---- */
@@ -455,10 +468,8 @@ static int jscan_object(struct jscan *s, int level)
             return AP_JSCAN_INVALID;
         if ((rc = jscan_string(s, &k)) < 0)
             return rc;
-        if (k.nul) {
-            s->p = k.b;
-            return AP_JSCAN_NUL_NAME;
-        }
+        if (k.nul)
+            jscan_verdict(s, AP_JSCAN_NUL_NAME, k.b, NULL);
         if ((rc = jscan_push(s, &k, &d, &dlen)) < 0)
             return rc;
         jscan_ws(s);
@@ -488,7 +499,8 @@ static int jscan_object(struct jscan *s, int level)
         }
         if (s->p < s->end && *s->p == '}') {
             s->p++;
-            return jscan_close(s, base, abase);
+            jscan_close(s, base, abase);
+            return 0;
         }
         return AP_JSCAN_INVALID;
     }
@@ -569,8 +581,9 @@ static int jscan_value(struct jscan *s, enum ap_jtype *type, int level)
 int ap_jscan(const char *buf, size_t len, struct ap_jscan *out)
 {
     struct jscan s;
-    s.p = (const unsigned char *)buf;
+    s.start = s.p = (const unsigned char *)buf;
     s.end = s.p + len;
+    s.verdict = AP_JSCAN_OK;
     s.depth = 0;
     s.top = out;
     s.names = s.inl;
@@ -592,9 +605,13 @@ int ap_jscan(const char *buf, size_t len, struct ap_jscan *out)
         free(s.names);
     if (s.arena != s.ainl)
         free(s.arena);
-    if (rc != 0)
-        out->error_offset = (size_t)(s.p - (const unsigned char *)buf);
-    return rc;
+    if (rc != AP_JSCAN_OK) {
+        out->error_offset = (size_t)(s.p - s.start);
+        out->dup_name = NULL;
+        out->dup_len = 0;
+        return rc;
+    }
+    return s.verdict;
 }
 
 const char *ap_jscan_strerror(int rc)

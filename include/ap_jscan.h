@@ -40,11 +40,12 @@
 
 enum ap_jtype { AP_J_ABSENT, AP_J_NULL, AP_J_FALSE, AP_J_TRUE, AP_J_NUMBER, AP_J_STRING, AP_J_ARRAY, AP_J_OBJECT };
 
+/* A malformed document is AP_JSCAN_INVALID whatever else it holds; the others come first-seen. */
 enum ap_jscan_rc {
     AP_JSCAN_OK = 0,
     AP_JSCAN_INVALID = -1,   /* not exactly one valid JSON value */
-    AP_JSCAN_DUPLICATE = -2, /* an object names a member twice (dup_name says which) */
-    AP_JSCAN_NUL_NAME = -3,  /* a member name holds U+0000 */
+    AP_JSCAN_DUPLICATE = -2, /* valid JSON, but an object names a member twice (dup_name says which) */
+    AP_JSCAN_NUL_NAME = -3,  /* valid JSON, but a member name holds U+0000 */
 };
 
 /* Largest integer a token limit may have: what every upstream accepts in an int32. */
@@ -75,7 +76,7 @@ struct ap_jscan {
     struct ap_jnum max_tokens;          /* top-level "max_tokens" */
     struct ap_jnum max_completion_tokens; /* top-level "max_completion_tokens" */
     int has_nul;                        /* a string value holds U+0000 (a cJSON tree would cut it) */
-    size_t error_offset;                /* when not AP_JSCAN_OK: where the scan stopped */
+    size_t error_offset;                /* when not AP_JSCAN_OK: where the scan stopped, or the name at fault */
     const char *dup_name;               /* AP_JSCAN_DUPLICATE: the name, raw (points into the input) */
     size_t dup_len;
 };

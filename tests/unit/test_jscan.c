@@ -344,7 +344,27 @@ static void test_error_offset(void **state)
     struct ap_jscan js;
     assert_int_equal(scan_sq("{'a':[1,2,x]}", &js), AP_JSCAN_INVALID);
     assert_int_equal(js.error_offset, 10);
+    assert_int_equal(scan_sq("{'a':1,'b':2,'a':3}", &js), AP_JSCAN_DUPLICATE);
+    assert_int_equal(js.error_offset, 14);
     assert_string_equal(ap_jscan_strerror(AP_JSCAN_INVALID), "not valid JSON");
+}
+
+/*
+ * Found by tests/fuzz/fuzz_jscan.c: a duplicate followed by garbage was
+ * reported as a duplicate; malformed JSON is malformed, whatever else it holds.
+ */
+static void test_malformed_wins_over_duplicate(void **state)
+{
+    (void)state;
+    struct ap_jscan js;
+    static const char dup_then_garbage[] = "{\"model\":\"cheap\",\"messages\":[],\"model\":\"expensive\"}\x01\0\0\0";
+    assert_int_equal(ap_jscan(dup_then_garbage, sizeof(dup_then_garbage) - 1, &js), AP_JSCAN_INVALID);
+    assert_null(js.dup_name);
+    assert_int_equal(scan_sq("[{'a':1,'a':2},x]", &js), AP_JSCAN_INVALID);
+    assert_int_equal(scan_sq("[{'\\u0000':1},x]", &js), AP_JSCAN_INVALID);
+    /* the first of two faults in a valid document is the one reported */
+    assert_int_equal(scan_sq("[{'\\u0000':1},{'a':1,'a':2}]", &js), AP_JSCAN_NUL_NAME);
+    assert_int_equal(scan_sq("[{'a':1,'a':2},{'\\u0000':1}]", &js), AP_JSCAN_DUPLICATE);
 }
 
 /* CPU time of one scan, best of a few (ratios of these are robust to the machine's speed). */
@@ -404,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_model_cut_and_nul), cmocka_unit_test(test_nul_in_names_and_values),
         cmocka_unit_test(test_token_limits),    cmocka_unit_test(test_agrees_with_cjson),
         cmocka_unit_test(test_error_offset),    cmocka_unit_test(test_wide_object_scales),
+        cmocka_unit_test(test_malformed_wins_over_duplicate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
