@@ -5,8 +5,9 @@
  * ended cleanly; the input is fed whole and in slices, and the client must get
  * the same bytes either way. Converted output must be SSE whose data is JSON
  * (or [DONE]). Ids we make up (a random 16-hex-digit suffix, when the
- * upstream gave none) differ from run to run, so they are masked before the
- * outputs are compared.
+ * upstream gave none) and "created" (the clock, when the second turns between
+ * the two runs) differ from run to run, so they are masked before the outputs
+ * are compared.
  */
 #include "ap_sse.h"
 #include "ap_stream.h"
@@ -32,9 +33,12 @@ static int fz_is_json(void *arg, const char *event, const char *d, size_t len)
     return 0;
 }
 
-/* Masks made-up id suffixes: "<prefix>" + 16 hex digits + '"'. */
+/* Masks made-up id suffixes ("<prefix>" + 16 hex digits + '"') and "created" times. */
 static void fz_mask_ids(unsigned char *p, size_t len)
 {
+    for (unsigned char *q = p; (q = memmem(q, len - (size_t)(q - p), "\"created\":", 10)) != NULL;)
+        for (q += 10; q < p + len && *q >= '0' && *q <= '9'; q++)
+            *q = '0';
     static const char *const prefixes[] = {"toolu_", "call_", "msg_", "chatcmpl-"};
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
         size_t pl = strlen(prefixes[i]);
