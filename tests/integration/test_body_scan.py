@@ -90,6 +90,23 @@ class BodyScanTest(h.TestCase):
         self.assertEqual(self.mock.stats()["total"], 0)
         self.assertTrue(self.proxy.alive())
 
+    def test_admin_bodies_are_read_the_same_way(self):
+        # Every other client body is read strictly too: duplicates and U+0000 are refused,
+        # not resolved one way by us and another by whoever reads the data next.
+        hdrs = {"x-api-key": self.proxy.admin_key, "Content-Type": "application/json"}
+        cases = [
+            ("/admin/keys", '{"name":"alice","name":"mallory"}', "duplicate member name"),
+            ("/admin/keys", '{"name":"alice\\u0000mallory"}', "U+0000"),
+            ("/admin/import", '{"keys":{"sk-one-aaaaaaaaaaaaaaaa":{"name":"a"},"sk-one-aaaaaaaaaaaaaaa\\u0061":{"name":"b"}}}',
+             "duplicate member name"),
+        ]
+        status, before = self.proxy.admin("GET", "/admin/keys")
+        for path, raw, want in cases:
+            r = h.request("POST", self.proxy.url + path, body=raw.encode(), headers=hdrs)
+            self.assertEqual(r.status, 400, (path, raw, r.text))
+            self.assertIn(want, r.json()["detail"])
+        self.assertEqual(self.proxy.admin("GET", "/admin/keys"), (status, before))
+
 
 if __name__ == "__main__":
     unittest.main()
