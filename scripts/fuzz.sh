@@ -57,7 +57,7 @@ for t in "${TARGETS[@]}"; do
         echo "FAIL fuzz $t (exit $rc, ${execs:-?} runs): see $log and $dir/"
         grep -E 'ERROR|SUMMARY|runtime error|^artifact_prefix|Test unit written' "$log" | head -n 8 | sed 's/^/    /'
     else
-        echo "PASS fuzz $t (${SECONDS_EACH}s, ${execs:-?} runs, ${cov:-?} coverage points, corpus $(ls "$dir/corpus" | wc -l) found)"
+        echo "PASS fuzz $t (${SECONDS_EACH}s, ${execs:-?} runs, ${cov:-?} coverage points, $(ls "$dir/corpus" | wc -l) inputs in the work corpus)"
     fi
 done
 echo "fuzz: ${#TARGETS[@]} targets, $findings findings"
