@@ -11,12 +11,12 @@
  *                                                     │      ├─ refresh_dashboard ─▶ LARK_REFRESH_COMMAND (15 s)
  *                                                     │      └─ other ─▶ LARK_CARD_WEBHOOK_URL (5 s), relayed
  *                                                     └─▶ {"status":"ok"}
+ *   GET:  code + state (minted by /admin/lark/authorize, used once)
+ *         ─▶ app_access_token ─▶ oidc/access_token ─▶ Redis (+ LARK_TOKEN_FILE) ─▶ HTML page
  *
  * Without LARK_ENCRYPT_KEY or LARK_VERIFICATION_TOKEN nothing proves that a
  * callback comes from Lark, so card actions (which run a command, call the
  * webhook and store the event) are refused; a challenge echo still works.
- *   GET:  code + state (minted by /admin/lark/authorize, used once)
- *         ─▶ app_access_token ─▶ oidc/access_token ─▶ Redis (+ LARK_TOKEN_FILE) ─▶ HTML page
  */
 #include "px.h"
 
@@ -375,16 +375,19 @@ static void lark_post(struct px_lark *l, struct evhttp_request *req)
         char *plain = ap_lark_decrypt(l->encrypt_key, enc->valuestring, &pl);
         cJSON_Delete(body);
         body = NULL;
-        /* Garbage that decrypts (wrong key, 1 in 256) is no JSON: that is a failed decryption too. */
-        int ambiguous = 0;
+        /*
+         * Garbage that decrypts (wrong key, 1 in 256) is no JSON: a failed
+         * decryption too. JSON refused for what it says (a duplicate) is a 400.
+         */
+        int refused = 0;
         if (plain != NULL) {
             body = ap_json_parse_client(plain, pl, &err);
-            ambiguous = body == NULL && err != NULL && strcmp(err, ap_jscan_strerror(AP_JSCAN_INVALID)) != 0;
+            refused = body == NULL && err != NULL && strcmp(err, ap_jscan_strerror(AP_JSCAN_INVALID)) != 0;
         }
         free(plain);
         if (!cJSON_IsObject(body)) {
             cJSON_Delete(body);
-            lark_error(req, ambiguous ? 400 : 401, ambiguous ? err : "cannot decrypt the callback");
+            lark_error(req, refused ? 400 : 401, refused ? err : "cannot decrypt the callback");
             return;
         }
     }
