@@ -3,6 +3,8 @@
 #   make test       build, then run every test (unit + integration)
 #   make sanitize   build with ASan+UBSan into bin-san/ and run the same tests
 #   make bench      benchmark against nginx (not part of make test)
+#   make fuzz       build the libFuzzer targets with clang (build-fuzz/) and run each
+#                   for FUZZ_SECONDS (default 60); not part of `make` (needs clang)
 
 CC      ?= cc
 PKGS    := libevent hiredis libcurl libcjson libcrypto
@@ -46,7 +48,7 @@ LIBPL := $(BUILD)/libpl.a
 PROGS := $(BIN)/api-proxy $(BIN)/api-proxy-admin $(if $(wildcard poller/main.c),$(BIN)/api-poller)
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all test unit sanitize bench clean run deps analyze FORCE
+.PHONY: all test unit sanitize bench clean run deps analyze FORCE fuzz fuzz-build fuzzers
 all: $(PROGS) $(UNITS)
 
 $(BUILD)/%.o: %.c
@@ -152,7 +154,28 @@ analyze: all
 run: all
 	scripts/run.sh
 
+# Fuzzing: one libFuzzer target per reader of untrusted bytes (tests/fuzz/README.md).
+# The targets link libap built by clang with ASan+UBSan and coverage (fuzzer-no-link).
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZERS      := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+
+$(BUILD)/fuzz/%: $(call obj,tests/fuzz/%.c) $(LIBAP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+fuzzers: $(FUZZERS)
+
+fuzz-build:
+	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) OPT="-O1" SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzzers
+
+fuzz: fuzz-build
+	scripts/fuzz.sh --bin $(FUZZ_BUILD)/fuzz --seconds $(FUZZ_SECONDS)
+
 clean:
-	rm -rf build build-san bin bin-san
+	rm -rf build build-san build-fuzz bin bin-san
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

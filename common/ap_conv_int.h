@@ -24,10 +24,23 @@
 const char *ap_conv_str(const cJSON *obj, const char *name);
 
 /*
- * Appends `sep` (only when *dst already holds text) and `s` to the malloc'd
- * string *dst (NULL: empty). Returns 0, or -1 (out of memory; *dst unchanged).
+ * A string built by appending, with its length kept so that n appends cost
+ * O(total length), not O(n^2) (a conversation can hold 100k text blocks).
  */
-int ap_conv_cat(char **dst, const char *sep, const char *s);
+struct ap_conv_text {
+    char *s;     /* owned, NUL-terminated; NULL until the first append */
+    size_t len;
+    size_t cap;
+};
+
+/*
+ * Appends `sep` (only when something was appended before, even "") and `s`.
+ * Returns 0, or -1 (out of memory; the text unchanged).
+ */
+int ap_conv_text_add(struct ap_conv_text *t, const char *sep, const char *s);
+
+/* Frees the text and empties it. */
+void ap_conv_text_free(struct ap_conv_text *t);
 
 /*
  * Id for the other format: `src` without its known prefix ("msg_",

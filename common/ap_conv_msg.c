@@ -5,6 +5,7 @@
  * in the table at the top of ap_conv.h.
  */
 #include "ap_conv_int.h"
+#include "ap_json.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +13,8 @@
 /* ---- Anthropic blocks -> one OpenAI assistant message ---- */
 
 struct conv_a2o_acc {
-    char *text;            /* owned: text blocks concatenated */
-    char *reasoning;       /* owned: thinking texts joined with "\n\n" */
+    struct ap_conv_text text;      /* text blocks concatenated */
+    struct ap_conv_text reasoning; /* thinking texts joined with "\n\n" */
     const char *signature; /* borrowed: the last thinking block's signature */
     int nthinking;
     cJSON *tool_calls;     /* owned */
@@ -27,7 +28,7 @@ static int a2o_text(struct conv_a2o_acc *acc, const cJSON *b, const char **err)
         return -1;
     }
     /* "": a stream client gets the blocks as one run of content deltas too. */
-    if (ap_conv_cat(&acc->text, "", t) < 0) {
+    if (ap_conv_text_add(&acc->text, "", t) < 0) {
         *err = "out of memory";
         return -1;
     }
@@ -41,7 +42,7 @@ static int a2o_thinking(struct conv_a2o_acc *acc, const cJSON *b, const char **e
         *err = "thinking block needs a string thinking";
         return -1;
     }
-    if (ap_conv_cat(&acc->reasoning, "\n\n", t) < 0) {
+    if (ap_conv_text_add(&acc->reasoning, "\n\n", t) < 0) {
         *err = "out of memory";
         return -1;
     }
@@ -61,7 +62,7 @@ static int a2o_tool_use(struct conv_a2o_acc *acc, const cJSON *b, const char **e
     /* raw_arguments: what ap_conv_assistant_o2a kept of arguments that were not JSON. */
     const char *raw = ap_conv_str(b, "raw_arguments");
     const cJSON *input = cJSON_GetObjectItemCaseSensitive(b, "input");
-    char *args = raw == NULL && input != NULL ? cJSON_PrintUnformatted(input) : NULL;
+    char *args = raw == NULL && input != NULL ? ap_json_print_keep(input) : NULL;
 
     if (acc->tool_calls == NULL)
         acc->tool_calls = cJSON_CreateArray();
@@ -97,14 +98,14 @@ static cJSON *a2o_message(struct conv_a2o_acc *acc)
 {
     cJSON *msg = cJSON_CreateObject();
     cJSON_AddStringToObject(msg, "role", "assistant");
-    if (acc->text != NULL)
-        cJSON_AddStringToObject(msg, "content", acc->text);
+    if (acc->text.s != NULL)
+        cJSON_AddStringToObject(msg, "content", acc->text.s);
     else if (acc->tool_calls != NULL)
         cJSON_AddNullToObject(msg, "content");
     else
         cJSON_AddStringToObject(msg, "content", "");
-    if (acc->reasoning != NULL)
-        cJSON_AddStringToObject(msg, "reasoning_content", acc->reasoning);
+    if (acc->reasoning.s != NULL)
+        cJSON_AddStringToObject(msg, "reasoning_content", acc->reasoning.s);
     /* A signature covers one block's text: with several joined it would be invalid. */
     if (acc->nthinking == 1 && acc->signature != NULL && acc->signature[0] != '\0')
         cJSON_AddStringToObject(msg, "reasoning_signature", acc->signature);
@@ -122,7 +123,7 @@ cJSON *ap_conv_assistant_a2o(const cJSON *content, const char **err)
     const cJSON *b;
 
     if (cJSON_IsString(content)) {
-        if (ap_conv_cat(&acc.text, "", content->valuestring) < 0) {
+        if (ap_conv_text_add(&acc.text, "", content->valuestring) < 0) {
             *err = "out of memory";
             goto out;
         }
@@ -137,8 +138,8 @@ cJSON *ap_conv_assistant_a2o(const cJSON *content, const char **err)
     }
     msg = a2o_message(&acc);
 out:
-    free(acc.text);
-    free(acc.reasoning);
+    ap_conv_text_free(&acc.text);
+    ap_conv_text_free(&acc.reasoning);
     cJSON_Delete(acc.tool_calls);
     return msg;
 }
@@ -211,8 +212,12 @@ static cJSON *o2a_input(const cJSON *args)
     s += strspn(s, " \t\r\n");
     if (*s == '\0')
         return cJSON_CreateObject();
-    /* Whole string must parse: '{"a":1}{"b":2}' is not one object. */
-    cJSON *v = cJSON_ParseWithOpts(s, NULL, 1);
+    /*
+     * Whole string must parse: '{"a":1}{"b":2}' is not one object. Read as a
+     * client body (duplicates, U+0000), or the tree would say something else.
+     */
+    const char *err;
+    cJSON *v = ap_json_parse_client_keep(s, strlen(s), &err);
     if (cJSON_IsObject(v))
         return v;
     cJSON_Delete(v);

@@ -7,6 +7,7 @@
  */
 #include "ap_conv_int.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,30 @@
 
 static const struct ap_conv_opts req_no_opts;
 
-static long req_clamp(double v, const struct ap_conv_opts *o)
+/* Largest token limit passed on: what every upstream takes in an int32. */
+#define AP_CONV_TOKENS_MAX 2147483647L
+
+/*
+ * Token limit `name` of the request: 0 when absent or not a number (*n
+ * untouched), 1 with *n set (clamped to opts.max_tokens_limit), or -1 with
+ * *err when it is not an integer from 1 to AP_CONV_TOKENS_MAX: 1e300 must be
+ * refused, not cast.
+ */
+static int req_tokens(const cJSON *req, const char *name, const struct ap_conv_opts *o, long *n, const char **err)
 {
-    long n = (long)v;
-    return o->max_tokens_limit > 0 && n > o->max_tokens_limit ? o->max_tokens_limit : n;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, name);
+    if (!cJSON_IsNumber(v))
+        return 0;
+    double d = v->valuedouble;
+    if (!(d >= 1 && d <= (double)AP_CONV_TOKENS_MAX) || d != floor(d)) {
+        *err = strcmp(name, "max_tokens") == 0 ? "max_tokens must be an integer from 1 to 2147483647"
+                                                : "max_completion_tokens must be an integer from 1 to 2147483647";
+        return -1;
+    }
+    *n = (long)d;
+    if (o->max_tokens_limit > 0 && *n > o->max_tokens_limit)
+        *n = o->max_tokens_limit;
+    return 1;
 }
 
 static void req_copy(cJSON *out, const cJSON *in, const char *from, const char *to)
@@ -114,12 +135,12 @@ static cJSON *a2o_image(const cJSON *b, const char **err)
 }
 
 /* Tool result text, with the result's images moved to `images` (tool messages hold no images). */
-static int a2o_result_content(const cJSON *content, char **text, cJSON *images, const char **err)
+static int a2o_result_content(const cJSON *content, struct ap_conv_text *text, cJSON *images, const char **err)
 {
     const cJSON *c;
 
     if (cJSON_IsString(content)) {
-        if (ap_conv_cat(text, "", content->valuestring) == 0)
+        if (ap_conv_text_add(text, "", content->valuestring) == 0)
             return 0;
         *err = "out of memory";
         return -1;
@@ -132,7 +153,7 @@ static int a2o_result_content(const cJSON *content, char **text, cJSON *images, 
         const char *type = ap_conv_str(c, "type");
         const char *t = ap_conv_str(c, "text");
         if (type != NULL && strcmp(type, "text") == 0 && t != NULL) {
-            if (ap_conv_cat(text, "\n", t) < 0) {
+            if (ap_conv_text_add(text, "\n", t) < 0) {
                 *err = "out of memory";
                 return -1;
             }
@@ -152,25 +173,25 @@ static int a2o_result_content(const cJSON *content, char **text, cJSON *images, 
 static int a2o_tool_result(const cJSON *b, cJSON *msgs, cJSON *images, const char **err)
 {
     const char *id = ap_conv_str(b, "tool_use_id");
-    char *text = NULL;
+    struct ap_conv_text text = {0};
 
     if (id == NULL) {
         *err = "tool_result block needs a tool_use_id";
         return -1;
     }
     if (a2o_result_content(cJSON_GetObjectItemCaseSensitive(b, "content"), &text, images, err) < 0) {
-        free(text);
+        ap_conv_text_free(&text);
         return -1;
     }
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "role", "tool");
     cJSON_AddStringToObject(m, "tool_call_id", id);
-    cJSON_AddStringToObject(m, "content", text ? text : "");
+    cJSON_AddStringToObject(m, "content", text.s ? text.s : "");
     /* Non-standard, so that a round trip keeps it; OpenAI has no error flag. */
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "is_error")))
         cJSON_AddTrueToObject(m, "is_error");
     cJSON_AddItemToArray(msgs, m);
-    free(text);
+    ap_conv_text_free(&text);
     return 0;
 }
 
@@ -205,7 +226,7 @@ static int a2o_user_block(const cJSON *b, cJSON *msgs, cJSON *parts, cJSON *imag
 static int a2o_user(const cJSON *content, cJSON *msgs, const char **err)
 {
     const cJSON *b;
-    int n_before = cJSON_GetArraySize(msgs);
+    const cJSON *last_before = msgs->child ? msgs->child->prev : NULL; /* cJSON keeps the tail there */
 
     if (cJSON_IsString(content)) {
         a2o_add_msg(msgs, "user", cJSON_CreateString(content->valuestring));
@@ -228,7 +249,7 @@ static int a2o_user(const cJSON *content, cJSON *msgs, const char **err)
         cJSON_AddItemToArray(images, cJSON_DetachItemViaPointer(parts, parts->child));
     cJSON_Delete(parts);
     /* A turn of tool results only needs no user message; an empty turn stays a turn. */
-    if (images->child != NULL || cJSON_GetArraySize(msgs) == n_before)
+    if (images->child != NULL || (msgs->child ? msgs->child->prev : NULL) == last_before)
         a2o_add_msg(msgs, "user", images);
     else
         cJSON_Delete(images);
@@ -305,7 +326,7 @@ static int a2o_tool_choice(const cJSON *tc, cJSON *out, const char **err)
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(out, "tools");
 
     /* OpenAI refuses tool_choice and parallel_tool_calls without tools. */
-    if (tc == NULL || cJSON_IsNull(tc) || cJSON_GetArraySize(tools) == 0)
+    if (tc == NULL || cJSON_IsNull(tc) || tools == NULL || tools->child == NULL)
         return 0;
     if (type == NULL) {
         *err = "tool_choice needs a type";
@@ -344,15 +365,18 @@ static void a2o_thinking(const cJSON *thinking, cJSON *out)
     cJSON_AddStringToObject(out, "reasoning_effort", effort);
 }
 
-static void a2o_params(const cJSON *req, const struct ap_conv_opts *o, cJSON *out)
+static int a2o_params(const cJSON *req, const struct ap_conv_opts *o, cJSON *out, const char **err)
 {
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(req, "max_tokens");
+    long mt = 0;
+    int has_mt = req_tokens(req, "max_tokens", o, &mt, err);
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(req, "stop_sequences");
     const cJSON *stream = cJSON_GetObjectItemCaseSensitive(req, "stream");
     const char *user = ap_conv_str(cJSON_GetObjectItemCaseSensitive(req, "metadata"), "user_id");
 
-    if (cJSON_IsNumber(mt))
-        cJSON_AddNumberToObject(out, "max_tokens", (double)req_clamp(mt->valuedouble, o));
+    if (has_mt < 0)
+        return -1;
+    if (has_mt)
+        cJSON_AddNumberToObject(out, "max_tokens", (double)mt);
     req_copy(out, req, "temperature", "temperature");
     req_copy(out, req, "top_p", "top_p");
     if (cJSON_IsArray(stop) && stop->child != NULL)
@@ -364,6 +388,7 @@ static void a2o_params(const cJSON *req, const struct ap_conv_opts *o, cJSON *ou
     if (user != NULL)
         cJSON_AddStringToObject(out, "user", user);
     a2o_thinking(cJSON_GetObjectItemCaseSensitive(req, "thinking"), out);
+    return 0;
 }
 
 cJSON *ap_conv_req_a2o(const cJSON *req, const struct ap_conv_opts *o, const char **err)
@@ -382,13 +407,13 @@ cJSON *ap_conv_req_a2o(const cJSON *req, const struct ap_conv_opts *o, const cha
         a2o_system(cJSON_GetObjectItemCaseSensitive(req, "system"), msgs, err) < 0 ||
         a2o_messages(cJSON_GetObjectItemCaseSensitive(req, "messages"), msgs, err) < 0 ||
         a2o_tools(cJSON_GetObjectItemCaseSensitive(req, "tools"), out, err) < 0 ||
-        a2o_tool_choice(cJSON_GetObjectItemCaseSensitive(req, "tool_choice"), out, err) < 0) {
+        a2o_tool_choice(cJSON_GetObjectItemCaseSensitive(req, "tool_choice"), out, err) < 0 ||
+        a2o_params(req, o, out, err) < 0) {
         if (*err == NULL)
             *err = "out of memory";
         cJSON_Delete(out);
         return NULL;
     }
-    a2o_params(req, o, out);
     return out;
 }
 
@@ -671,7 +696,7 @@ static int o2a_tool_choice(const cJSON *req, cJSON *out, const char **err)
             cJSON_AddTrueToObject(c, "disable_parallel_tool_use");
     }
     /* Anthropic refuses a tool_choice without tools. */
-    if (c != NULL && cJSON_GetArraySize(tools) > 0)
+    if (c != NULL && tools != NULL && tools->child != NULL)
         cJSON_AddItemToObject(out, "tool_choice", c);
     else
         cJSON_Delete(c);
@@ -701,12 +726,19 @@ static void o2a_thinking(const cJSON *req, long max_tokens, cJSON *out)
     cJSON_DeleteItemFromObjectCaseSensitive(out, "top_p");
 }
 
-static long o2a_max_tokens(const cJSON *req, const struct ap_conv_opts *o)
+/* max_completion_tokens, else max_tokens, else the default; both checked when present. */
+static int o2a_max_tokens(const cJSON *req, const struct ap_conv_opts *o, long *n, const char **err)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, "max_completion_tokens");
-    if (!cJSON_IsNumber(v))
-        v = cJSON_GetObjectItemCaseSensitive(req, "max_tokens");
-    return req_clamp(cJSON_IsNumber(v) ? v->valuedouble : AP_CONV_DEFAULT_MAX_TOKENS, o);
+    long legacy = 0;
+    int has_new = req_tokens(req, "max_completion_tokens", o, n, err);
+    int has_legacy = req_tokens(req, "max_tokens", o, &legacy, err);
+    if (has_new < 0 || has_legacy < 0)
+        return -1;
+    if (!has_new)
+        *n = has_legacy ? legacy : AP_CONV_DEFAULT_MAX_TOKENS;
+    if (!has_new && !has_legacy && o->max_tokens_limit > 0 && *n > o->max_tokens_limit)
+        *n = o->max_tokens_limit;
+    return 0;
 }
 
 static void o2a_params(const cJSON *req, long max_tokens, cJSON *out)
@@ -747,6 +779,9 @@ cJSON *ap_conv_req_o2a(const cJSON *req, const struct ap_conv_opts *o, const cha
         *err = "n other than 1 is not supported: this model returns one choice";
         return NULL;
     }
+    long max_tokens;
+    if (o2a_max_tokens(req, o, &max_tokens, err) < 0)
+        return NULL;
     cJSON *out = cJSON_CreateObject();
     req_model(out, req, o);
     if (o2a_messages(cJSON_GetObjectItemCaseSensitive(req, "messages"), out, err) < 0 ||
@@ -757,6 +792,6 @@ cJSON *ap_conv_req_o2a(const cJSON *req, const struct ap_conv_opts *o, const cha
         cJSON_Delete(out);
         return NULL;
     }
-    o2a_params(req, o2a_max_tokens(req, o), out);
+    o2a_params(req, max_tokens, out);
     return out;
 }

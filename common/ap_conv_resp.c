@@ -41,7 +41,8 @@ cJSON *ap_conv_resp_o2a(const cJSON *resp, const char *model)
     cJSON *content = ap_conv_assistant_o2a(msg, 0, &err);
     if (content == NULL)
         return NULL;
-    int tools = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(msg, "tool_calls")) > 0;
+    const cJSON *tcs = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+    int tools = cJSON_IsArray(tcs) && tcs->child != NULL;
     ap_usage_merge_openai(&u, cJSON_GetObjectItemCaseSensitive(resp, "usage"));
 
     cJSON *out = cJSON_CreateObject();

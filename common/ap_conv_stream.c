@@ -9,6 +9,7 @@
  *   upstream end ---------------------------------> ap_conv_{a2o,o2a}_end  --> out
  */
 #include "ap_conv_int.h"
+#include "ap_json.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -115,7 +116,7 @@ int ap_conv_stream_emit_text(struct ap_conv_stream *s, const char *event, const 
 
 int ap_conv_stream_emit(struct ap_conv_stream *s, const char *event, cJSON *obj)
 {
-    char *text = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    char *text = obj ? ap_json_print_keep(obj) : NULL;
     cJSON_Delete(obj);
     if (text == NULL)
         return -1;

@@ -17,6 +17,7 @@
  *   ping, content_block_stop, redacted_thinking and server tool blocks -> nothing
  */
 #include "ap_conv_int.h"
+#include "ap_json.h"
 
 #include <stdlib.h>
 #include <stdio.h>
@@ -138,7 +139,7 @@ static int a2o_tool_start(struct ap_conv_stream *s, int index, const cJSON *b)
         rc = a2o_tool(s, tool, id ? id : gen ? gen : "", ap_conv_str(b, "name"), "");
     /* The input normally arrives in input_json_delta pieces; pass on any given up front. */
     if (rc == 0 && cJSON_IsObject(input) && input->child != NULL) {
-        args = cJSON_PrintUnformatted(input);
+        args = ap_json_print_keep(input);
         rc = args ? a2o_tool(s, tool, NULL, NULL, args) : -1;
     }
     free(gen);
@@ -267,7 +268,7 @@ int ap_conv_a2o_event(struct ap_conv_stream *s, const char *event, const char *d
 {
     if (strcmp(event, "ping") == 0)
         return 0;
-    cJSON *ev = cJSON_ParseWithLength(data, len);
+    cJSON *ev = ap_json_parse_keep(data, len);
     if (!cJSON_IsObject(ev)) {
         cJSON_Delete(ev);
         return -1;

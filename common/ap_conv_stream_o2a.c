@@ -22,7 +22,9 @@
  * index: the SDKs accumulate by index, so nothing is lost.
  */
 #include "ap_conv_int.h"
+#include "ap_json.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -174,7 +176,8 @@ static int o2a_tool_calls(struct ap_conv_stream *s, const cJSON *tcs)
         const cJSON *idx = cJSON_GetObjectItemCaseSensitive(tc, "index");
         const char *args = ap_conv_str(cJSON_GetObjectItemCaseSensitive(tc, "function"), "arguments");
         /* Servers that send whole calls at once sometimes leave out the index. */
-        int block = o2a_tool_block(s, cJSON_IsNumber(idx) ? (int)idx->valuedouble : pos, tc);
+        int oai = cJSON_IsNumber(idx) && fabs(idx->valuedouble) < 1e9 ? (int)idx->valuedouble : pos;
+        int block = o2a_tool_block(s, oai, tc);
         if (block < 0)
             return -1;
         if (args != NULL && args[0] != '\0' &&
@@ -249,7 +252,7 @@ int ap_conv_o2a_event(struct ap_conv_stream *s, const char *data, size_t len)
 {
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0)
         return o2a_stop(s);
-    cJSON *chunk = cJSON_ParseWithLength(data, len);
+    cJSON *chunk = ap_json_parse_keep(data, len);
     if (!cJSON_IsObject(chunk)) {
         cJSON_Delete(chunk);
         return -1;

@@ -17,18 +17,28 @@ const char *ap_conv_str(const cJSON *obj, const char *name)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-int ap_conv_cat(char **dst, const char *sep, const char *s)
+int ap_conv_text_add(struct ap_conv_text *t, const char *sep, const char *s)
 {
-    size_t have = *dst ? strlen(*dst) : 0;
-    size_t sl = *dst ? strlen(sep) : 0;
-    size_t add = strlen(s);
-    char *n = realloc(*dst, have + sl + add + 1);
-    if (n == NULL)
-        return -1;
-    memcpy(n + have, sep, sl);
-    memcpy(n + have + sl, s, add + 1);
-    *dst = n;
+    size_t sl = t->s ? strlen(sep) : 0, add = strlen(s);
+    size_t need = t->len + sl + add + 1;
+    if (need > t->cap) {
+        size_t cap = t->cap * 2 > need ? t->cap * 2 : need;
+        char *n = realloc(t->s, cap);
+        if (n == NULL)
+            return -1;
+        t->s = n;
+        t->cap = cap;
+    }
+    memcpy(t->s + t->len, sep, sl);
+    memcpy(t->s + t->len + sl, s, add + 1);
+    t->len += sl + add;
     return 0;
+}
+
+void ap_conv_text_free(struct ap_conv_text *t)
+{
+    free(t->s);
+    memset(t, 0, sizeof(*t));
 }
 
 /*
@@ -173,7 +183,7 @@ const char *ap_conv_error_type_o2a(const cJSON *error)
     const char *type = ap_conv_str(error, "type");
 
     /* OpenAI-compatible servers (OpenRouter, vLLM) put an HTTP status in `code`. */
-    if (cJSON_IsNumber(code) && code->valuedouble >= 400)
+    if (cJSON_IsNumber(code) && code->valuedouble >= 400 && code->valuedouble < 600)
         return ap_conv_error_type((int)code->valuedouble);
     if (type == NULL)
         type = ap_conv_str(error, "code");

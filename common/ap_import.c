@@ -3,6 +3,7 @@
 
 #include "ap_delta.h"
 #include "ap_file.h"
+#include "ap_json.h"
 #include "ap_keys.h"
 #include "ap_store.h"
 #include "ap_time.h"
@@ -175,10 +176,11 @@ static struct ap_batch *imp_key(const char *key, const cJSON *info, size_t seq)
 
 int ap_import_parse(const char *json, size_t len, struct ap_import *out, char *err, size_t errlen)
 {
+    const char *why;
     memset(out, 0, sizeof(*out));
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    cJSON *root = ap_json_parse_client(json, len, &why);
     if (root == NULL) {
-        snprintf(err, errlen, "not valid JSON");
+        snprintf(err, errlen, "%s", why);
         return -1;
     }
     const cJSON *keys = cJSON_GetObjectItemCaseSensitive(root, "keys");

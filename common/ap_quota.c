@@ -79,7 +79,8 @@ int ap_health_parse(const char *json, size_t len, struct ap_quota *q, char *err,
                 e->fraction = v;
             const cJSON *rt = cJSON_GetObjectItemCaseSensitive(m, "resetTime");
             time_t t;
-            if (cJSON_IsString(rt) && ap_time_parse_iso(rt->valuestring, &t) == 0) {
+            /* A time before 1970 is no reset time (and would be a negative one). */
+            if (cJSON_IsString(rt) && ap_time_parse_iso(rt->valuestring, &t) == 0 && t > 0) {
                 int64_t ms = (int64_t)t * 1000;
                 if (e->reset_ms == 0 || ms < e->reset_ms)
                     e->reset_ms = ms;
@@ -137,6 +138,12 @@ cJSON *ap_quota_to_json(const struct ap_quota *q)
     return j;
 }
 
+/* A wall time in ms from JSON: 0 when absent or outside what a clock can say (not cast blindly). */
+static int64_t quota_ms(const cJSON *v)
+{
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1e15 ? (int64_t)v->valuedouble : 0;
+}
+
 int ap_quota_from_json(const cJSON *j, struct ap_quota *q)
 {
     const cJSON *models = cJSON_GetObjectItemCaseSensitive(j, "models");
@@ -144,7 +151,7 @@ int ap_quota_from_json(const cJSON *j, struct ap_quota *q)
         return -1;
     ap_quota_free(q);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "poll_ms");
-    q->poll_ms = cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+    q->poll_ms = quota_ms(v);
     v = cJSON_GetObjectItemCaseSensitive(j, "interval");
     q->interval_s = cJSON_IsNumber(v) ? v->valuedouble : 30;
     q->poll_ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "ok"));
@@ -158,7 +165,7 @@ int ap_quota_from_json(const cJSON *j, struct ap_quota *q)
         v = cJSON_GetObjectItemCaseSensitive(m, "f");
         e->fraction = cJSON_IsNumber(v) ? v->valuedouble : 0;
         v = cJSON_GetObjectItemCaseSensitive(m, "reset");
-        e->reset_ms = cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+        e->reset_ms = quota_ms(v);
         e->available = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "avail"));
     }
     return 0;

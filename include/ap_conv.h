@@ -43,7 +43,7 @@
  * |                   | is_error:true                              | non-standard "is_error":true on the tool message |
  * |                   | o2a: tool messages and the user message after them merge into one user turn; consecutive same-role messages are merged (Anthropic needs alternation) |
  * | max tokens        | max_tokens                                 | max_tokens (a2o writes it; o2a reads max_completion_tokens first, then max_tokens, default 4096) |
- * |                   | both ways clamped to opts.max_tokens_limit when > 0 |
+ * |                   | both ways clamped to opts.max_tokens_limit when > 0; a limit that is not an integer from 1 to 2^31-1 is refused |
  * | sampling          | temperature, top_p                         | temperature, top_p (o2a: temperature clamped to 1, Anthropic's maximum) |
  * |                   | top_k: dropped a2o                         | |
  * | stop              | stop_sequences [..]                        | stop "s" / [..] |
@@ -54,6 +54,7 @@
  * | n                 | -                                          | n > 1 rejected (Anthropic returns one choice) |
  * | dropped on purpose| top_k, cache_control, service_tier, container, mcp_servers, stop_sequence (which one matched) | response_format, logprobs, top_logprobs, seed, presence_penalty, frequency_penalty, logit_bias, store, modalities, audio, prediction, name on messages |
  * | unsupported       | document and other user blocks: rejected   | input_audio, file and other parts, role function: rejected; legacy functions/function_call params: dropped |
+ * | U+0000 in strings | kept both ways (requests, responses, streams, tool arguments), never cut | |
  * | stop reason       | end_turn / stop_sequence / pause_turn      | stop |
  * |                   | max_tokens / model_context_window_exceeded | length |
  * |                   | tool_use                                   | tool_calls (o2a: also "stop" when tool calls were made, as some servers send) |

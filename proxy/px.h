@@ -187,6 +187,7 @@ void px_usage_redis_down(struct px_usage *u);
 /* ---- keys.json import (px_import.c) ---- */
 
 struct px_import;
+struct ap_import;
 /* Loads KEYS_FILE; NULL with *failed = 1 when the file is unusable. */
 struct px_import *px_import_new(struct px_ctx *ctx, const char *path, int *failed);
 /* The admin key the file carried, or NULL. */
@@ -194,6 +195,26 @@ const char *px_import_admin_key(const struct px_import *im);
 /* Sends the import (once it succeeded, again only after a restart). */
 void px_import_run(struct px_import *im);
 void px_import_free(struct px_import *im);
+
+/* How one run of an import went. */
+struct px_import_result {
+    size_t keys;         /* commands of the run (one per key) */
+    size_t imported;     /* keys newly imported (the others were already present) */
+    size_t refused;      /* commands Redis answered with an error */
+    size_t lost;         /* commands whose connection went away before the reply */
+    size_t unsent;       /* commands that could not be sent (Redis down) */
+    char error[160];     /* the first refusal's text, "" when none */
+};
+
+/*
+ * The one runner of an import, for KEYS_FILE at startup and POST /admin/import:
+ * sends the EVAL of every key of `data` (borrowed: it must live until `done`
+ * runs) and calls done exactly once, after the last reply, whatever the replies
+ * were (also at once when nothing could be sent). A run is complete when
+ * refused + lost + unsent == 0. Returns 0, or -1 (out of memory; done is not called).
+ */
+int px_import_send(struct px_ctx *ctx, const struct ap_import *data,
+                   void (*done)(void *arg, const struct px_import_result *res), void *arg);
 
 /* ---- admin API (px_admin.c) and health (px_health.c) ---- */
 

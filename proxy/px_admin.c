@@ -8,7 +8,7 @@
 #include "px.h"
 
 #include "ap_import.h"
-#include "ap_delta.h"
+#include "ap_json.h"
 #include "ap_keys.h"
 #include "ap_log.h"
 #include "ap_range.h"
@@ -34,8 +34,7 @@ struct admin_call {
     struct px_hreq *req;     /* borrowed until the reply is sent */
     enum admin_kind kind;
     struct ap_new_key nk;           /* ADMIN_KEY_CREATE; the secret is wiped on free */
-    size_t waiting, imported, failed; /* ADMIN_IMPORT: one reply per key */
-    struct ap_import imp;           /* ADMIN_IMPORT: owned */
+    struct ap_import imp;           /* ADMIN_IMPORT: owned, read by the import run until it is done */
     char from[11], to[11];          /* ADMIN_USAGE_DAILY/HOURLY over a range; "" otherwise */
 };
 
@@ -120,17 +119,7 @@ static void admin_on_reply(redisAsyncContext *ac, void *reply, void *priv)
         ap_info(NULL, "admin: key %s %s", rep->element[0]->str ? rep->element[0]->str : "?",
                 cJSON_GetObjectItem(doc, "status")->valuestring);
         break;
-    case ADMIN_IMPORT:
-        if (rep->integer == 1)
-            c->imported++;
-        if (--c->waiting > 0)
-            return;
-        doc = cJSON_CreateObject();
-        cJSON_AddStringToObject(doc, "status", "ok");
-        cJSON_AddNumberToObject(doc, "keys", (double)c->imp.ncmds);
-        cJSON_AddNumberToObject(doc, "imported", (double)c->imported);
-        cJSON_AddNumberToObject(doc, "already_present", (double)(c->imp.ncmds - c->imported));
-        cJSON_AddNumberToObject(doc, "skipped", (double)c->imp.skipped);
+    case ADMIN_IMPORT: /* answered by admin_on_imported */
         break;
     }
     if (doc == NULL && (c->kind == ADMIN_KEY_USAGE || c->kind == ADMIN_KEY_ENABLE ||
@@ -191,10 +180,13 @@ static cJSON *admin_body(struct px_hreq *req, int optional)
     const char *body = px_hreq_body(req, &len);
     if (len == 0 && optional)
         return cJSON_CreateObject();
-    cJSON *j = cJSON_ParseWithLength(body, len);
+    const char *err = NULL;
+    cJSON *j = ap_json_parse_client(body, len, &err);
     if (!cJSON_IsObject(j)) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "body must be a JSON object%s%s", err ? ": " : "", err ? err : "");
         cJSON_Delete(j);
-        px_reply_error(req, PX_FMT_ADMIN, 400, "body must be a JSON object");
+        px_reply_error(req, PX_FMT_ADMIN, 400, msg);
         return NULL;
     }
     return j;
@@ -228,6 +220,30 @@ static void admin_create(struct px_ctx *ctx, struct px_hreq *req)
     admin_eval(c, ap_script_key_create, 6, args);
 }
 
+/* The import run is over (every reply is in): answer, then free the call. */
+static void admin_on_imported(void *arg, const struct px_import_result *res)
+{
+    struct admin_call *c = arg;
+    size_t missing = res->refused + res->lost + res->unsent;
+    if (missing == 0) {
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "status", "ok");
+        cJSON_AddNumberToObject(doc, "keys", (double)res->keys);
+        cJSON_AddNumberToObject(doc, "imported", (double)res->imported);
+        cJSON_AddNumberToObject(doc, "already_present", (double)(res->keys - res->imported));
+        cJSON_AddNumberToObject(doc, "skipped", (double)c->imp.skipped);
+        px_reply_json(c->req, 200, doc);
+    } else {
+        char msg[320];
+        if (res->refused > 0)
+            ap_error(NULL, "admin: import: Redis refused %zu of %zu keys: %s", res->refused, res->keys, res->error);
+        snprintf(msg, sizeof(msg), "%zu of %zu keys not imported (%s); importing again is safe",
+                 missing, res->keys, res->refused > 0 ? "storage error" : "Redis is unavailable");
+        px_reply_error(c->req, PX_FMT_ADMIN, res->refused > 0 ? 500 : 503, msg);
+    }
+    admin_call_free(c);
+}
+
 static void admin_import(struct px_ctx *ctx, struct px_hreq *req)
 {
     char err[256];
@@ -254,18 +270,9 @@ static void admin_import(struct px_ctx *ctx, struct px_hreq *req)
         admin_call_free(c);
         return;
     }
-    for (size_t i = 0; i < c->imp.ncmds; i++) {
-        struct ap_batch *b = c->imp.cmds[i];
-        if (ap_redis_argv(ctx->redis, admin_on_reply, c, b->argc, (const char **)b->argv, b->lens) < 0) {
-            if (c->waiting == 0) {
-                admin_unavailable(req);
-                admin_call_free(c);
-            }
-            /* Otherwise the replies already pending finish the call; the rest is
-             * imported by the next call (the import is idempotent). */
-            return;
-        }
-        c->waiting++;
+    if (px_import_send(ctx, &c->imp, admin_on_imported, c) < 0) {
+        px_reply_error(req, PX_FMT_ADMIN, 500, "out of memory");
+        admin_call_free(c);
     }
 }
 

@@ -22,6 +22,7 @@
 #include "ap_conv.h"
 #include "ap_fallback.h"
 #include "ap_http1.h"
+#include "ap_json.h"
 #include "ap_log.h"
 #include "ap_sse.h"
 #include "ap_stream.h"
@@ -405,7 +406,7 @@ enum px_delivery px_attempt_deliver(struct px_attempt *a, int *status, const cha
     }
     cJSON *doc;
     if (ok) {
-        cJSON *up = cJSON_ParseWithLength(b, blen);
+        cJSON *up = ap_json_parse_keep(b, blen);
         doc = a->s.client_fmt == AP_FMT_ANTHROPIC ? ap_conv_resp_o2a(up, NULL) : ap_conv_resp_a2o(up, NULL);
         cJSON_Delete(up);
         if (doc == NULL) {
@@ -418,7 +419,7 @@ enum px_delivery px_attempt_deliver(struct px_attempt *a, int *status, const cha
     } else {
         doc = ap_conv_error(a->s.client_fmt, a->status, b, blen);
     }
-    char *text = cJSON_PrintUnformatted(doc);
+    char *text = ap_json_print_keep(doc);
     cJSON_Delete(doc);
     if (text == NULL) {
         *status = 500;

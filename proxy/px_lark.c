@@ -5,19 +5,26 @@
  * call through curl multi and the refresh command through px_spawn, so the
  * loop never waits.
  *
- *   POST: [signature] ─▶ [decrypt] ─▶ [token] ─▶ challenge echo
- *                                            ├─▶ card.action.trigger ─▶ once per event_id (Redis)
- *                                            │      ├─ refresh_dashboard ─▶ LARK_REFRESH_COMMAND (15 s)
- *                                            │      └─ other ─▶ LARK_CARD_WEBHOOK_URL (5 s), relayed
- *                                            └─▶ {"status":"ok"}
+ *   POST: [size] ─▶ [signature] ─▶ [decrypt] ─▶ [token] ─▶ challenge echo
+ *                                                     ├─▶ card.action.trigger ─▶ [key or token configured?]
+ *                                                     │      ─▶ once per event_id (Redis, body capped)
+ *                                                     │      ├─ refresh_dashboard ─▶ LARK_REFRESH_COMMAND (15 s)
+ *                                                     │      └─ other ─▶ LARK_CARD_WEBHOOK_URL (5 s), relayed
+ *                                                     └─▶ {"status":"ok"}
  *   GET:  code + state (minted by /admin/lark/authorize, used once)
  *         ─▶ app_access_token ─▶ oidc/access_token ─▶ Redis (+ LARK_TOKEN_FILE) ─▶ HTML page
+ *
+ * Without LARK_ENCRYPT_KEY or LARK_VERIFICATION_TOKEN nothing proves that a
+ * callback comes from Lark, so card actions (which run a command, call the
+ * webhook and store the event) are refused; a challenge echo still works.
  */
 #include "px.h"
 
 #include "ap_env.h"
 #include "ap_fetch.h"
 #include "ap_file.h"
+#include "ap_jscan.h"
+#include "ap_json.h"
 #include "ap_keys.h"
 #include "ap_lark.h"
 #include "ap_log.h"
@@ -41,6 +48,9 @@
 #define LARK_OAUTH_LIMIT_MS 10000
 #define LARK_STATE_TTL_S 600
 #define LARK_STREAM_MAXLEN "10000"
+#define LARK_EVENT_ID_MAX 128
+#define LARK_NO_AUTH_MSG \
+    "card actions are refused: set LARK_VERIFICATION_TOKEN or LARK_ENCRYPT_KEY on the gateway to accept them"
 
 struct px_lark {
     struct px_ctx *ctx;         /* borrowed */
@@ -54,6 +64,7 @@ struct px_lark {
     char *token_file;
     char *redirect_uri;
     long max_skew_s;
+    long max_event;             /* LARK_MAX_EVENT_BYTES: largest callback stored */
 };
 
 /* One callback being answered asynchronously; freed by lark_call_done. */
@@ -95,9 +106,19 @@ struct px_lark *px_lark_new(struct px_ctx *ctx)
     const char *cmd = ap_env_str("LARK_REFRESH_COMMAND", NULL);
     if (cmd != NULL)
         l->refresh_argv = ap_argv_split(cmd);
-    if (ap_env_long("LARK_MAX_SKEW_SECONDS", 300, 1, 86400, &l->max_skew_s) < 0 || l->base_url == NULL) {
+    if (ap_env_long("LARK_MAX_SKEW_SECONDS", 300, 1, 86400, &l->max_skew_s) < 0 ||
+        ap_env_long("LARK_MAX_EVENT_BYTES", 16384, 1024, 1 << 20, &l->max_event) < 0 || l->base_url == NULL) {
         px_lark_free(l);
         return NULL;
+    }
+    if (l->encrypt_key == NULL && l->verification_token == NULL) {
+        /* A deployment that uses Lark must hear it; one that does not only needs to know. */
+        const char *msg = "lark: neither LARK_ENCRYPT_KEY nor LARK_VERIFICATION_TOKEN is set: "
+                          "card actions on /oauth/callback are refused";
+        if (l->refresh_argv != NULL || l->card_webhook_url != NULL || l->app_id != NULL)
+            ap_warn(NULL, "%s", msg);
+        else
+            ap_info(NULL, "%s", msg);
     }
     size_t bl = strlen(l->base_url);
     while (bl > 0 && l->base_url[bl - 1] == '/')
@@ -254,7 +275,25 @@ static void lark_on_recorded(redisAsyncContext *ac, void *reply, void *priv)
 
 static void lark_card(struct px_lark *l, struct px_hreq *req, cJSON *body, const struct ap_lark_event *ev)
 {
+    if (l->encrypt_key == NULL && l->verification_token == NULL) {
+        cJSON_Delete(body);
+        ap_warn(NULL, "lark: card action refused: no LARK_ENCRYPT_KEY or LARK_VERIFICATION_TOKEN to check it against");
+        lark_error(req, 403, LARK_NO_AUTH_MSG);
+        return;
+    }
+    if (ev->event_id != NULL && strlen(ev->event_id) > LARK_EVENT_ID_MAX) {
+        cJSON_Delete(body);
+        lark_error(req, 400, "event_id too long");
+        return;
+    }
     char *plain = cJSON_PrintUnformatted(body);
+    if (plain != NULL && strlen(plain) > (size_t)l->max_event) {
+        ap_warn(NULL, "lark: card action of %zu bytes refused (LARK_MAX_EVENT_BYTES=%ld)", strlen(plain), l->max_event);
+        cJSON_free(plain);
+        cJSON_Delete(body);
+        lark_error(req, 413, "callback too large (LARK_MAX_EVENT_BYTES)");
+        return;
+    }
     struct lark_call *c = plain ? lark_call_new(l, req) : NULL;
     if (c == NULL) {
         cJSON_free(plain);
@@ -293,7 +332,13 @@ static void lark_post(struct px_lark *l, struct px_hreq *req)
     const char *nonce = px_hreq_header(req, "X-Lark-Request-Nonce");
     const char *sig = px_hreq_header(req, "X-Lark-Signature");
     int signed_ok = 0;
+    const char *err = NULL;
 
+    /* Encrypted: base64 (4/3) of the padded plaintext, in a small JSON envelope. */
+    if (len > (size_t)l->max_event * 2 + 1024) {
+        lark_error(req, 413, "callback too large (LARK_MAX_EVENT_BYTES)");
+        return;
+    }
     if (l->encrypt_key != NULL && (ts || nonce || sig)) {
         if (!ap_lark_signature_ok(ts, nonce, l->encrypt_key, raw, len, sig)) {
             ap_warn(NULL, "lark: callback with a bad signature refused");
@@ -309,10 +354,12 @@ static void lark_post(struct px_lark *l, struct px_hreq *req)
         }
         signed_ok = 1;
     }
-    cJSON *body = cJSON_ParseWithLength(raw, len);
+    cJSON *body = ap_json_parse_client(raw, len, &err);
     if (!cJSON_IsObject(body)) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "body must be a JSON object%s%s", err ? ": " : "", err ? err : "");
         cJSON_Delete(body);
-        lark_error(req, 400, "body must be a JSON object");
+        lark_error(req, 400, msg);
         return;
     }
     const cJSON *enc = cJSON_GetObjectItemCaseSensitive(body, "encrypt");
@@ -325,11 +372,20 @@ static void lark_post(struct px_lark *l, struct px_hreq *req)
         size_t pl;
         char *plain = ap_lark_decrypt(l->encrypt_key, enc->valuestring, &pl);
         cJSON_Delete(body);
-        body = plain ? cJSON_ParseWithLength(plain, pl) : NULL;
+        body = NULL;
+        /*
+         * Garbage that decrypts (wrong key, 1 in 256) is no JSON: a failed
+         * decryption too. JSON refused for what it says (a duplicate) is a 400.
+         */
+        int refused = 0;
+        if (plain != NULL) {
+            body = ap_json_parse_client(plain, pl, &err);
+            refused = body == NULL && err != NULL && strcmp(err, ap_jscan_strerror(AP_JSCAN_INVALID)) != 0;
+        }
         free(plain);
         if (!cJSON_IsObject(body)) {
             cJSON_Delete(body);
-            lark_error(req, 401, "cannot decrypt the callback");
+            lark_error(req, refused ? 400 : 401, refused ? err : "cannot decrypt the callback");
             return;
         }
     }

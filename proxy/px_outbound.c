@@ -2,6 +2,7 @@
 #include "px_outbound.h"
 
 #include "ap_fallback.h"
+#include "ap_json.h"
 
 #include <cJSON.h>
 #include <stdio.h>
@@ -231,7 +232,7 @@ int px_outbound_body(const struct px_body_facts *f, const cJSON *client, const s
     }
     if (foreign)
         outbound_strip_thinking(doc, t->fmt);
-    *out = cJSON_PrintUnformatted(doc);
+    *out = ap_json_print_keep(doc);
     cJSON_Delete(doc);
     if (*out == NULL)
         return -2;

@@ -7,6 +7,7 @@
 
 #include "ap_fallback.h"
 #include "ap_jscan.h"
+#include "ap_json.h"
 #include "ap_log.h"
 #include "ap_time.h"
 
@@ -419,39 +420,41 @@ static int request_check_body(struct px_request *r)
         return -1;
     }
     const char *err = NULL;
-    if (ap_jscan(body, len, &js) < 0)
-        err = "request body is not valid JSON";
-    else if (js.root != AP_J_OBJECT)
+    char dup[200];
+    int rc = ap_jscan(body, len, &js);
+    if (rc == AP_JSCAN_DUPLICATE) {
+        /* The name, escaped as the client wrote it, at most 60 bytes of it. */
+        snprintf(dup, sizeof(dup), "duplicate member name \"%.*s\": the body must name each member once",
+                 (int)(js.dup_len < 60 ? js.dup_len : 60), js.dup_name);
+        err = dup;
+    } else if (rc != AP_JSCAN_OK) {
+        err = rc == AP_JSCAN_INVALID ? "request body is not valid JSON" : ap_jscan_strerror(rc);
+    } else if (js.root != AP_J_OBJECT) {
         err = "request body must be a JSON object";
-    else if (js.model == AP_J_ABSENT)
+    } else if (js.model == AP_J_ABSENT) {
         err = "model: field required";
-    else if (js.model != AP_J_STRING || js.model_len == 0)
+    } else if (js.model != AP_J_STRING || js.model_str_len == 0 || js.model_nul) {
         err = "model: must be a non-empty string";
-    else if (js.model_len >= AP_MODEL_MAX)
+    } else if (js.model_str_len >= AP_MODEL_MAX) {
         err = "model: too long";
-    else if (js.stream != AP_J_ABSENT && js.stream != AP_J_TRUE && js.stream != AP_J_FALSE && js.stream != AP_J_NULL)
+    } else if (js.stream != AP_J_ABSENT && js.stream != AP_J_TRUE && js.stream != AP_J_FALSE &&
+               js.stream != AP_J_NULL) {
         err = "stream: must be a boolean";
-    else if (js.stream_options != AP_J_ABSENT && js.stream_options != AP_J_OBJECT && js.stream_options != AP_J_NULL)
+    } else if (js.stream_options != AP_J_ABSENT && js.stream_options != AP_J_OBJECT &&
+               js.stream_options != AP_J_NULL) {
         err = "stream_options: must be an object";
+    } else if ((js.max_tokens.type == AP_J_NUMBER && !js.max_tokens.in_range) ||
+               (js.max_completion_tokens.type == AP_J_NUMBER && !js.max_completion_tokens.in_range)) {
+        /* Never cast: 1e300 would be undefined behaviour, and a negative limit a lie upstream. */
+        err = "max_tokens / max_completion_tokens: must be an integer from 1 to 2147483647";
+    }
     if (err != NULL) {
         px_request_fail(r, 400, err);
         return -1;
     }
     r->facts.stream = js.stream == AP_J_TRUE;
     r->facts.client_usage = js.include_usage == AP_J_TRUE;
-    if (!js.model_escaped) {
-        memcpy(r->model, js.model_raw, js.model_len);
-        r->model[js.model_len] = '\0';
-    } else {
-        /* Rare: let cJSON decode the escapes of that one string. */
-        cJSON *m = cJSON_ParseWithLength(js.model_raw - 1, js.model_len + 2);
-        snprintf(r->model, sizeof(r->model), "%s", cJSON_IsString(m) ? m->valuestring : "");
-        cJSON_Delete(m);
-        if (r->model[0] == '\0') {
-            px_request_fail(r, 400, "model: must be a non-empty string");
-            return -1;
-        }
-    }
+    memcpy(r->model, js.model_str, js.model_str_len + 1);
     r->facts.model = r->model;
     return 0;
 }
@@ -461,7 +464,8 @@ static cJSON *request_json(struct px_request *r)
     if (r->json == NULL && r->route != PX_ROUTE_PASS && r->hreq != NULL) {
         size_t len;
         const char *body = px_hreq_body(r->hreq, &len);
-        r->json = cJSON_ParseWithLength(body, len);
+        /* Scan-approved bytes; U+0000 inside strings is carried, not cut (ap_json.h). */
+        r->json = ap_json_parse_keep(body, len);
     }
     return r->json;
 }

@@ -8,7 +8,7 @@ set -euo pipefail
 
 build=(gcc make pkg-config libc6-dev libevent-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libssl-dev)
 run=(redis-server python3 curl)
-test=(libcmocka-dev valgrind procps nodejs npm openssl haproxy redis-sentinel docker-compose chromium cppcheck)
+test=(libcmocka-dev valgrind procps nodejs npm openssl haproxy redis-sentinel docker-compose chromium cppcheck clang libclang-rt-14-dev)
 bench=(wrk nginx-light util-linux procps)
 
 want=()

@@ -2,7 +2,8 @@
 # Runs every test from a fresh Debian machine: installs what is missing,
 # builds, runs the unit + integration (+ SDK, cluster) tests, then the same
 # tests again against an ASan/UBSan build, then the core integration tests with
-# the proxies and pollers under valgrind (leaks and memory errors fail them).
+# the proxies and pollers under valgrind (leaks and memory errors fail them),
+# then every fuzz target for a few seconds (FUZZ_SECONDS, default 4) under ASan/UBSan.
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    the normal build only (no sanitizer or valgrind pass)
 set -euo pipefail
@@ -19,5 +20,7 @@ if [ "${1:-}" != "--quick" ]; then
         tests/integration/test_auth.py tests/integration/test_relay.py tests/integration/test_usage.py \
         tests/integration/test_faults.py tests/integration/test_fallback.py tests/integration/test_poller.py \
         tests/integration/test_lark.py tests/integration/test_sentinel.py || status=1
+    echo "== fuzz: every target for ${FUZZ_SECONDS:-4} s under ASan/UBSan (tests/fuzz/README.md)"
+    make fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-4}" || status=1
 fi
 exit $status

@@ -2,9 +2,12 @@
  * Conversion micro-benchmark (make bench): throughput of the stream state
  * machines on a long stream, per core, and the cost of converting a ~200 KB
  * request, each beside the same-format (pass-through) path, so the price of
- * conversion is visible. Figures only, no assertions.
+ * conversion is visible; then a 32 MB body of small messages converted both
+ * ways (conversion runs on the event loop: it must stay linear, and well under
+ * a second), and the body scan every request pays. Figures only, no assertions.
  */
 #include "ap_conv.h"
+#include "ap_jscan.h"
 #include "ap_stream.h"
 
 #include <cJSON.h>
@@ -99,6 +102,71 @@ static char *bench_request(void)
     return s;
 }
 
+/*
+ * A body of about `bytes` of small messages in `fmt`: alternating short user and
+ * assistant turns (with an OpenAI system message now and then, which o2a hoists).
+ */
+static char *bench_many(enum ap_fmt fmt, size_t bytes, int *count)
+{
+    struct evbuffer *b = evbuffer_new();
+    int n = 0;
+    evbuffer_add_printf(b, "{\"model\":\"m\",\"max_tokens\":100,\"messages\":[");
+    while (evbuffer_get_length(b) < bytes) {
+        if (fmt == AP_FMT_OPENAI && n % 100 == 99)
+            evbuffer_add_printf(b, "%s{\"role\":\"system\",\"content\":\"note %d\"}", n ? "," : "", n);
+        else if (n % 2 == 0)
+            evbuffer_add_printf(b, "%s{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"q%d\"}]}",
+                                n ? "," : "", n);
+        else
+            evbuffer_add_printf(b, "%s{\"role\":\"assistant\",\"content\":\"a%d\"}", n ? "," : "", n);
+        n++;
+    }
+    evbuffer_add_printf(b, "]}");
+    size_t len = evbuffer_get_length(b);
+    char *s = malloc(len + 1);
+    evbuffer_remove(b, s, len);
+    s[len] = '\0';
+    evbuffer_free(b);
+    *count = n;
+    return s;
+}
+
+/* Parses, converts and prints a 32 MB body of small messages; prints the split. */
+static void bench_many_row(enum ap_fmt from)
+{
+    int n;
+    char *body = bench_many(from, 32u << 20, &n);
+    size_t len = strlen(body);
+    const char *err = NULL;
+    double t0 = bench_now();
+    cJSON *in = cJSON_ParseWithLength(body, len);
+    double t1 = bench_now();
+    cJSON *out = from == AP_FMT_ANTHROPIC ? ap_conv_req_a2o(in, NULL, &err) : ap_conv_req_o2a(in, NULL, &err);
+    double t2 = bench_now();
+    char *text = out ? cJSON_PrintUnformatted(out) : NULL;
+    double t3 = bench_now();
+    printf("  %.0f MB body of %d small messages, %s: parse %.0f ms + convert %.0f ms + print %.0f ms = %.0f ms%s\n",
+           len / 1048576.0, n, from == AP_FMT_ANTHROPIC ? "Anthropic to OpenAI" : "OpenAI to Anthropic",
+           (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t3 - t0) * 1e3, text ? "" : " (FAILED)");
+    cJSON_free(text);
+    cJSON_Delete(out);
+    cJSON_Delete(in);
+    free(body);
+}
+
+/* The scan every Messages / Chat Completions body pays (duplicate names checked). */
+static void bench_scan_row(const char *what, const char *body)
+{
+    size_t len = strlen(body);
+    int rounds = 500;
+    struct ap_jscan js;
+    double t0 = bench_now();
+    for (int i = 0; i < rounds; i++)
+        if (ap_jscan(body, len, &js) != AP_JSCAN_OK)
+            printf("  scan FAILED\n");
+    printf("  body scan of %s (%.0f kB): %.1f us\n", what, len / 1e3, (bench_now() - t0) / rounds * 1e6);
+}
+
 int main(void)
 {
     int deltas = 100000;
@@ -137,7 +205,14 @@ int main(void)
     double conv_us = (bench_now() - t0) / n * 1e6;
     printf("  request of %.0f KB: pass-through (parse/validate) %.0f us, converted (parse + convert + print) %.0f us,"
            " overhead %.0f us\n", rl / 1e3, parse_us, conv_us, conv_us - parse_us);
+    bench_scan_row("the same conversation", req);
     free(req);
+    int msgs;
+    char *small = bench_many(AP_FMT_ANTHROPIC, 256 << 10, &msgs);
+    bench_scan_row("small messages", small);
+    free(small);
+    bench_many_row(AP_FMT_ANTHROPIC);
+    bench_many_row(AP_FMT_OPENAI);
     evbuffer_free(as);
     evbuffer_free(os);
     return 0;

@@ -333,5 +333,50 @@ class HttpImportTest(ImportCheck, h.TestCase):
             self.assertIsInstance(r.json(), dict)
 
 
+class HttpImportRefusedTest(ImportCheck, h.TestCase):
+    """POST /admin/import while Redis refuses every write (maxmemory 1, noeviction): each key's
+    EVAL gets an OOM error. The call used to be freed at the first error reply while the others
+    were still pending (a use-after-free, which the ASan build turns into a crash); now it is
+    answered once, after the last reply, and importing again later is complete and exact."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.redis = cls.start_redis()
+        cls.rc = cls.redis.client()
+        cls.mock = cls.start_mock()
+        cls.proxy = cls.start_proxy(cls.mock, cls.redis, usage_tz=TZ)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.rc.close()
+        super().tearDownClass()
+
+    def post_import(self):
+        return h.request("POST", self.proxy.url + "/admin/import", body=FIXTURE.read_bytes(),
+                         headers={"x-api-key": self.proxy.admin_key, "Content-Type": "application/json"})
+
+    def test_refused_writes_then_retry(self):
+        n = len(DOC["keys"])
+        self.assertGreater(n, 2)
+        self.rc.cmd("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        self.rc.cmd("CONFIG", "SET", "maxmemory", "1")
+        try:
+            for _ in range(3):
+                r = self.post_import()
+                self.assertEqual(r.status, 500, r.text)
+                detail = r.json()["detail"]
+                self.assertIn("%d of %d keys not imported" % (n, n), detail)
+                self.assertIn("importing again is safe", detail)
+                self.assertTrue(self.proxy.alive(), self.proxy.log_tail())
+        finally:
+            self.rc.cmd("CONFIG", "SET", "maxmemory", "0")
+        self.assertIn("OOM", self.proxy.log())
+        r = self.post_import()
+        self.assertEqual(r.status, 200, r.text)
+        self.assertEqual((r.json()["imported"], r.json()["already_present"]), (n, 0), r.json())
+        self.check_all(self.proxy)
+
+
 if __name__ == "__main__":
     unittest.main()

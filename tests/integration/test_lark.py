@@ -668,8 +668,16 @@ class LarkPlainTest(LarkMixin, h.TestCase):
             "LARK_CARD_WEBHOOK_URL": "http://127.0.0.1:%d/webhook" % cls.dead_port,
             "LARK_REFRESH_COMMAND": cls.refresh_cmd,
         })
-        # Nothing configured at all.
-        cls.open = cls.start_proxy(cls.mock, cls.redis, name="proxy-open", env={})
+        # A verification token and no handlers.
+        cls.bare = cls.start_proxy(cls.mock, cls.redis, name="proxy-bare", env={
+            "LARK_VERIFICATION_TOKEN": cls.VERIFICATION_TOKEN})
+        # Handlers, but neither an encrypt key nor a verification token (docker-compose maps both
+        # to empty strings): nothing proves a callback comes from Lark.
+        cls.open = cls.start_proxy(cls.mock, cls.redis, name="proxy-open", env={
+            "LARK_VERIFICATION_TOKEN": "", "LARK_ENCRYPT_KEY": "",
+            "LARK_CARD_WEBHOOK_URL": cls.lark.url + "/webhook",
+            "LARK_REFRESH_COMMAND": cls.refresh_cmd,
+        })
 
     @classmethod
     def tearDownClass(cls):
@@ -728,15 +736,63 @@ class LarkPlainTest(LarkMixin, h.TestCase):
 
     def test_not_configured_handlers(self):
         # No refresh command / no webhook: an answer, not a crash or a hang.
-        doc = card_event(new_event_id(), "refresh_dashboard", None)
-        del doc["header"]["token"]
-        r = self.post_raw(self.open, json.dumps(doc))
+        doc = card_event(new_event_id(), "refresh_dashboard", self.VERIFICATION_TOKEN)
+        r = self.post_raw(self.bare, json.dumps(doc))
         self.assertEqual(r.status, 200, r.text)
         self.assertEqual(r.json()["toast"]["type"], "error")
-        doc = card_event(new_event_id(), "approve", None)
-        r = self.post_raw(self.open, json.dumps(doc))
+        doc = card_event(new_event_id(), "approve", self.VERIFICATION_TOKEN)
+        r = self.post_raw(self.bare, json.dumps(doc))
         self.assertEqual(r.status, 200, r.text)
         self.assertIn("toast", r.json())
+
+    def test_card_actions_refused_without_key_or_token(self):
+        # Anyone could otherwise run LARK_REFRESH_COMMAND, call the webhook and fill Redis.
+        runs0, stream0 = len(self.runs()), len(self.stream())
+        hooks0 = len(self.lark.requests("/webhook*"))
+        for action, token in (("refresh_dashboard", None), ("approve", None), ("refresh_dashboard", "anything")):
+            doc = card_event(new_event_id(), action, token)
+            if token is None:
+                del doc["header"]["token"]
+            err = self.assert_json_error(self.post_raw(self.open, json.dumps(doc)), 403)
+            self.assertIn("LARK_VERIFICATION_TOKEN", err["error"])
+            self.assertIn("LARK_ENCRYPT_KEY", err["error"])
+        self.assert_nothing_acted(runs0, stream0, hooks0)
+        self.assertEqual(self.rc.cmd("KEYS", PREFIX + "lark:event:*") or [], [])
+        # Said at startup, as a warning since handlers are configured; and each refusal is logged.
+        log = self.open.log()
+        self.assertRegex(log, r'"level":"warn".*neither LARK_ENCRYPT_KEY nor LARK_VERIFICATION_TOKEN is set')
+        self.assertIn("card action refused", log)
+        # What acts on nothing still works.
+        r = self.post_raw(self.open, json.dumps({"challenge": "still-1"}))
+        self.assertEqual(r.json(), {"challenge": "still-1"})
+
+    def test_stored_callbacks_capped(self):
+        # The stream keeps every card action's body: each one is capped (LARK_MAX_EVENT_BYTES).
+        runs0, stream0 = len(self.runs()), len(self.stream())
+        big = card_event(new_event_id(), "refresh_dashboard", self.VERIFICATION_TOKEN, note="x" * 20000)
+        err = self.assert_json_error(self.post_raw(self.vt, json.dumps(big)), 413)
+        self.assertIn("LARK_MAX_EVENT_BYTES", err["error"])
+        huge = card_event(new_event_id(), "approve", self.VERIFICATION_TOKEN, note="y" * (1 << 20))
+        self.assert_json_error(self.post_raw(self.vt, json.dumps(huge)), 413)
+        self.assert_nothing_acted(runs0, stream0)
+        self.assertTrue(self.vt.alive())
+        # Just under the cap: acted on and stored whole.
+        ok = card_event(new_event_id(), "refresh_dashboard", self.VERIFICATION_TOKEN, note="z" * 14000)
+        r = self.post_raw(self.vt, json.dumps(ok))
+        self.assertEqual(r.status, 200, r.text)
+        entry = self.stream_for(ok["header"]["event_id"])
+        self.assertEqual(len(entry), 1)
+        self.assertEqual(json.loads(entry[0]["body"])["event"]["action"]["value"]["note"], "z" * 14000)
+
+    def test_duplicate_members_refused(self):
+        # Read as Lark's own parser would not: a duplicated member is a 400, nothing acted.
+        runs0, stream0 = len(self.runs()), len(self.stream())
+        doc = card_event(new_event_id(), "refresh_dashboard", self.VERIFICATION_TOKEN)
+        raw = json.dumps(doc)
+        raw = raw.replace('"schema": "2.0"', '"schema": "2.0", "header": {"token": "%s"}' % self.VERIFICATION_TOKEN, 1)
+        err = self.assert_json_error(self.post_raw(self.vt, raw), 400)
+        self.assertIn("duplicate member name", err["error"])
+        self.assert_nothing_acted(runs0, stream0)
 
     def test_other_and_get_without_code(self):
         r = self.post_raw(self.open, json.dumps({"hello": "world"}))
@@ -753,7 +809,7 @@ class LarkPlainTest(LarkMixin, h.TestCase):
         self.assertEqual(self.lark.requests(), [])
 
     def test_zz_logs_have_no_secrets(self):
-        self.assert_logs_clean([self.vt, self.open])
+        self.assert_logs_clean([self.vt, self.bare, self.open])
 
 
 # =======================================================================================
@@ -780,6 +836,7 @@ class LarkShutdownTest(LarkMixin, h.TestCase):
         self.rc = redis.client()
         self.addCleanup(self.rc.close)
         proxy = self.start_proxy(self.mock, redis, name=self.unique_name("proxy"), env={
+            "LARK_VERIFICATION_TOKEN": "t",
             "LARK_REFRESH_COMMAND": self.refresh_cmd,
             "LARK_CARD_WEBHOOK_URL": self.lark.url + "/webhook"})
         return redis, proxy

@@ -351,6 +351,70 @@ static void test_invalid_event(void **state)
     free(got.p);
 }
 
+/*
+ * Item 14: \u0000 in a delta was cut there (cJSON strings end at NUL): "a\u0000b"
+ * reached the client as "a". Kept both ways, also inside tool arguments.
+ */
+static void test_nul_kept(void **state)
+{
+    (void)state;
+    static const char a_in[] =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\","
+        "\"usage\":{\"input_tokens\":1}}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"a\\u0000b \\\\u0000 c\"}}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":"
+        "{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"f\",\"input\":{\"k\":\"x\\u0000y\"}}}\n\n";
+    static const char o_in[] =
+        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\u0000b\"}}]}\n\n";
+    const struct stream_case ca = {"", AP_FMT_ANTHROPIC, {NULL, 0, CREATED}, {0}, 0, 0};
+    const struct stream_case co = {"", AP_FMT_OPENAI, {NULL, 0, 0}, {0}, 0, 0};
+    struct evbuffer *out = evbuffer_new();
+
+    struct ap_conv_stream *s = stream_new(&ca);
+    assert_int_equal(ap_conv_stream_feed(s, a_in, sizeof(a_in) - 1, out), 0);
+    struct bytes got = drain(out);
+    assert_non_null(strstr(got.p, "\"delta\":{\"content\":\"a\\u0000b \\\\u0000 c\"}"));
+    /* the arguments are JSON text inside a string: its escape is escaped once more */
+    assert_non_null(strstr(got.p, "\"arguments\":\"{\\\"k\\\":\\\"x\\\\u0000y\\\"}\""));
+    ap_conv_stream_free(s);
+    free(got.p);
+
+    s = stream_new(&co);
+    assert_int_equal(ap_conv_stream_feed(s, o_in, sizeof(o_in) - 1, out), 0);
+    got = drain(out);
+    assert_non_null(strstr(got.p, "\"delta\":{\"type\":\"text_delta\",\"text\":\"a\\u0000b\"}"));
+    ap_conv_stream_free(s);
+    free(got.p);
+
+    /* A raw 0xFF byte is no UTF-8: refused (the stream ends in an error), never altered. */
+    static const char bad[] = "data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"\xff\"}}]}\n\n";
+    s = stream_new(&co);
+    assert_int_equal(ap_conv_stream_feed(s, bad, sizeof(bad) - 1, out), -1);
+    ap_conv_stream_free(s);
+    evbuffer_free(out);
+}
+
+/* Out-of-range numbers from an upstream are not cast (UBSan aborted on these). */
+static void test_out_of_range_numbers(void **state)
+{
+    (void)state;
+    static const char o_in[] =
+        "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1e300,"
+        "\"id\":\"t\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}\n\n"
+        "data: {\"error\":{\"message\":\"x\",\"code\":1e300}}\n\n";
+    const struct stream_case co = {"", AP_FMT_OPENAI, {NULL, 0, 0}, {0}, 0, 0};
+    struct evbuffer *out = evbuffer_new();
+    struct ap_conv_stream *s = stream_new(&co);
+    assert_int_equal(ap_conv_stream_feed(s, o_in, sizeof(o_in) - 1, out), 0);
+    struct bytes got = drain(out);
+    assert_non_null(strstr(got.p, "\"type\":\"tool_use\""));
+    assert_non_null(strstr(got.p, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\""));
+    ap_conv_stream_free(s);
+    evbuffer_free(out);
+    free(got.p);
+}
+
 /* The error fixtures end the client stream at the error: later input and the end add nothing. */
 static void test_nothing_after_error(void **state)
 {
@@ -488,6 +552,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_lost_after_finish_openai),
     cmocka_unit_test(test_clean_close_before_finish_openai),
     cmocka_unit_test(test_invalid_event),
+    cmocka_unit_test(test_nul_kept),
+    cmocka_unit_test(test_out_of_range_numbers),
     cmocka_unit_test(test_content_started),
     cmocka_unit_test(test_usage_so_far),
     cmocka_unit_test(test_new_and_free),

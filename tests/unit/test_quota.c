@@ -819,6 +819,10 @@ int main(void)
                DOC(ACCT("invalid", MODEL_R("m", "0", T_0900)) "," ACCT("ok", MODEL_R("m", "0.5", T_1000))), 1,
                {"m", 0.5, MS_1000}),
         HEALTH("no resetTime: 0", DOC(ACCT("ok", MODEL("m", "0.5"))), 1, {"m", 0.5, 0}),
+        /* found by tests/fuzz/fuzz_health.c: a time before 1970 gave a negative reset time */
+        HEALTH("resetTime: before 1970 ignored",
+               DOC(ACCT("ok", MODEL_R("m", "0.2", "1013-02-10T21:07:33+08:00")) "," ACCT("ok", MODEL_R("m", "0.1", T_1000))),
+               1, {"m", 0.2, MS_1000}),
         cmocka_unit_test(test_health_malformed),
         cmocka_unit_test(test_health_length),
         cmocka_unit_test(test_settle),
