@@ -8,7 +8,7 @@
 #include <string.h>
 
 /* What \u0000 becomes inside a tree: a byte that UTF-8 never uses. */
-#define JSON_MARK '\xFF'
+#define JSON_MARK 0xFF /* as an int: memchr and strchr take the byte as an unsigned char value */
 
 static cJSON *json_parse_client(const char *buf, size_t len, int keep, const char **err)
 {
@@ -96,7 +96,7 @@ char *ap_json_print_keep(const cJSON *j)
     char *out = cJSON_malloc(len + marks * 5 + 1), *o = out;
     if (out != NULL) {
         for (const char *p = s; *p != '\0'; p++) {
-            if (*p == JSON_MARK) {
+            if ((unsigned char)*p == JSON_MARK) {
                 memcpy(o, "\\u0000", 6);
                 o += 6;
             } else {
