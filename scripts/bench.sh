@@ -52,7 +52,9 @@
 #
 # The concurrency row (BENCH_CONCURRENCY=1, the default): BENCH_STREAMS (10000) concurrent
 # streams through one api-proxy, each trickling one SSE event a second for
-# BENCH_STREAM_SECONDS (30) s, opened over BENCH_STREAM_RAMP (5) s. wrk and nginx cannot
+# BENCH_STREAM_SECONDS (30) s, opened over BENCH_STREAM_RAMP (10) s (1,000 new streams a
+# second: opening a stream costs api-proxy some 0.5 ms of CPU, so a faster ramp measures the
+# opening burst more than the trickling). wrk and nginx cannot
 # do this: build/trickle (tests/bench/trickle.c, libevent; built by `make bench`, not by
 # the default build) is both the upstream (each delta carries the monotonic time of its
 # send) and the client (which records, for every event, the delay between that send and
@@ -125,7 +127,7 @@
 #   BENCH_CONCURRENCY  0: skip the concurrency row (default 1)
 #   BENCH_STREAMS      concurrent streams of that row (default 10000)
 #   BENCH_STREAM_SECONDS  events per stream, one a second (default 30)
-#   BENCH_STREAM_RAMP  seconds over which the streams are opened (default 5)
+#   BENCH_STREAM_RAMP  seconds over which the streams are opened (default 10)
 #   BENCH_TRICKLE_BIN  the load tool (default <repo>/build/trickle)
 #   BENCH_POLL_INTERVAL  the poller's interval in seconds (default 1)
 #   BENCH_CONV         0: skip the conversion micro-benchmark (default 1)
@@ -180,7 +182,7 @@ PERF_TOP_N=15
 CONCURRENCY=${BENCH_CONCURRENCY:-1}
 STREAMS=${BENCH_STREAMS:-10000}
 STREAM_SECONDS=${BENCH_STREAM_SECONDS:-30}
-STREAM_RAMP=${BENCH_STREAM_RAMP:-5}
+STREAM_RAMP=${BENCH_STREAM_RAMP:-10}
 TRICKLE_BIN=${BENCH_TRICKLE_BIN:-$ROOT/build/trickle}
 FD_RESERVE=256     # descriptors api-proxy needs besides two per stream (Redis, listener, curl...)
 STREAM_RSS_TARGET_KB=64
@@ -1681,6 +1683,16 @@ concurrency_plan() {
 
 vm_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
+# runq_wait_ns PID: time its threads have spent runnable but waiting for a CPU (schedstat's
+# second field): when it is large, the machine's other work, not the process, set the pace.
+runq_wait_ns() {
+    local t v w total=0
+    for t in /proc/"$1"/task/*/schedstat; do
+        read -r v w _ 2>/dev/null <"$t" && total=$((total + w))
+    done
+    echo "$total"
+}
+
 # metric URL NAME: a metric's value from /metrics (first series), or "?".
 metric() {
     curl -fsS --max-time 5 -o "$TMP/metric" "$1/metrics" 2>/dev/null || { echo "?"; return 0; }
@@ -1715,10 +1727,11 @@ run_concurrency() {
     AP_UPSTREAM="" AP_EXTRA_ENV=()
     local ap_pid=$TARGET_PID ap_url=$TARGET_URL
 
-    local idle_rss t0 r0 u0 c1 c1e
+    local idle_rss t0 w0 r0 u0 c1 c1e
     idle_rss=$(vm_kb "$ap_pid" VmRSS)
     read -r U0_REQ U0_IN U0_OUT <<<"$(usage_settled)"
     t0=$(cpu_ticks "$ap_pid")
+    w0=$(runq_wait_ns "$ap_pid")
     r0=$(cpu_ticks "$REDIS_PID")
     u0=$(cpu_ticks "$up_pid")
     c1=$(core_ticks "$PROXY_CPU")
@@ -1748,9 +1761,10 @@ run_concurrency() {
     local cl_rc=0
     wait "$cl_pid" 2>/dev/null || cl_rc=$?
     forget_proc "$cl_pid"
-    local t1 r1 u1 c1e
+    local t1 w1 r1 u1 c1e
     c1e=$(core_ticks "$PROXY_CPU")
     t1=$(cpu_ticks "$ap_pid")
+    w1=$(runq_wait_ns "$ap_pid")
     r1=$(cpu_ticks "$REDIS_PID")
     u1=$(cpu_ticks "$up_pid")
     local hwm wall
@@ -1766,6 +1780,12 @@ run_concurrency() {
     local kv
     for kv in ${line#TRICKLE_RESULT }; do CONC["${kv%%=*}"]=${kv#*=}; done
     CONC[first_error]=$(sed -n 's/^TRICKLE_FIRST_ERROR //p' "$TMP/trickle-client.log")
+    CONC[runq_wait_us]=$(((w1 - w0) / 1000))
+    # TRICKLE_PHASE NAME events=E late=L delay_max_us=D -> CONC[NAME_events] etc.
+    local ph
+    while read -r _ ph line; do
+        for kv in $line; do CONC["${ph}_${kv%%=*}"]=${kv#*=}; done
+    done < <(grep '^TRICKLE_PHASE ' "$TMP/trickle-client.log")
     local up_stats
     up_stats=$(curl -fsS --max-time 5 "$up_url/stats") || up_stats="{}"
     CONC[up_completed]=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get("completed", "?"))' "$up_stats")
@@ -1827,15 +1847,25 @@ print_concurrency() {
         printf "  %-22s p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, worst %.1f ms (in second %d of the run); %d of %d events over %d ms: %s\n",
             "event delay", c_delay_p50_us / 1000, c_delay_p99_us / 1000, c_delay_p999_us / 1000, c_delay_max_us / 1000,
             c_worst_second, c_late, c_events, del_t, (c_events > 0 && c_delay_max_us <= del_t * 1000 ? "met (every event within " del_t " ms)" : "NOT MET")
+        printf "  %-22s opening (until every stream has its reply head): worst %.1f ms, %d of %d over %d ms;\n",
+            "  by phase", c_opening_delay_max_us / 1000, c_opening_late, c_opening_events, del_t
+        printf "  %-22s steady (all open, none done): worst %.1f ms, %d of %d over; closing: worst %.1f ms, %d of %d over\n",
+            "", c_steady_delay_max_us / 1000, c_steady_late, c_steady_events, c_closing_delay_max_us / 1000,
+            c_closing_late, c_closing_events
+        printf "  %-22s the client'"'"'s own loop ran up to %.1f ms late (its 10 ms timer): delays up to that are the load side'"'"'s, not api-proxy'"'"'s\n",
+            "load side", c_client_lag_max_us / 1000
         printf "  %-22s p50 %.1f ms, p99 %.1f ms, worst %.1f ms (request sent -> reply head; includes the ramp-up queueing)\n",
             "time to first byte", c_ttfb_p50_us / 1000, c_ttfb_p99_us / 1000, c_ttfb_max_us / 1000
         printf "  %-22s %.2f s over %.1f s (%.0f%% of a core), %.1f us per event relayed (%d events); redis-server %.2f s\n",
             "api-proxy CPU", c_ap_us / 1e6, c_wall, 100 * c_ap_us / 1e6 / (c_wall > 0 ? c_wall : 1),
             (c_events > 0 ? c_ap_us / c_events : 0), c_events, c_redis_us / 1e6
+        printf "  %-22s %.2f s runnable but waiting for a CPU (schedstat)%s\n", "api-proxy run queue",
+            c_runq_wait_us / 1e6, (c_runq_wait_us > c_ap_us ? ": longer than it ran, the machine'"'"'s other work set the pace" : "")
         other = c_core1 - 100 * (c_ap_us + c_redis_us) / 1e6 / (c_wall > 0 ? c_wall : 1)
+        if (other < 0) other = 0
+        noisy = (other > 10 ? ": delays are noisy, rerun on a quiet machine" : "")
         printf "  %-22s core %d busy %s%% on average, %.0f%% of it other work (not api-proxy or its redis-server)%s; trickle'"'"'s upstream used %.2f s (its timer at worst %.1f ms late)\n",
-            "machine", pc, c_core1, other < 0 ? 0 : other, other > 10 ? ": delays are noisy, rerun on a quiet machine" : "",
-            c_up_us / 1e6, c_up_late / 1000
+            "machine", pc, c_core1, other, noisy, c_up_us / 1e6, c_up_late / 1000
         printf "  %-22s /metrics took at most %s ms to answer (at second %s)\n", "api-proxy loop", c_metrics_ms, c_metrics_at
         printf "  %-22s %d requests counted (%d in / %d out tokens) for %d streams the upstream finished (%s left early)\n",
             "usage", c_counted, c_tok_in, c_tok_out, c_up_completed, c_up_aborted

@@ -22,8 +22,10 @@
  *     machine, same monotonic clock: the proxy's relay time, nothing else). A
  *     stream is complete when its reply ends after all EVENTS deltas in order and
  *     message_stop. Progress every second on stderr; at the end one line
- *     "TRICKLE_RESULT key=value ..." on stdout. Exit status 0 when every stream
- *     completed, 1 otherwise.
+ *     "TRICKLE_RESULT key=value ..." on stdout (with how late our own loop ran:
+ *     a delay up to that is the load side's), then one "TRICKLE_PHASE" line per
+ *     phase (opening, steady, closing: see cl_phase). Exit status 0 when every
+ *     stream completed, 1 otherwise.
  *
  * Both sides write with a direct send() as soon as an event is made (buffering
  * only what the socket refuses), so the stamp is the moment the bytes leave.
@@ -481,6 +483,23 @@ struct cl_timeline {
     uint64_t events;
     uint64_t late;                      /* events over TRICKLE_LATE_US */
     int64_t max_us;
+    int64_t lag_us;                     /* our own loop: how late its 10 ms timer fired, at worst */
+};
+
+#define CL_TICK_US 10000
+
+/*
+ * The phases of a run, told apart in the result: opening (some stream has no reply head
+ * yet: the proxy is also accepting and starting transfers), steady (every stream open,
+ * none finished: relaying only), closing (streams finishing).
+ */
+enum { CL_OPENING, CL_STEADY, CL_CLOSING, CL_PHASES };
+static const char *const cl_phase_name[CL_PHASES] = {"opening", "steady", "closing"};
+
+struct cl_phase {
+    uint64_t events;
+    uint64_t late;
+    int64_t max_us;
 };
 
 struct cl_ctx {
@@ -493,10 +512,14 @@ struct cl_ctx {
     int streams, events;
     int64_t interval_us, ramp_us, deadline_us, t0;
     int opened, open, peak_open, done;
-    struct event *ramp;                 /* owned */
+    struct event *ramp;                 /* owned: opens streams, then keeps measuring our loop's lag */
+    int64_t next_tick_us;
+    int64_t lag_max_us;
     struct event *second;               /* owned */
     struct event *deadline;             /* owned */
     struct hist delay, ttfb;
+    struct cl_phase phase[CL_PHASES];
+    int heads;                          /* 200 reply heads received */
     struct cl_timeline tl[TRICKLE_TIMELINE_MAX];
     int64_t last_print_s;
     /* outcomes */
@@ -598,6 +621,14 @@ static void cl_event(struct cl_conn *c, const char *ev, size_t len, int64_t now)
             tl->late++;
         if (d > tl->max_us)
             tl->max_us = d;
+        struct cl_phase *ph = &ctx->phase[ctx->done > 0             ? CL_CLOSING
+                                          : ctx->heads < ctx->streams ? CL_OPENING
+                                                                      : CL_STEADY];
+        ph->events++;
+        if (d > TRICKLE_LATE_US)
+            ph->late++;
+        if (d > ph->max_us)
+            ph->max_us = d;
     } else if (strcmp(name, "message_stop") == 0) {
         c->stop = 1;
     } else if (strcmp(name, "error") == 0) {
@@ -658,6 +689,8 @@ static int cl_decode(struct cl_conn *c)
                 c->body = CL_EOF;
             }
             free(head);
+            if (status == 200)
+                c->ctx->heads++;
             if (status != 200) {
                 struct cl_ctx *ctx = c->ctx;
                 if (ctx->first_status == 0)
@@ -804,13 +837,25 @@ static void cl_on_ramp(evutil_socket_t fd, short what, void *arg)
     struct cl_ctx *ctx = arg;
     (void)fd;
     (void)what;
-    int64_t el = trickle_now_us() - ctx->t0;
+    int64_t now = trickle_now_us(), el = now - ctx->t0;
+    /*
+     * Every delay we record includes the time this loop took to get to the read: if the
+     * loop is late (the machine is busy), the figures are not the proxy's alone. The
+     * ramp's timer tells how late the loop runs.
+     */
+    if (ctx->next_tick_us > 0) {
+        int64_t lag = now - ctx->next_tick_us;
+        struct cl_timeline *tl = cl_second(ctx, now);
+        if (lag > tl->lag_us)
+            tl->lag_us = lag;
+        if (lag > ctx->lag_max_us)
+            ctx->lag_max_us = lag;
+    }
+    ctx->next_tick_us = now + CL_TICK_US;
     int want = ctx->ramp_us <= 0 || el >= ctx->ramp_us ? ctx->streams
                                                         : (int)((double)ctx->streams * (double)el / (double)ctx->ramp_us);
     while (ctx->opened < want)
         cl_open_one(ctx);
-    if (ctx->opened >= ctx->streams)
-        event_del(ctx->ramp);
 }
 
 static void cl_on_second(evutil_socket_t fd, short what, void *arg)
@@ -824,9 +869,9 @@ static void cl_on_second(evutil_socket_t fd, short what, void *arg)
         int64_t i = ++ctx->last_print_s;
         const struct cl_timeline *tl = &ctx->tl[i];
         fprintf(stderr, "trickle client: %3" PRId64 " s: opened %d, open %d, completed %d, failed %d; %" PRIu64
-                        " events, max delay %.1f ms, %" PRIu64 " over %d ms\n",
+                        " events, max delay %.1f ms, %" PRIu64 " over %d ms; our loop late by %.1f ms at worst\n",
                 i + 1, ctx->opened, ctx->open, ctx->completed, ctx->done - ctx->completed, tl->events,
-                (double)tl->max_us / 1000, tl->late, TRICKLE_LATE_US / 1000);
+                (double)tl->max_us / 1000, tl->late, TRICKLE_LATE_US / 1000, (double)tl->lag_us / 1000);
     }
 }
 
@@ -887,7 +932,7 @@ static int client_main(const char *url, const char *key, const char *model, int 
     ctx.ramp = event_new(ctx.base, -1, EV_PERSIST, cl_on_ramp, &ctx);
     ctx.second = event_new(ctx.base, -1, EV_PERSIST, cl_on_second, &ctx);
     ctx.deadline = event_new(ctx.base, -1, 0, cl_on_deadline, &ctx);
-    struct timeval ramp_tv = {0, 10000}, sec_tv = {1, 0};
+    struct timeval ramp_tv = {0, CL_TICK_US}, sec_tv = {1, 0};
     struct timeval dl_tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
     ctx.t0 = trickle_now_us();
     event_add(ctx.ramp, &ramp_tv);
@@ -911,11 +956,14 @@ static int client_main(const char *url, const char *key, const char *model, int 
            "early_close=%d bad_stream=%d timeouts=%d peak_open=%d events=%" PRIu64 " late=%" PRIu64
            " delay_p50_us=%" PRId64 " delay_p99_us=%" PRId64 " delay_p999_us=%" PRId64 " delay_max_us=%" PRId64
            " worst_second=%" PRId64 " ttfb_p50_us=%" PRId64 " ttfb_p99_us=%" PRId64 " ttfb_max_us=%" PRId64
-           " duration_us=%" PRId64 "\n",
+           " client_lag_max_us=%" PRId64 " duration_us=%" PRId64 "\n",
            ctx.streams, ctx.completed, failed, ctx.connect_err, ctx.status_err, ctx.first_status, ctx.early_close,
            ctx.bad_stream, ctx.timeouts, ctx.peak_open, ctx.delay.n, late, hist_q(&ctx.delay, 0.5),
            hist_q(&ctx.delay, 0.99), hist_q(&ctx.delay, 0.999), ctx.delay.max, worst_s, hist_q(&ctx.ttfb, 0.5),
-           hist_q(&ctx.ttfb, 0.99), ctx.ttfb.max, dur);
+           hist_q(&ctx.ttfb, 0.99), ctx.ttfb.max, ctx.lag_max_us, dur);
+    for (int i = 0; i < CL_PHASES; i++)
+        printf("TRICKLE_PHASE %s events=%" PRIu64 " late=%" PRIu64 " delay_max_us=%" PRId64 "\n", cl_phase_name[i],
+               ctx.phase[i].events, ctx.phase[i].late, ctx.phase[i].max_us);
     if (ctx.first_error[0] != '\0')
         printf("TRICKLE_FIRST_ERROR %s\n", ctx.first_error);
     fflush(stdout);
