@@ -126,7 +126,13 @@ $(BUILD)/bench_conv: $(call obj,tests/bench/bench_conv.c) $(LIBAP)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench: all $(BUILD)/bench_conv
+# The concurrency row's load tool (upstream and client); libevent only, built for the bench alone.
+$(BUILD)/trickle: $(call obj,tests/bench/trickle.c)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libevent)
+
+bench: all $(BUILD)/bench_conv $(BUILD)/trickle
 	scripts/bench.sh
 
 # Static analysis, run by the test command: cppcheck, gcc's -fanalyzer on every

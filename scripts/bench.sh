@@ -9,7 +9,8 @@
 #   mock       the mock itself, loaded directly (the ceiling: what wrk + mock can do)
 #   nginx      nginx as a plain proxy_pass reverse proxy, upstream keep-alive
 #   api-proxy  bin/api-proxy with a real key, usage accounting on, its own redis-server,
-#              fallback off (pass-through)
+#              fallback off (pass-through; UPSTREAM_FORMAT is the scenario's: anthropic, or
+#              openai for the OpenAI scenarios, so those are same-format pass-through too)
 #   api-proxy+fallback   the same api-proxy with fallback on (issue 4): FALLBACK_CONFIG with
 #              `enabled: true` and a chain of three tiers (an antigravity tier whose model is
 #              the one the benchmark asks for, an upstream tier, an external tier pointing at
@@ -24,11 +25,46 @@
 #              /v1/messages, and the mock's Anthropic answer (JSON or SSE) back to OpenAI.
 #              The answer is checked by scripts/bench/check_openai.py (text, finish reason,
 #              usage), as its bytes cannot equal the mock's.
-# and three scenarios, all POST /v1/messages in the Anthropic wire format (the convert
-# variant sends the same in the OpenAI format):
-#   small      ~300 B request, JSON answer
-#   large      ~200 KB request, JSON answer
+# and six scenarios (the rows of issue 11), with wrk's BENCH_CONNECTIONS connections (16)
+# unless said otherwise:
+#   small      POST /v1/messages, ~300 B request, JSON answer
+#   large      the same with a ~200 KB request (a long conversation)
 #   stream     ~300 B request with "stream": true, SSE answer of 50 content_block_delta events
+#   stream1    the same stream with one connection
+#   openai     POST /v1/chat/completions (an OpenAI client), ~300 B request; the mock answers
+#              in the OpenAI format (chat.completion with usage)
+#   openai-stream  the same with "stream": true and stream_options.include_usage: the mock
+#              streams 50 content chunks, the finish chunk, the usage chunk, data: [DONE]
+# (the convert variant sends the small, large and stream requests in the OpenAI format;
+# the fallback and convert variants run on the Anthropic scenarios only).
+#
+# After the table, the issue 11 table: each row beside nginx's on the same scenario (CPU
+# us/request of both, of it redis-server, the ratio, req/s, p50/p99, RSS) and a verdict
+# against its targets: at most 2x nginx's CPU per request, p99 within 1 ms of nginx's at
+# 16 connections (the one-connection row is judged on CPU only). Targets not met are
+# reported, not failures: the exit status is about the checks.
+#
+# BENCH_PERF=1 adds, for api-proxy in the BENCH_PERF_SCENARIOS (small and stream), one more
+# wrk run (not in the figures) with `perf record -g` on api-proxy (the cpu-clock event: no
+# PMU needed), and prints the top 15 symbols by self time (perf report --no-children
+# --sort symbol), so a change's effect on where the time goes can be shown before/after.
+# perf comes from Debian's linux-perf (installed when missing).
+#
+# The concurrency row (BENCH_CONCURRENCY=1, the default): BENCH_STREAMS (10000) concurrent
+# streams through one api-proxy, each trickling one SSE event a second for
+# BENCH_STREAM_SECONDS (30) s, opened over BENCH_STREAM_RAMP (10) s (1,000 new streams a
+# second: opening a stream costs api-proxy some 0.5 ms of CPU, so a faster ramp measures the
+# opening burst more than the trickling). wrk and nginx cannot
+# do this: build/trickle (tests/bench/trickle.c, libevent; built by `make bench`, not by
+# the default build) is both the upstream (each delta carries the monotonic time of its
+# send) and the client (which records, for every event, the delay between that send and
+# its arrival). Reported: streams completed and errors, api-proxy's RSS at the peak per
+# open stream (VmHWM minus the idle RSS, over the open streams; target under 64 KB), its
+# CPU over the run, the event delay (p50, p99, worst; target: every event within 100 ms),
+# and usage, checked exactly against the streams the upstream finished. api-proxy holds two
+# descriptors per stream: the script raises the soft limit to the hard one (and the hard
+# one when it may); when the hard limit is too low for BENCH_STREAMS, the row runs with as
+# many streams as fit and says so in a WARNING.
 #
 # For each it prints requests/s, p50/p99 latency, peak RSS (VmHWM) and CPU time per request
 # (CPU time / requests; per-thread run time in ns from schedstat, checked against
@@ -80,11 +116,19 @@
 #   BENCH_CONNECTIONS  wrk connections (default 16)
 #   BENCH_THREADS      wrk threads (default 1)
 #   BENCH_WARMUP       unmeasured wrk run before each measurement (default 1s; 0 = none)
-#   BENCH_SCENARIOS    subset/order of "small large stream" (default: all three)
-#   BENCH_FALLBACK_SCENARIOS  scenarios that also run api-proxy+fallback (default: all
-#                      three; empty: none)
-#   BENCH_CONVERT_SCENARIOS   scenarios that also run api-proxy+convert (default: all three;
-#                      large converts a ~200 KB request; empty: none)
+#   BENCH_SCENARIOS    subset/order of "small large stream stream1 openai openai-stream"
+#                      (default: all six)
+#   BENCH_FALLBACK_SCENARIOS  scenarios that also run api-proxy+fallback (default: small
+#                      large stream; empty: none)
+#   BENCH_CONVERT_SCENARIOS   scenarios that also run api-proxy+convert (default: small
+#                      large stream; large converts a ~200 KB request; empty: none)
+#   BENCH_PERF         1: perf record api-proxy in BENCH_PERF_SCENARIOS (default 0)
+#   BENCH_PERF_SCENARIOS  default "small stream"
+#   BENCH_CONCURRENCY  0: skip the concurrency row (default 1)
+#   BENCH_STREAMS      concurrent streams of that row (default 10000)
+#   BENCH_STREAM_SECONDS  events per stream, one a second (default 30)
+#   BENCH_STREAM_RAMP  seconds over which the streams are opened (default 10)
+#   BENCH_TRICKLE_BIN  the load tool (default <repo>/build/trickle)
 #   BENCH_POLL_INTERVAL  the poller's interval in seconds (default 1)
 #   BENCH_CONV         0: skip the conversion micro-benchmark (default 1)
 #   BENCH_CONV_BIN     the micro-benchmark (default <repo>/build/bench_conv)
@@ -112,7 +156,7 @@ DURATION=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNECTIONS:-16}
 THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-1s}
-SCENARIOS=${BENCH_SCENARIOS:-small large stream}
+SCENARIOS=${BENCH_SCENARIOS:-small large stream stream1 openai openai-stream}
 PROXY_LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
 REDIS_EXTRA=${BENCH_REDIS_ARGS:-}
 BIN_DIR=${AP_BIN:-$ROOT/bin}
@@ -130,6 +174,19 @@ FLEET_CPUS=${BENCH_FLEET_CPUS:-$PROXY_CPU}
 FLEET_FALLBACK=${BENCH_FLEET_FALLBACK:-1}
 FLEET_DIRECT=${BENCH_FLEET_DIRECT:-1}
 FLEET_IDLE=${BENCH_FLEET_IDLE:-2}
+TARGET_CPU_RATIO=2 # issue 11: at most 2x nginx's CPU per request
+TARGET_P99_MS=1    # issue 11: p99 within 1 ms of nginx's at 16 connections
+PERF=${BENCH_PERF:-0}
+PERF_SCENARIOS=${BENCH_PERF_SCENARIOS:-small stream}
+PERF_TOP_N=15
+CONCURRENCY=${BENCH_CONCURRENCY:-1}
+STREAMS=${BENCH_STREAMS:-10000}
+STREAM_SECONDS=${BENCH_STREAM_SECONDS:-30}
+STREAM_RAMP=${BENCH_STREAM_RAMP:-10}
+TRICKLE_BIN=${BENCH_TRICKLE_BIN:-$ROOT/build/trickle}
+FD_RESERVE=256     # descriptors api-proxy needs besides two per stream (Redis, listener, curl...)
+STREAM_RSS_TARGET_KB=64
+STREAM_DELAY_TARGET_MS=100
 MODE=default
 
 # A client key of the same length as a real one (sk- + 48 hex), sent to mock and nginx, so
@@ -183,6 +240,9 @@ ensure_tools() {
     command -v python3 >/dev/null || need+=(python3)
     command -v curl >/dev/null || need+=(curl)
     command -v pgrep >/dev/null || need+=(procps)
+    if [[ $MODE == default && $PERF == 1 ]]; then
+        command -v perf >/dev/null || need+=(linux-perf)
+    fi
     if [[ $MODE == fleet ]] && [[ -z ${HAPROXY:-} ]]; then
         command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
     fi
@@ -239,6 +299,16 @@ build_conv() {
         make -s -C "$ROOT" build/bench_conv >&2 || fail "building build/bench_conv failed (make build/bench_conv)"
     fi
     [[ -x $CONV_BIN ]] || fail "$CONV_BIN not found: no conversion micro-benchmark figures"
+}
+
+# The concurrency row's load tool, likewise (make build/trickle; not in the default build).
+build_trickle() {
+    [[ $MODE == default && $CONCURRENCY == 1 ]] || return 0
+    if [[ -z ${BENCH_TRICKLE_BIN:-} ]] && { [[ ${BENCH_NO_BUILD:-0} != 1 ]] || [[ ! -x $TRICKLE_BIN ]]; }; then
+        say "building build/trickle"
+        make -s -C "$ROOT" build/trickle >&2 || die "building build/trickle failed (make build/trickle)"
+    fi
+    [[ -x $TRICKLE_BIN ]] || die "$TRICKLE_BIN not found (make build/trickle, or BENCH_CONCURRENCY=0)"
 }
 
 # ------------------------------------------------------------------------------------------
@@ -432,8 +502,10 @@ EOF
 # MOCK_AP_URL for api-proxy only, where every request is logged (buffered), so api-proxy's
 # usage counters can be checked against what the mock really answered it. /health is the
 # fixed quota document of the fixtures (several accounts, three models); the poller polls
-# it on MOCK_URL, so its polls stay out of that log. /v1/chat/completions is not served
-# (404): the external tier that points at it must never be used.
+# it on MOCK_URL, so its polls stay out of that log. /v1/chat/completions answers the
+# same reply in the OpenAI format (JSON, or the stream with its usage chunk), for the
+# OpenAI scenarios; /external/v1/chat/completions, where the fallback chain's external tier
+# points, is not served (404): that tier must never be used.
 start_mock() {
     local dir=$TMP/mock
     mkdir -p "$dir"
@@ -445,6 +517,21 @@ start_mock() {
 location = /v1/messages {
     if (\$http_x_bench_stream) { rewrite ^ /_bench/stream last; }
     rewrite ^ /_bench/message last;
+}
+location = /v1/chat/completions {
+    if (\$http_x_bench_stream) { rewrite ^ /_bench/oai-stream last; }
+    rewrite ^ /_bench/oai-message last;
+}
+location = /_bench/oai-message {
+    internal;
+    default_type application/json;
+    include $TMP/fixtures/mock-oai-message.inc;
+}
+location = /_bench/oai-stream {
+    internal;
+    default_type text/event-stream;
+    add_header Cache-Control no-cache;
+    include $TMP/fixtures/mock-oai-stream.inc;
 }
 location = /_bench/message {
     internal;
@@ -561,8 +648,8 @@ start_redis() {
 
 # The tier chain of the fallback runs (issue 4): the benchmark's model as an antigravity
 # tier (quota from /health: 0.8), an upstream tier (0.5), and an external tier pointing at
-# the mock's OpenAI path (never used while the first tier is available; the mock would
-# answer it 404, which the checks would see).
+# a path of the mock that answers 404 (never used while the first tier is available; the
+# checks would see it if it were).
 TIER1_NAME="Bench model (antigravity)"
 write_chain() {
     cat >"$1" <<EOF
@@ -576,7 +663,7 @@ write_chain() {
     {"name": "$TIER1_NAME", "model": "$MODEL", "type": "antigravity", "health_key": "$MODEL"},
     {"name": "Gemini 3 Pro High (upstream)", "model": "gemini-3-pro-high", "type": "upstream"},
     {"name": "Kimi K2.5 (external: the mock)", "model": "kimi-k2.5", "type": "external",
-     "base_url": "$MOCK_AP_URL/v1", "api_key": "sk-bench-external", "max_tokens_limit": 8192}
+     "base_url": "$MOCK_AP_URL/external/v1", "api_key": "sk-bench-external", "max_tokens_limit": 8192}
   ]
 }
 EOF
@@ -623,7 +710,8 @@ fallback_ready() { fallback_state "$1" >/dev/null; }
 # api-proxy as deployed: a real key made through the admin API, usage accounting on (it
 # always is), its own redis-server on the same core. VARIANT: api-proxy (fallback off),
 # api-proxy+convert (the same; the client differs), api-proxy+fallback (the chain on,
-# and a poller on the same core).
+# and a poller on the same core). UPSTREAM_FORMAT is the scenario's UP_FORMAT (openai for
+# the OpenAI scenarios: an OpenAI client on an OpenAI upstream, same-format pass-through).
 start_api_proxy() {
     local variant=$1 sc=$2 name=$1-$2
     local dir=$TMP/$name
@@ -640,12 +728,12 @@ start_api_proxy() {
 
     PROXY_PORT=$(free_port)
     ADMIN_KEY=sk-bench-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-    start_proc "$name" "$PROXY_CPU" env -u UPSTREAM_FORMAT -u UPSTREAM_API_KEY -u KEYS_FILE \
-        -u POLL_INTERVAL_SECONDS \
-        PROXY_BIND=127.0.0.1 PROXY_PORT="$PROXY_PORT" UPSTREAM_URL="$MOCK_AP_URL" \
-        REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" ADMIN_KEY="$ADMIN_KEY" \
+    # AP_UPSTREAM and AP_EXTRA_ENV: the concurrency row's own upstream and settings.
+    start_proc "$name" "$PROXY_CPU" env -u UPSTREAM_API_KEY -u KEYS_FILE -u POLL_INTERVAL_SECONDS \
+        PROXY_BIND=127.0.0.1 PROXY_PORT="$PROXY_PORT" UPSTREAM_URL="${AP_UPSTREAM:-$MOCK_AP_URL}" \
+        UPSTREAM_FORMAT="$UP_FORMAT" REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" ADMIN_KEY="$ADMIN_KEY" \
         FALLBACK_CONFIG="$dir/fallback.json" USAGE_TZ=+00:00 LOG_LEVEL="$PROXY_LOG_LEVEL" \
-        "$PROXY_BIN"
+        "${AP_EXTRA_ENV[@]}" "$PROXY_BIN"
     TARGET_PID=$LAST_PID
     TARGET_URL=http://127.0.0.1:$PROXY_PORT
     ADMIN_URL=$TARGET_URL
@@ -717,14 +805,36 @@ mock_unserved() {
 # load
 # ------------------------------------------------------------------------------------------
 
+# scenario_env SCENARIO: what the client sends and what the mock answers.
+#   BODY_FILE, REQ_PATH, OPENAI (an OpenAI client), STREAM, EXPECT (the mock's bytes),
+#   SC_CONNS (wrk connections), UP_FORMAT (what api-proxy's UPSTREAM_URL speaks: the
+#   OpenAI scenarios are same-format pass-through too), CONVERT_BODY (the same request as an
+#   OpenAI client sends it, for api-proxy+convert), SC_LABEL (the row in the issue 11 table).
+ALL_SCENARIOS="small large stream stream1 openai openai-stream"
+ANTHROPIC_SCENARIOS="small large stream stream1"
 scenario_env() {
+    local fx=${TMP:-/nonexistent}/fixtures
+    REQ_PATH=/v1/messages OPENAI=0 CHECK=exact EXPECT_TIER="" SC_CONNS=$CONNS UP_FORMAT=anthropic
     case $1 in
-    small) BODY_FILE=$TMP/fixtures/req-small.json STREAM=0 EXPECT=$TMP/fixtures/resp-message.json ;;
-    large) BODY_FILE=$TMP/fixtures/req-large.json STREAM=0 EXPECT=$TMP/fixtures/resp-message.json ;;
-    stream) BODY_FILE=$TMP/fixtures/req-stream.json STREAM=1 EXPECT=$TMP/fixtures/resp-stream.sse ;;
-    *) die "unknown scenario '$1' (BENCH_SCENARIOS takes small, large, stream)" ;;
+    small) BODY_FILE=$fx/req-small.json STREAM=0 EXPECT=$fx/resp-message.json SC_LABEL="small JSON" ;;
+    large) BODY_FILE=$fx/req-large.json STREAM=0 EXPECT=$fx/resp-message.json SC_LABEL="200 KB request" ;;
+    stream) BODY_FILE=$fx/req-stream.json STREAM=1 EXPECT=$fx/resp-stream.sse SC_LABEL="SSE stream" ;;
+    stream1) BODY_FILE=$fx/req-stream.json STREAM=1 EXPECT=$fx/resp-stream.sse SC_LABEL="SSE stream" SC_CONNS=1 ;;
+    openai | openai-stream)
+        REQ_PATH=/v1/chat/completions OPENAI=1 UP_FORMAT=openai
+        if [[ $1 == openai ]]; then
+            BODY_FILE=$fx/oai-small.json STREAM=0 EXPECT=$fx/resp-oai-message.json SC_LABEL="OpenAI chat"
+        else
+            BODY_FILE=$fx/oai-stream.json STREAM=1 EXPECT=$fx/resp-oai-stream.sse SC_LABEL="OpenAI chat stream"
+        fi
+        ;;
+    *) die "unknown scenario '$1' (BENCH_SCENARIOS takes $ALL_SCENARIOS)" ;;
     esac
-    REQ_PATH=/v1/messages OPENAI=0 CHECK=exact EXPECT_TIER=""
+    case $1 in
+    small | large) CONVERT_BODY=$fx/oai-$1.json ;;
+    stream | stream1) CONVERT_BODY=$fx/oai-stream.json ;;
+    *) CONVERT_BODY="" ;;
+    esac
 }
 
 # target_env SCENARIO TARGET: what the client sends and how its answer is checked.
@@ -734,7 +844,7 @@ target_env() {
     scenario_env "$1"
     case $2 in
     api-proxy+convert)
-        BODY_FILE=$TMP/fixtures/oai-$1.json REQ_PATH=/v1/chat/completions OPENAI=1 CHECK=openai ;;
+        BODY_FILE=$CONVERT_BODY REQ_PATH=/v1/chat/completions OPENAI=1 CHECK=openai ;;
     api-proxy+fallback) EXPECT_TIER=$TIER1_NAME ;;
     fleet:*) [[ $FLEET_FALLBACK == 1 ]] && EXPECT_TIER=$TIER1_NAME ;;
     esac
@@ -784,9 +894,10 @@ check_answer() {
 # run_wrk DURATION SCENARIO: wrk on core LOAD_CPU against TARGET_URL; sets W_* from the
 # BENCH_RESULT line post.lua prints. The full wrk output goes to $TMP/wrk-*.log.
 run_wrk() {
-    local d=$1 sc=$2 log=$TMP/wrk-$2-$CUR_TARGET-$1.log line
+    local d=$1 sc=$2 log=$TMP/wrk-$2-$CUR_TARGET-$1.log line threads=$THREADS
+    ((threads <= SC_CONNS)) || threads=$SC_CONNS
     BENCH_BODY_FILE=$BODY_FILE BENCH_KEY=$TARGET_KEY BENCH_STREAM=$STREAM BENCH_PATH=$REQ_PATH \
-        BENCH_OPENAI=$OPENAI taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$d" --latency \
+        BENCH_OPENAI=$OPENAI taskset -c "$LOAD_CPU" wrk -t"$threads" -c"$SC_CONNS" -d"$d" --latency \
         -s "$HERE/post.lua" "$TARGET_URL" >"$log" 2>&1 || die "wrk failed: $(tail -n 5 "$log")"
     line=$(grep '^BENCH_RESULT ' "$log") || die "wrk printed no result ($log)"
     W_requests="" W_duration_us="" W_p50_us="" W_p99_us=""
@@ -857,7 +968,7 @@ cmd_delta() {
 #   10 core0% 11 core1% 12 other0% 13 other1% 14 redis_us/req 15 redis_rssMB
 #   16 aux_us/req (poller) 17 lb_us/req (HAProxy) 18 redis_cmds/req 19 script_calls/req
 #   20 other% (both cores) 21 served (answers the mock gave the target, when logged)
-#   22 TCP connections opened on the machine per request
+#   22 TCP connections opened on the machine per request 23 wrk connections
 # TARGET_PIDS: the target's processes (api-proxy: with its redis-server; fleet: replicas,
 # HAProxy, redis-server); REDIS_PID, LB_PIDS, AUX_PIDS (not part of the target's figures).
 measure() {
@@ -878,6 +989,7 @@ measure() {
         ensure_alive "after the $sc warm-up" "${pids[@]}" "${aux[@]}"
         [[ -n ${U0_OUT:-} ]] || die "cannot read GET /admin/usage"
         M0=$(mock_served)
+        A0=$(abandoned_total)
         cmdstats "$REDIS_PORT" "$TMP/cmdstats-0"
         [[ -n ${POLLER_URL:-} ]] && polls0=$(poller_polls "$POLLER_URL")
     fi
@@ -975,7 +1087,7 @@ measure() {
                 (naux && n ? sprintf("%.2f", aticks / hz * 1e6 / n) : "-"),
                 (nlb && n ? sprintf("%.1f", lticks / hz * 1e6 / n) : "-"), cmd_tot, cmd_scr, fall, served,
                 n ? opens / n : 0 }')
-    RESULTS+=("$sc $target $row")
+    RESULTS+=("$sc $target $row $SC_CONNS")
     say "$sc/$target: $(awk '{printf "%s req/s, p50 %s ms, p99 %s ms, RSS %s MB, %s us/req, CPU %s%%; core %s %s%% busy (%s%% not ours), core %s %s%% busy (%s%% not ours)", $3,$4,$5,$6,$7,$8, L,$10,$12, P,$11,$13}' \
         L="$LOAD_CPU" P="$PROXY_CPU" <<<"$sc $target $row")"
     if ((ap)); then
@@ -983,10 +1095,28 @@ measure() {
     fi
 }
 
+# abandoned_total: requests api-proxy ended because their client left before the answer
+# (ap_requests_total with status 499, over every replica): it then aborts the upstream
+# transfer and counts nothing, even when the upstream had already sent the whole answer.
+abandoned_total() {
+    local -a urls=("$ADMIN_URL")
+    [[ $MODE == fleet ]] && urls=("${REPLICA_URLS[@]}")
+    local u n total=0
+    for u in "${urls[@]}"; do
+        curl -fsS --max-time 5 -o "$TMP/metrics-499" "$u/metrics" || die "GET $u/metrics failed"
+        n=$(awk '/^ap_requests_total\{/ && /status="499"/ { n += $NF } END { print n + 0 }' "$TMP/metrics-499")
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
 # Usage must be exact: one request counted per 2xx answer, with its tokens. wrk counts
 # only the answers it read; when it stops, up to one request per connection may have been
-# answered by the proxy but not read, so usage may exceed wrk's count by at most CONNS.
-# The mock's log of what it answered api-proxy is the exact reference. Sets SERVED.
+# answered by the proxy but not read, so usage may exceed wrk's count by at most SC_CONNS.
+# The mock's log of what it answered api-proxy is the reference: every answer it completed
+# is counted, except for requests whose client (wrk, stopping) left first: api-proxy then
+# aborts the transfer and counts nothing (status 499 in its metrics), even when the mock
+# had already sent its whole answer. So: counted <= served <= counted + abandoned. Sets SERVED.
 check_usage() {
     local sc=$1 target=${2:-api-proxy} u1_req u1_in u1_out m1 exp_in exp_out
     read -r u1_req u1_in u1_out <<<"$(usage_settled)"
@@ -995,17 +1125,23 @@ check_usage() {
     ensure_alive "after the $sc run" "${pids[@]}"
     [[ -n ${u1_out:-} ]] || die "cannot read GET /admin/usage"
     m1=$(mock_served)
+    local a1
+    a1=$(abandoned_total)
     local counted=$((u1_req - U0_REQ)) served=$((m1 - M0)) tin=$((u1_in - U0_IN)) tout=$((u1_out - U0_OUT))
+    local abandoned=$((a1 - A0))
     SERVED=$served
     read -r exp_in exp_out <"$TMP/fixtures/expected-usage"
     local note="usage: $counted requests counted ($tin in / $tout out tokens); wrk completed $W_requests; mock answered $served for $target"
+    ((abandoned == 0)) || note="$note; $abandoned abandoned by wrk at its stop (499, not counted$( ((served > counted)) && echo ", $((served - counted)) of them answered whole by the mock"))"
     say "$sc/$target $note"
     USAGE_NOTES+=("$sc/$target: $note")
-    if ((counted < W_requests || counted > W_requests + CONNS)); then
-        fail "$sc/$target: usage counted $counted requests, wrk completed $W_requests (allowed: up to $CONNS more, in flight when wrk stopped)"
+    if ((counted < W_requests || counted > W_requests + SC_CONNS)); then
+        fail "$sc/$target: usage counted $counted requests, wrk completed $W_requests (allowed: up to $SC_CONNS more, in flight when wrk stopped)"
     fi
-    if ((counted != served)); then
-        fail "$sc/$target: usage counted $counted requests but the mock answered $served"
+    if ((counted > served)); then
+        fail "$sc/$target: usage counted $counted requests but the mock answered only $served"
+    elif ((served > counted + abandoned)); then
+        fail "$sc/$target: the mock answered $served requests, usage counted $counted and api-proxy saw $abandoned abandoned by their client: $((served - counted - abandoned)) answers neither counted nor abandoned"
     fi
     if ((tin != counted * exp_in || tout != counted * exp_out)); then
         fail "$sc/$target: tokens $tin/$tout, expected $((counted * exp_in))/$((counted * exp_out)) for $counted answers"
@@ -1053,7 +1189,7 @@ proxy_version() {
 print_report() {
     printf '\n'
     printf 'api-proxy benchmark  %s\n' "$(date -u '+%Y-%m-%d %H:%M:%SZ')"
-    printf '  wrk -t%s -c%s -d%s (warm-up %s); wrk + mock pinned to core %s, the target to core %s; kernel %s\n' \
+    printf '  wrk -t%s -c%s -d%s (warm-up %s; stream1: -c1); wrk + mock pinned to core %s, the target to core %s; kernel %s\n' \
         "$THREADS" "$CONNS" "$DURATION" "$WARMUP" "$LOAD_CPU" "$PROXY_CPU" "$(uname -r)"
     printf '  %s; nginx %s; %s; %s\n' "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
         "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')" "$(redis-server --version | awk '{print $1" "$2" "$3}')" \
@@ -1061,6 +1197,7 @@ print_report() {
     printf '  api-proxy: LOG_LEVEL=%s, usage accounting on, real key; its figures include its redis-server\n' "$PROXY_LOG_LEVEL"
     printf '  api-proxy+fallback: three-tier chain on, poller every %ss on the mock'"'"'s /health (same core, not in the figures);\n' "$POLL_INTERVAL"
     printf '  api-proxy+convert: OpenAI client (POST /v1/chat/completions) converted to the mock'"'"'s Anthropic /v1/messages and back\n'
+    printf '  openai, openai-stream: OpenAI client on an OpenAI upstream (UPSTREAM_FORMAT=openai, same-format pass-through)\n'
     printf '  (x) = api-proxy / nginx.  CPU %% = target CPU time / wall time.  busy: cores %s/%s busy %%;\n' "$LOAD_CPU" "$PROXY_CPU"
     printf '  other: the part of that not used by wrk, the mock or the target (other programs, kernel).\n\n'
     printf '%s\n' "${RESULTS[@]}" | awk -v scen="$SCENARIOS" -v lc="$LOAD_CPU" -v pc="$PROXY_CPU" \
@@ -1095,7 +1232,7 @@ print_report() {
             }
         }
         END {
-            fmt = "%-8s %-18s %15s %14s %14s %13s %15s %5s %9s %7s %7s\n"
+            fmt = "%-13s %-18s %15s %14s %14s %13s %15s %5s %9s %7s %7s\n"
             printf fmt, "scenario", "target", "req/s", "p50 ms", "p99 ms", "peak RSS MB", "CPU us/req", "CPU %", "requests", "busy", "other"
             printf fmt, "--------", "------", "-----", "------", "------", "-----------", "----------", "-----", "--------", "----", "-----"
             n = split(scen, scs, " "); noisy = 0
@@ -1145,6 +1282,7 @@ print_report() {
                 printf "  note: fallback on is over the %d%% budget of issue 4 in: %s (one run each: rerun to tell noise from cost)\n", budget, s
             }
         }'
+    print_targets
     local n
     for n in "${USAGE_NOTES[@]}"; do printf '  %s\n' "$n"; done
     for n in "${FALLBACK_NOTES[@]}"; do printf '  %s\n' "$n"; done
@@ -1153,6 +1291,69 @@ print_report() {
     printf '  (Redis 7 counts the commands a Lua script runs in INFO commandstats too, beside the EVAL/EVALSHA itself.)\n'
     printf '  mock rows: the mock (nginx answering from memory) loaded directly; RSS and CPU are its own.\n'
     print_conv
+    print_perf
+    print_concurrency
+}
+
+# The rows of issue 11, side by side with nginx on the same scenario, and a verdict
+# against its targets: api-proxy (with its redis-server) at most TARGET_CPU_RATIO times
+# nginx's CPU per request, and p99 within TARGET_P99_MS of nginx's at 16 connections (the
+# one-connection row is judged on CPU only). The fallback and convert variants follow as
+# extra rows, against the same nginx row (nginx does neither: their verdict shows what
+# the extra work costs against the plain proxy, not a like-for-like comparison).
+print_targets() {
+    local sc rows="" extra=""
+    for sc in $SCENARIOS; do
+        scenario_env "$sc"
+        rows="$rows$sc api-proxy $SC_CONNS $SC_LABEL"$'\n'
+        extra="$extra$sc api-proxy+fallback $SC_CONNS $SC_LABEL, fallback on"$'\n'
+        extra="$extra$sc api-proxy+convert $SC_CONNS $SC_LABEL, OpenAI client converted"$'\n'
+    done
+    {
+        printf '%s\n' "${RESULTS[@]}" | sed 's/^/ROW /'
+        printf '%s' "$rows" | sed 's/^/ISSUE /'
+        printf '%s' "$extra" | sed 's/^/EXTRA /'
+    } | awk -v maxr="$TARGET_CPU_RATIO" -v p99d="$TARGET_P99_MS" '
+        $1 == "ROW" { k = $2 SUBSEP $3; have[k] = 1; for (i = 2; i <= NF; i++) f[k, i - 1] = $i; next }
+        $1 == "ISSUE" || $1 == "EXTRA" {
+            kind = $1; sc = $2; t = $3; c = $4; label = $5; for (i = 6; i <= NF; i++) label = label " " $i
+            if (!((sc SUBSEP t) in have)) next
+            n++; R_kind[n] = kind; R_sc[n] = sc; R_t[n] = t; R_c[n] = c; R_label[n] = label
+        }
+        function one(i,   sc, t, a, g, ratio, dp99, vcpu, vp, v, redis) {
+            sc = R_sc[i]; t = R_t[i]; a = sc SUBSEP t; g = sc SUBSEP "nginx"
+            redis = f[a, 14]
+            if (!(g in have) || f[g, 7] + 0 <= 0) {
+                printf fmt, R_label[i], R_c[i], "-", sprintf("%.1f", f[a, 7]), redis, "-", "-", f[a, 3], "-",
+                    sprintf("%.2f/%.2f", f[a, 4], f[a, 5]), "-", f[a, 6], "no nginx row"
+                return
+            }
+            ratio = f[a, 7] / f[g, 7]; dp99 = f[a, 5] - f[g, 5]
+            vcpu = (ratio <= maxr) ? "ok" : "OVER"
+            if (R_c[i] == 16) vp = (dp99 <= p99d) ? "ok" : "OVER"; else vp = "n/a"
+            v = (vcpu == "ok" && vp != "OVER") ? "met" : "NOT MET"
+            v = sprintf("%s (CPU %s %.2fx; p99 %s%s)", v, vcpu, ratio, vp, vp == "n/a" ? " at " R_c[i] " conn" : sprintf(" %+.2f ms", dp99))
+            if (vcpu != "ok") ncpu++
+            if (vp == "OVER") np99++
+            if (R_kind[i] == "ISSUE") { nrows++; if (v ~ /^met/) nmet++ }
+            printf fmt, R_label[i], R_c[i], sprintf("%.1f", f[g, 7]), sprintf("%.1f", f[a, 7]), redis,
+                sprintf("%.2fx", ratio), f[g, 3], f[a, 3], sprintf("%.2f/%.2f", f[g, 4], f[g, 5]),
+                sprintf("%.2f/%.2f", f[a, 4], f[a, 5]), f[g, 6], f[a, 6], v
+        }
+        END {
+            if (!n) exit
+            printf "\nissue 11 targets: api-proxy (with its redis-server) at most %sx nginx'"'"'s CPU per request; p99 within %s ms of nginx'"'"'s at 16 connections\n", maxr, p99d
+            fmt = "%-42s %5s %8s %8s %6s %6s %8s %8s %11s %11s %6s %6s  %s\n"
+            printf fmt, "row", "conns", "CPU us/req", "", "redis", "ratio", "req/s", "", "p50/p99 ms", "", "RSS MB", "", "verdict"
+            printf fmt, "", "", "nginx", "ours", "of it", "", "nginx", "ours", "nginx", "ours", "nginx", "ours", ""
+            for (i = 1; i <= n; i++) if (R_kind[i] == "ISSUE") one(i)
+            hdr = 0
+            for (i = 1; i <= n; i++) if (R_kind[i] == "EXTRA") {
+                if (!hdr) { printf "  extra rows (not in the issue'"'"'s table; nginx does no fallback and no conversion):\n"; hdr = 1 }
+                one(i)
+            }
+            printf "  issue 11 rows meeting both targets: %d of %d\n", nmet, nrows
+        }'
 }
 
 # The conversion micro-benchmark, pinned to the target's core once every target has
@@ -1436,6 +1637,277 @@ fleet_main() {
 }
 
 # ------------------------------------------------------------------------------------------
+# perf: where api-proxy's time goes
+# ------------------------------------------------------------------------------------------
+
+# perf_profile SCENARIO (BENCH_PERF=1): one more wrk run of BENCH_DURATION against the
+# api-proxy just measured, with `perf record -g` on it (the default cpu-clock event, which
+# needs no PMU), kept out of the figures above; then its top symbols by self time
+# (`perf report --no-children --sort symbol`), for the README's before/after.
+perf_profile() {
+    local sc=$1 data=$TMP/perf-$1.data pid
+    say "$sc/api-proxy: perf record -g during a separate ${DURATION} wrk run (not in the figures)"
+    start_proc "perf-$sc" "$LOAD_CPU" perf record -g -o "$data" -p "$TARGET_PID"
+    pid=$LAST_PID
+    sleep 0.5
+    alive "$pid" || {
+        fail "$sc: perf record did not start: $(tail -n 3 "$TMP/perf-$sc.log")"
+        return 0
+    }
+    CUR_TARGET=api-proxy-perf run_wrk "$DURATION" "$sc"
+    kill -INT "$pid" 2>/dev/null || true
+    stop_proc "$pid"
+    if ! perf report -i "$data" --no-children --sort symbol --stdio -g none >"$TMP/perf-$sc.report" 2>"$TMP/perf-$sc.report.err"; then
+        fail "$sc: perf report failed: $(tail -n 3 "$TMP/perf-$sc.report.err")"
+        return 0
+    fi
+    PERF_SAMPLES["$sc"]=$(sed -n 's/.*(\([0-9]*\) samples).*/\1/p' "$TMP/perf-$sc.log" | tail -n 1)
+    # The lines of symbols, without perf's IPC columns (no PMU here: "-  -").
+    PERF_TOP["$sc"]=$(awk -v n="$PERF_TOP_N" '/^#/ || /^[[:space:]]*$/ { next }
+        { sub(/([[:space:]]+-)+[[:space:]]*$/, ""); print; if (++k == n) exit }' "$TMP/perf-$sc.report")
+}
+
+print_perf() {
+    [[ $PERF == 1 ]] || return 0
+    local sc
+    for sc in $PERF_SCENARIOS; do
+        [[ -n ${PERF_TOP["$sc"]+x} ]] || continue
+        printf '\nperf: api-proxy, scenario %s (%s connections), top %s symbols by self time (%s samples of cpu-clock,\n' \
+            "$sc" "$(scenario_env "$sc"; echo "$SC_CONNS")" "$PERF_TOP_N" "${PERF_SAMPLES["$sc"]:-?}"
+        printf '  perf record -g during a separate %s wrk run; perf report --no-children --sort symbol; [k] kernel, [.] user):\n' "$DURATION"
+        printf '%s\n' "${PERF_TOP["$sc"]}" | sed 's/^/  /'
+    done
+}
+
+# ------------------------------------------------------------------------------------------
+# the concurrency row (issue 11): thousands of slow streams through one replica
+# ------------------------------------------------------------------------------------------
+
+# Descriptors: api-proxy holds two per stream (its client's and its upstream's socket);
+# trickle's client and upstream one each. main() raised the soft limit to the hard one (the
+# processes started later inherit it); here the hard limit is raised too if this shell may
+# (root with CAP_SYS_RESOURCE), and when it cannot hold the streams asked for, the row runs
+# with as many as fit and the report says so. Sets STREAMS_RUN, STREAMS_NOTE.
+concurrency_plan() {
+    local hard need
+    STREAMS_RUN=$STREAMS STREAMS_NOTE=""
+    need=$((2 * STREAMS + FD_RESERVE))
+    hard=$(ulimit -Hn)
+    [[ $hard == unlimited ]] && return 0
+    if ((hard < need)) && ulimit -Hn "$need" 2>/dev/null; then
+        ulimit -n "$need"
+        say "raised the descriptor limit to $need for the concurrency row"
+        return 0
+    fi
+    if ((hard < need)); then
+        STREAMS_RUN=$(((hard - FD_RESERVE) / 2))
+        STREAMS_NOTE="the descriptor hard limit is $hard (ulimit -Hn) and this shell cannot raise it (no CAP_SYS_RESOURCE, e.g. in a container); $STREAMS streams need $need in api-proxy (2 per stream + $FD_RESERVE), so this row ran $STREAMS_RUN streams, NOT $STREAMS. Raise the hard limit (docker run --ulimit nofile=32768:32768, limits.conf, systemd LimitNOFILE) for the full row."
+        say "WARNING: $STREAMS_NOTE"
+    fi
+}
+
+vm_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+# runq_wait_ns PID: time its threads have spent runnable but waiting for a CPU (schedstat's
+# second field): when it is large, the machine's other work, not the process, set the pace.
+runq_wait_ns() {
+    local t v w total=0
+    for t in /proc/"$1"/task/*/schedstat; do
+        read -r v w _ 2>/dev/null <"$t" && total=$((total + w))
+    done
+    echo "$total"
+}
+
+# metric URL NAME: a metric's value from /metrics (first series), or "?".
+metric() {
+    curl -fsS --max-time 5 -o "$TMP/metric" "$1/metrics" 2>/dev/null || { echo "?"; return 0; }
+    awk -v n="$2" '$1 == n && !f { print $2 + 0; f = 1 } END { if (!f) print "?" }' "$TMP/metric"
+}
+
+# run_concurrency: STREAMS_RUN streams from trickle's client (core LOAD_CPU) through one
+# api-proxy (with its redis-server, core PROXY_CPU) to trickle's upstream (core LOAD_CPU),
+# each one event a second for STREAM_SECONDS s. Samples api-proxy's RSS and open streams
+# every second (and how long /metrics takes to answer: a stalled loop shows there too).
+run_concurrency() {
+    concurrency_plan
+    if ((STREAMS_RUN < 1)); then
+        fail "concurrency: the descriptor limit ($(ulimit -Hn)) leaves no room for a stream"
+        return 0
+    fi
+    local dir=$TMP/concurrency
+    mkdir -p "$dir"
+    say "== concurrency: $STREAMS_RUN streams through one api-proxy, one SSE event a second for ${STREAM_SECONDS}s each (ramp-up ${STREAM_RAMP}s)"
+    start_proc trickle-upstream "$LOAD_CPU" "$TRICKLE_BIN" upstream -b 127.0.0.1 -p 0 -e "$STREAM_SECONDS" -i 1000 \
+        -P "$dir/upstream.port"
+    local up_pid=$LAST_PID up_url
+    wait_for "trickle's upstream to listen" 10 "$up_pid" trickle-upstream test -s "$dir/upstream.port"
+    up_url=http://127.0.0.1:$(cat "$dir/upstream.port")
+    wait_for "trickle's upstream /health" 10 "$up_pid" trickle-upstream http_ok "$up_url/health"
+
+    local maxc=16384
+    ((STREAMS_RUN + 1024 > maxc)) && maxc=$((STREAMS_RUN + 1024))
+    scenario_env stream
+    AP_UPSTREAM=$up_url AP_EXTRA_ENV=(MAX_CONNECTIONS="$maxc")
+    start_api_proxy api-proxy concurrency
+    AP_UPSTREAM="" AP_EXTRA_ENV=()
+    local ap_pid=$TARGET_PID ap_url=$TARGET_URL
+
+    local idle_rss t0 w0 r0 u0 c1 c1e
+    idle_rss=$(vm_kb "$ap_pid" VmRSS)
+    read -r U0_REQ U0_IN U0_OUT <<<"$(usage_settled)"
+    t0=$(cpu_ticks "$ap_pid")
+    w0=$(runq_wait_ns "$ap_pid")
+    r0=$(cpu_ticks "$REDIS_PID")
+    u0=$(cpu_ticks "$up_pid")
+    c1=$(core_ticks "$PROXY_CPU")
+    local start=$EPOCHREALTIME
+    start_proc trickle-client "$LOAD_CPU" "$TRICKLE_BIN" client -u "$ap_url" -k "$TARGET_KEY" -n "$STREAMS_RUN" \
+        -R "$STREAM_RAMP" -e "$STREAM_SECONDS" -i 1000 -m "$MODEL"
+    local cl_pid=$LAST_PID
+    local peak_rss=$idle_rss peak_streams=0 max_streams=0 rss streams t_ms slow_ms=0 slow_at=0 el
+    : >"$dir/samples"
+    while alive "$cl_pid"; do
+        sleep 1
+        ensure_alive "during the concurrency row" "$ap_pid" "$REDIS_PID" "$up_pid"
+        rss=$(vm_kb "$ap_pid" VmRSS)
+        t_ms=$(curl -fsS --max-time 10 -o "$dir/metrics" -w '%{time_total}' "$ap_url/metrics" 2>/dev/null |
+            awk '{ printf "%.0f", $1 * 1000 }') || t_ms=timeout
+        streams=$(awk '$1 == "ap_active_streams" { print $2 + 0; f = 1; exit } END { if (!f) print 0 }' "$dir/metrics" 2>/dev/null)
+        el=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
+        printf '%s %s %s %s\n' "$el" "$rss" "$streams" "$t_ms" >>"$dir/samples"
+        ((rss > peak_rss)) && peak_rss=$rss peak_streams=$streams
+        ((streams > max_streams)) && max_streams=$streams
+        if [[ $t_ms == timeout ]]; then
+            slow_ms=timeout slow_at=$el
+        elif [[ $slow_ms != timeout ]] && ((t_ms > slow_ms)); then
+            slow_ms=$t_ms slow_at=$el
+        fi
+    done
+    local cl_rc=0
+    wait "$cl_pid" 2>/dev/null || cl_rc=$?
+    forget_proc "$cl_pid"
+    local t1 w1 r1 u1 c1e
+    c1e=$(core_ticks "$PROXY_CPU")
+    t1=$(cpu_ticks "$ap_pid")
+    w1=$(runq_wait_ns "$ap_pid")
+    r1=$(cpu_ticks "$REDIS_PID")
+    u1=$(cpu_ticks "$up_pid")
+    local hwm wall
+    wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+    hwm=$(vm_kb "$ap_pid" VmHWM)
+
+    local line
+    line=$(grep '^TRICKLE_RESULT ' "$TMP/trickle-client.log") || {
+        fail "concurrency: trickle's client printed no result (exit $cl_rc; $TMP/trickle-client.log)"
+        line=""
+    }
+    declare -gA CONC=()
+    local kv
+    for kv in ${line#TRICKLE_RESULT }; do CONC["${kv%%=*}"]=${kv#*=}; done
+    CONC[first_error]=$(sed -n 's/^TRICKLE_FIRST_ERROR //p' "$TMP/trickle-client.log")
+    CONC[runq_wait_us]=$(((w1 - w0) / 1000))
+    # TRICKLE_PHASE NAME events=E late=L delay_max_us=D -> CONC[NAME_events] etc.
+    local ph
+    while read -r _ ph line; do
+        for kv in $line; do CONC["${ph}_${kv%%=*}"]=${kv#*=}; done
+    done < <(grep '^TRICKLE_PHASE ' "$TMP/trickle-client.log")
+    local up_stats
+    up_stats=$(curl -fsS --max-time 5 "$up_url/stats") || up_stats="{}"
+    CONC[up_completed]=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get("completed", "?"))' "$up_stats")
+    CONC[up_aborted]=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get("aborted", "?"))' "$up_stats")
+    CONC[up_late]=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get("tick_late_max_us", "?"))' "$up_stats")
+    CONC[refused]=$(metric "$ap_url" ap_connections_refused_total)
+    CONC[idle_rss]=$idle_rss CONC[peak_rss]=$peak_rss CONC[hwm]=$hwm CONC[peak_streams]=$peak_streams
+    CONC[max_streams]=$max_streams CONC[metrics_ms]=$slow_ms CONC[metrics_at]=$slow_at CONC[wall]=$wall
+    CONC[ap_us]=$(cpu_us "$t0" "$t1" concurrency-api-proxy)
+    CONC[redis_us]=$(cpu_us "$r0" "$r1" concurrency-redis)
+    CONC[up_us]=$(cpu_us "$u0" "$u1" concurrency-upstream)
+    CONC[core1]=$(awk -v a="$c1" -v b="$c1e" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]) }')
+
+    # Usage: every stream the upstream finished is counted, with its tokens.
+    local u1_req u1_in u1_out
+    read -r u1_req u1_in u1_out <<<"$(usage_settled)"
+    CONC[counted]=$((u1_req - U0_REQ)) CONC[tok_in]=$((u1_in - U0_IN)) CONC[tok_out]=$((u1_out - U0_OUT))
+    CONC[warnings]=$(grep -c '"level":"\(warn\|error\)"' "$TMP/api-proxy-concurrency.log" || true)
+    CONC[first_warning]=$(grep -m 1 '"level":"\(warn\|error\)"' "$TMP/api-proxy-concurrency.log" | head -c 300 || true)
+
+    stop_proc "$ap_pid"
+    ((STOP_RC == 0)) || fail "concurrency: api-proxy exited with status $STOP_RC on SIGTERM (log: $TMP/api-proxy-concurrency.log)"
+    stop_proc "$REDIS_PID"
+    stop_proc "$up_pid"
+
+    [[ -n $line ]] || return 0
+    ((CONC[completed] == STREAMS_RUN)) ||
+        fail "concurrency: $((STREAMS_RUN - CONC[completed])) of $STREAMS_RUN streams did not complete (first error: ${CONC[first_error]:-none})"
+    if [[ ${CONC[up_completed]} != "${CONC[counted]}" ]]; then
+        fail "concurrency: usage counted ${CONC[counted]} requests, the upstream completed ${CONC[up_completed]} streams"
+    elif ((CONC[tok_in] != CONC[counted] * 12 || CONC[tok_out] != CONC[counted] * STREAM_SECONDS)); then
+        fail "concurrency: tokens ${CONC[tok_in]}/${CONC[tok_out]}, expected $((CONC[counted] * 12))/$((CONC[counted] * STREAM_SECONDS))"
+    fi
+    say "concurrency: ${CONC[completed]}/$STREAMS_RUN completed, worst event delay ${CONC[delay_max_us]} us, RSS $idle_rss -> $hwm kB"
+}
+
+print_concurrency() {
+    [[ $CONCURRENCY == 1 && -n ${CONC[streams]:-} ]] || return 0
+    local n=${CONC[streams]}
+    printf '\nconcurrency (issue 11): %s streams through one api-proxy, each one SSE event a second for %s s (ramp-up %s s)\n' \
+        "$n" "$STREAM_SECONDS" "$STREAM_RAMP"
+    printf '  %s (client and upstream) on core %s; api-proxy and its redis-server on core %s; descriptor limit %s; LOG_LEVEL=%s\n' \
+        "${TRICKLE_BIN#"$ROOT"/}" "$LOAD_CPU" "$PROXY_CPU" "$(ulimit -n)" "$PROXY_LOG_LEVEL"
+    [[ -z $STREAMS_NOTE ]] || printf '  WARNING: %s\n' "$STREAMS_NOTE"
+    local k args=()
+    for k in "${!CONC[@]}"; do [[ $k == first_* ]] || args+=(-v "c_$k=${CONC[$k]}"); done
+    awk "${args[@]}" -v n="$n" -v rss_t="$STREAM_RSS_TARGET_KB" -v del_t="$STREAM_DELAY_TARGET_MS" -v pc="$PROXY_CPU" \
+        -v first_error="${CONC[first_error]}" -v first_warning="${CONC[first_warning]}" 'BEGIN {
+        open = (c_max_streams > 0 ? c_max_streams : c_peak_open)
+        per = (open > 0 ? (c_hwm - c_idle_rss) / open : 0)
+        printf "  %-22s %d of %d (errors: connect %d, non-200 %d%s, closed early %d, bad stream %d, timed out %d)\n",
+            "streams completed", c_completed, n, c_connect_errors, c_status_errors,
+            (c_first_status ? " first " c_first_status : ""), c_early_close, c_bad_stream, c_timeouts
+        if (first_error != "") printf "  %-22s %s\n", "first error", first_error
+        printf "  %-22s %d in api-proxy (ap_active_streams, sampled each second), %d on the client side; refused connections %s\n",
+            "peak open streams", c_max_streams, c_peak_open, c_refused
+        printf "  %-22s idle %.1f MB, peak %.1f MB (VmHWM): %.1f KB per open stream (target < %d KB): %s\n",
+            "api-proxy RSS", c_idle_rss / 1024, c_hwm / 1024, per, rss_t, (per < rss_t ? "met" : "NOT MET")
+        printf "  %-22s p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, worst %.1f ms (in second %d of the run); %d of %d events over %d ms: %s\n",
+            "event delay", c_delay_p50_us / 1000, c_delay_p99_us / 1000, c_delay_p999_us / 1000, c_delay_max_us / 1000,
+            c_worst_second, c_late, c_events, del_t, (c_events > 0 && c_delay_max_us <= del_t * 1000 ? "met (every event within " del_t " ms)" : "NOT MET")
+        printf "  %-22s opening (until every stream has its reply head): worst %.1f ms, %d of %d over %d ms;\n",
+            "  by phase", c_opening_delay_max_us / 1000, c_opening_late, c_opening_events, del_t
+        printf "  %-22s steady (all open, none done): worst %.1f ms, %d of %d over; closing: worst %.1f ms, %d of %d over\n",
+            "", c_steady_delay_max_us / 1000, c_steady_late, c_steady_events, c_closing_delay_max_us / 1000,
+            c_closing_late, c_closing_events
+        printf "  %-22s the client'"'"'s own loop ran up to %.1f ms late (its 10 ms timer): delays up to that are the load side'"'"'s, not api-proxy'"'"'s\n",
+            "load side", c_client_lag_max_us / 1000
+        printf "  %-22s p50 %.1f ms, p99 %.1f ms, worst %.1f ms (request sent -> reply head; includes the ramp-up queueing)\n",
+            "time to first byte", c_ttfb_p50_us / 1000, c_ttfb_p99_us / 1000, c_ttfb_max_us / 1000
+        printf "  %-22s %.2f s over %.1f s (%.0f%% of a core), %.1f us per event relayed (%d events); redis-server %.2f s\n",
+            "api-proxy CPU", c_ap_us / 1e6, c_wall, 100 * c_ap_us / 1e6 / (c_wall > 0 ? c_wall : 1),
+            (c_events > 0 ? c_ap_us / c_events : 0), c_events, c_redis_us / 1e6
+        printf "  %-22s %.2f s runnable but waiting for a CPU (schedstat)%s\n", "api-proxy run queue",
+            c_runq_wait_us / 1e6, (c_runq_wait_us > c_ap_us ? ": longer than it ran, the machine'"'"'s other work set the pace" : "")
+        other = c_core1 - 100 * (c_ap_us + c_redis_us) / 1e6 / (c_wall > 0 ? c_wall : 1)
+        if (other < 0) other = 0
+        noisy = (other > 10 ? ": delays are noisy, rerun on a quiet machine" : "")
+        printf "  %-22s core %d busy %s%% on average, %.0f%% of it other work (not api-proxy or its redis-server)%s; trickle'"'"'s upstream used %.2f s (its timer at worst %.1f ms late)\n",
+            "machine", pc, c_core1, other, noisy, c_up_us / 1e6, c_up_late / 1000
+        if (c_metrics_ms == "timeout")
+            printf "  %-22s /metrics did not answer within 10 s (at second %s): its loop stalled, or it was starved of CPU (see run queue)\n", "api-proxy loop", c_metrics_at
+        else
+            printf "  %-22s /metrics took at most %s ms to answer (at second %s)\n", "api-proxy loop", c_metrics_ms, c_metrics_at
+        printf "  %-22s %d requests counted (%d in / %d out tokens) for %d streams the upstream finished (%s left early)\n",
+            "usage", c_counted, c_tok_in, c_tok_out, c_up_completed, c_up_aborted
+        printf "  %-22s %d warn/error lines in api-proxy'"'"'s log%s\n", "log", c_warnings, (first_warning != "" ? "; first: " first_warning : "")
+    }'
+    # A few of the per-second samples, evenly spread: how RSS follows the open streams.
+    awk '{ s[NR] = $0 } END {
+        step = (NR > 12 ? int(NR / 12) : 1); out = ""
+        for (i = step; i <= NR; i += step) { split(s[i], f, " ")
+            out = out sprintf("%s%ss %.0f MB/%d", out == "" ? "" : ", ", f[1], f[2] / 1024, f[3]) }
+        if (out != "") printf "  %-22s %s\n", "samples (RSS/streams)", out }' "$TMP/concurrency/samples"
+}
+
+# ------------------------------------------------------------------------------------------
 # main
 # ------------------------------------------------------------------------------------------
 
@@ -1449,11 +1921,13 @@ in_list() { # WORD LIST...
 # run_api_proxy SCENARIO VARIANT: start, check one answer, measure, stop.
 run_api_proxy() {
     local sc=$1 variant=$2
-    start_api_proxy "$variant" "$sc"
     target_env "$sc" "$variant"
+    start_api_proxy "$variant" "$sc"
     if check_answer "$sc" "$variant"; then
         measure "$sc" "$variant"
         [[ $variant == api-proxy+fallback ]] && check_fallback "$sc" "$variant" "$TARGET_URL"
+        # shellcheck disable=SC2086
+        if [[ $PERF == 1 && $variant == api-proxy ]] && in_list "$sc" $PERF_SCENARIOS; then perf_profile "$sc"; fi
     fi
     stop_proc "$TARGET_PID"
     ((STOP_RC == 0)) || fail "$sc/$variant: exited with status $STOP_RC on SIGTERM (log: $TMP/$variant-$sc.log)"
@@ -1482,7 +1956,17 @@ main() {
     ((CONNS >= THREADS)) || die "BENCH_CONNECTIONS ($CONNS) must be at least BENCH_THREADS ($THREADS)"
     [[ $POLL_INTERVAL =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "BENCH_POLL_INTERVAL must be a number of seconds"
     local sc n
-    for sc in $SCENARIOS $FALLBACK_SCENARIOS $CONVERT_SCENARIOS; do scenario_env "$sc"; done
+    for sc in $SCENARIOS $FALLBACK_SCENARIOS $CONVERT_SCENARIOS $PERF_SCENARIOS; do scenario_env "$sc"; done
+    for sc in $FALLBACK_SCENARIOS $CONVERT_SCENARIOS; do
+        # shellcheck disable=SC2086
+        in_list "$sc" $ANTHROPIC_SCENARIOS ||
+            die "BENCH_FALLBACK_SCENARIOS and BENCH_CONVERT_SCENARIOS take Anthropic scenarios ($ANTHROPIC_SCENARIOS), not $sc"
+    done
+    [[ $STREAMS =~ ^[0-9]+$ && $STREAMS -ge 1 ]] || die "BENCH_STREAMS must be a whole number of streams (>= 1)"
+    [[ $STREAM_SECONDS =~ ^[0-9]+$ && $STREAM_SECONDS -ge 1 ]] || die "BENCH_STREAM_SECONDS must be a whole number of seconds (>= 1)"
+    [[ $STREAM_RAMP =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "BENCH_STREAM_RAMP must be a number of seconds"
+    [[ $CONCURRENCY == 0 || $CONCURRENCY == 1 ]] || die "BENCH_CONCURRENCY takes 0 or 1"
+    [[ $PERF == 0 || $PERF == 1 ]] || die "BENCH_PERF takes 0 or 1"
     if [[ $MODE == fleet ]]; then
         for sc in $FLEET_SCENARIOS; do scenario_env "$sc"; done
         for n in $FLEET_REPLICAS; do
@@ -1494,6 +1978,9 @@ main() {
     ensure_tools
     build_proxy
     build_conv
+    build_trickle
+    # Every process started from here inherits this: the concurrency row needs thousands.
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || say "could not raise the descriptor limit to $(ulimit -Hn)"
     CLK_TCK=$(getconf CLK_TCK)
     TMP=$(mktemp -d /tmp/ap-bench.XXXXXX)
     python3 "$HERE/fixtures.py" "$TMP/fixtures" || die "generating fixtures failed"
@@ -1501,8 +1988,9 @@ main() {
     RESULTS=()
     USAGE_NOTES=()
     FALLBACK_NOTES=()
-    declare -gA CMD_TOP=() IDLE_RATE=() IDLE_TOP=()
-    AUX_PIDS="" LB_PIDS="" POLLER_URL="" ADMIN_URL="" REDIS_PORT=""
+    declare -gA CMD_TOP=() IDLE_RATE=() IDLE_TOP=() PERF_TOP=() PERF_SAMPLES=() CONC=()
+    AUX_PIDS="" LB_PIDS="" POLLER_URL="" ADMIN_URL="" REDIS_PORT="" AP_UPSTREAM="" STREAMS_NOTE=""
+    AP_EXTRA_ENV=()
 
     if [[ $MODE == fleet ]]; then
         fleet_main
@@ -1529,6 +2017,7 @@ main() {
             if in_list "$sc" $CONVERT_SCENARIOS; then run_api_proxy "$sc" api-proxy+convert; fi
         done
         run_conv
+        [[ $CONCURRENCY == 1 ]] && run_concurrency
         print_report
     fi
     if ((${#FAILURES[@]})); then

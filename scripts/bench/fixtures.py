@@ -15,8 +15,14 @@ writes into OUTDIR:
   resp-stream.sse    the mock's fixed stream: message_start, content_block_start, ping,
                      STREAM_DELTAS content_block_delta events, content_block_stop,
                      message_delta (with usage), message_stop
-  mock-message.inc   nginx directives (`set`, `return 200 '...'`) answering with those two
+  resp-oai-message.json  the same answer as an OpenAI chat.completion (with usage), for
+  resp-oai-stream.sse    the mock's /v1/chat/completions; and as an OpenAI stream: a role
+                     chunk, STREAM_DELTAS content chunks, a finish_reason chunk, the usage
+                     chunk (choices [], as include_usage asks) and data: [DONE]
+  mock-message.inc   nginx directives (`set`, `return 200 '...'`) answering with those
   mock-stream.inc    bodies from memory, so the mock reads no file and runs no code
+  mock-oai-message.inc
+  mock-oai-stream.inc
   expected-usage     "INPUT OUTPUT" tokens of one answer, for the usage check
   reply-text.txt     the reply text (what a converted answer must carry)
   model.txt          the model every request names
@@ -139,6 +145,49 @@ def stream_body(msg_id, text):
     return "".join(out)
 
 
+def oai_chunk(cid, delta, finish=None):
+    return {"id": cid, "object": "chat.completion.chunk", "created": 1767225600, "model": MODEL,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def oai_usage():
+    return {"prompt_tokens": INPUT_TOKENS, "completion_tokens": OUTPUT_TOKENS,
+            "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS}
+
+
+def oai_message(cid, text):
+    """What an OpenAI-speaking upstream answers a non-stream chat completion."""
+    return {"id": cid, "object": "chat.completion", "created": 1767225600, "model": MODEL,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": oai_usage()}
+
+
+def oai_stream_body(cid, text):
+    """An OpenAI stream as the API sends it with stream_options.include_usage: every chunk
+    carries "usage": null but the last, which has no choices."""
+    words = text.split(" ")
+    pieces = [w + " " for w in words[:-1]] + [words[-1]]
+    assert len(pieces) == STREAM_DELTAS and "".join(pieces) == text
+
+    def data(obj):
+        return "data: %s\n\n" % dumps(obj)
+
+    def with_usage(chunk, usage=None):
+        chunk["usage"] = usage
+        return chunk
+    out = [data(with_usage(oai_chunk(cid, {"role": "assistant", "content": "", "refusal": None})))]
+    out += [data(with_usage(oai_chunk(cid, {"content": p}))) for p in pieces]
+    out.append(data(with_usage(oai_chunk(cid, {}, "stop"))))
+    last = oai_chunk(cid, {})
+    last["choices"] = []
+    out.append(data(with_usage(last, oai_usage())))
+    out.append("data: [DONE]\n\n")
+    return "".join(out)
+
+
 def nginx_return(body, var):
     """nginx directives answering 200 with `body` from memory (the mock runs no code).
 
@@ -171,6 +220,8 @@ def main():
         "req-stream.json": request(json.loads(small)["messages"][-1]["content"], stream=True),
         "resp-message.json": dumps(message("msg_01BenchFixedNonStreamReply0", text)),
         "resp-stream.sse": stream_body("msg_01BenchFixedStreamReply00000", text),
+        "resp-oai-message.json": dumps(oai_message("chatcmpl-BenchFixedNonStreamReply0", text)),
+        "resp-oai-stream.sse": oai_stream_body("chatcmpl-BenchFixedStreamReply000", text),
         "expected-usage": "%d %d\n" % (INPUT_TOKENS, OUTPUT_TOKENS),
         "reply-text.txt": text,
         "model.txt": MODEL + "\n",
@@ -181,6 +232,8 @@ def main():
     files["mock-health.inc"] = nginx_return(files["health.json"], "bench_health")
     files["mock-message.inc"] = nginx_return(files["resp-message.json"], "bench_msg")
     files["mock-stream.inc"] = nginx_return(files["resp-stream.sse"], "bench_sse")
+    files["mock-oai-message.inc"] = nginx_return(files["resp-oai-message.json"], "bench_oai_msg")
+    files["mock-oai-stream.inc"] = nginx_return(files["resp-oai-stream.sse"], "bench_oai_sse")
     for name, data in files.items():
         (out / name).write_text(data)
 
