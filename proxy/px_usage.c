@@ -569,8 +569,9 @@ void px_usage_wait(struct px_usage *u, px_usage_done_fn fn, void *arg)
     }
     w->fn = fn;
     w->arg = arg;
-    w->next = NULL;
-    usage_append(&u->w_next, w);
+    /* Prepended: a burst of completions must not walk the list each time; they all go together anyway. */
+    w->next = u->w_next;
+    u->w_next = w;
     usage_send(u, !usage_commit_later(u));
 }
 
