@@ -520,6 +520,15 @@ static void redis_on_timer(evutil_socket_t fd, short what, void *arg)
         break;
     case REDIS_UP:
         if (r->ping_sent_ms != 0 && redis_mono_ms() - r->ping_sent_ms > REDIS_PING_TIMEOUT_MS) {
+            /*
+             * A starved event loop (a CPU-bound burst, a stopped process) is not a
+             * dead Redis: the answer may be waiting in the socket. Read it first.
+             */
+            redisAsyncHandleRead(r->lane[0]);
+            if (r->state != REDIS_UP)
+                return; /* the read found the connection lost: that path took over */
+        }
+        if (r->ping_sent_ms != 0 && redis_mono_ms() - r->ping_sent_ms > REDIS_PING_TIMEOUT_MS) {
             r->stats.timeouts++;
             redis_teardown(r, "no answer to PING");
             return;
