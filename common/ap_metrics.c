@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <math.h>
 #include <search.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct metrics_family {
 
 struct metrics_series {
     char *key;                  /* name + '\x1f' + labels: the sort key */
+    struct metrics_series *hnext; /* next in its hash bucket */
     const struct metrics_family *fam;
     const char *labels;         /* points into key */
     double value;               /* counter/gauge; histogram: sum */
@@ -37,11 +39,23 @@ struct metrics_series {
     unsigned long long buckets[METRICS_NB];
 };
 
+#define METRICS_HBUCKETS 1024
+
 struct ap_metrics {
     struct metrics_family *fams;
     size_t nfams;
-    void *series;               /* tsearch tree */
+    void *series;               /* tsearch tree: the sorted order of the exposition */
+    /* The same series by hash: samples are added on every request, the tree is for scrapes. */
+    struct metrics_series *htab[METRICS_HBUCKETS];
 };
+
+static uint32_t metrics_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
 
 static int metrics_cmp(const void *a, const void *b)
 {
@@ -102,17 +116,21 @@ static struct metrics_family *metrics_family(const struct ap_metrics *m, const c
 
 static struct metrics_series *metrics_get(struct ap_metrics *m, const char *name, const char *labels)
 {
+    char buf[512];
+    size_t nl = strlen(name), ll = labels ? strlen(labels) : 0;
+    if (nl + ll + 2 > sizeof(buf))
+        return NULL;
+    memcpy(buf, name, nl);
+    buf[nl] = '\x1f';
+    memcpy(buf + nl + 1, labels ? labels : "", ll);
+    buf[nl + 1 + ll] = '\0';
+    uint32_t h = metrics_hash(buf, nl + 1 + ll) % METRICS_HBUCKETS;
+    for (struct metrics_series *s = m->htab[h]; s != NULL; s = s->hnext)
+        if (strcmp(s->key, buf) == 0)
+            return s;
     struct metrics_family *fam = metrics_family(m, name);
     if (fam == NULL)
         return NULL;
-    char buf[512];
-    int n = snprintf(buf, sizeof(buf), "%s\x1f%s", name, labels ? labels : "");
-    if (n < 0 || (size_t)n >= sizeof(buf))
-        return NULL;
-    struct metrics_series probe = {.key = buf};
-    struct metrics_series **found = tfind(&probe, &m->series, metrics_cmp);
-    if (found != NULL)
-        return *found;
     static const char overflow[] = "overflow=\"true\"";
     if (fam->nseries >= METRICS_MAX_SERIES && strcmp(labels ? labels : "", overflow) != 0)
         return metrics_get(m, name, overflow);
@@ -122,11 +140,13 @@ static struct metrics_series *metrics_get(struct ap_metrics *m, const char *name
         return NULL;
     }
     s->fam = fam;
-    s->labels = s->key + strlen(name) + 1;
+    s->labels = s->key + nl + 1;
     if (tsearch(s, &m->series, metrics_cmp) == NULL) {
         metrics_series_free(s);
         return NULL;
     }
+    s->hnext = m->htab[h];
+    m->htab[h] = s;
     fam->nseries++;
     return s;
 }
