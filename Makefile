@@ -1,7 +1,8 @@
 # api-proxy: one hand-written Makefile.
-#   make            build bin/api-proxy, bin/api-poller, bin/api-proxy-admin
-#   make test       build, then run every test (unit + integration)
-#   make sanitize   build with ASan+UBSan into bin-san/ and run the same tests
+#   make            build bin/api-proxy, bin/api-poller, bin/api-proxy-admin (build packages only)
+#   make unit       build the unit tests (needs cmocka, a test package)
+#   make test       build both, then run every test (unit + integration)
+#   make sanitize   build both with ASan+UBSan into bin-san/ and run the same tests
 #   make bench      benchmark against nginx (not part of make test)
 
 CC      ?= cc
@@ -42,7 +43,9 @@ PROGS := $(BIN)/api-proxy $(BIN)/api-proxy-admin $(if $(wildcard poller/main.c),
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all test unit sanitize bench clean run deps
-all: $(PROGS) $(UNITS)
+# The default build needs only the build packages: a user running scripts/run.sh on a
+# fresh machine has no cmocka. The unit tests come with `make unit`, `make test`, `make sanitize`.
+all: $(PROGS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -80,12 +83,12 @@ $(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(LIBPX) $(LIBPL) $(LIBAP)
 
 unit: $(UNITS)
 
-test: all
+test: all unit
 	tests/run_tests.sh --bin $(BIN) --build $(BUILD)
 
 sanitize:
 	$(MAKE) BUILD=build-san BIN=bin-san OPT=-O1 \
-	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    tests/run_tests.sh --bin bin-san --build build-san
 

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
-make -j"$(nproc)" all
+make -j"$(nproc)" all unit
 status=0
 make test || status=1
 if [ "${1:-}" != "--quick" ]; then
