@@ -14,6 +14,7 @@
 #include "ap_log.h"
 #include "ap_store.h"
 
+#include <cJSON.h>
 #include <errno.h>
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -115,6 +116,26 @@ static void main_on_tick(evutil_socket_t fd, short what, void *arg)
     pl_lease_tick(ctx);
 }
 
+/* Cluster events: only a newly stored Lark user token concerns the poller. */
+static void main_on_event(struct ap_redis *r, const char *payload, size_t len, void *arg)
+{
+    struct pl_ctx *ctx = arg;
+    (void)r;
+    cJSON *ev = cJSON_ParseWithLength(payload, len);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(ev, "type");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "lark_token") == 0)
+        pl_lark_kick(ctx->lark);
+    cJSON_Delete(ev);
+}
+
+/* Pub/sub dropped whatever was published while Redis was away. */
+static void main_on_redis_up(struct ap_redis *r, void *arg)
+{
+    struct pl_ctx *ctx = arg;
+    (void)r;
+    pl_lark_kick(ctx->lark);
+}
+
 static void main_on_hup(evutil_socket_t sig, short what, void *arg)
 {
     struct pl_ctx *ctx = arg;
@@ -154,7 +175,10 @@ static void main_on_term(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
     static struct pl_ctx ctx;
+    static const struct ap_redis_cbs redis_cbs = {
+        .on_up = main_on_redis_up, .on_message = main_on_event, .arg = &ctx};
     struct event *sig[3] = {NULL, NULL, NULL};
+    char channel[128];
     struct evhttp *http = NULL;
     int rc = 1;
     (void)argv;
@@ -175,7 +199,8 @@ int main(int argc, char **argv)
     if (ctx.dns == NULL)
         ctx.dns = evdns_base_new(ctx.base, 0);
     ctx.curl = ap_curl_new(ctx.base);
-    ctx.redis = ap_redis_new(ctx.base, ctx.dns, &ctx.cfg.redis, NULL, NULL);
+    ap_store_key(channel, sizeof(channel), "events");
+    ctx.redis = ap_redis_new(ctx.base, ctx.dns, &ctx.cfg.redis, channel, &redis_cbs);
     ctx.tick = event_new(ctx.base, -1, 0, main_on_tick, &ctx);
     ctx.lark = pl_lark_new(&ctx);
     sig[0] = evsignal_new(ctx.base, SIGTERM, main_on_term, &ctx);

@@ -88,6 +88,8 @@ int pl_http_start(struct pl_ctx *ctx, struct evhttp **out);
 
 /* pl_lark.c: NULL on bad configuration. */
 struct pl_lark *pl_lark_new(struct pl_ctx *ctx);
+/* Looks at the stored user token soon (when active): it may have changed. NULL allowed. */
+void pl_lark_kick(struct pl_lark *lk);
 void pl_lark_free(struct pl_lark *lk);
 
 #endif
