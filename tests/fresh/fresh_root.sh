@@ -164,7 +164,7 @@ log "up after $(( $(date +%s) - t_run ))s: $url/health answers 200"
 next=$(sed -n '/^Next, in another terminal:/,/^Logs: /p' "$work/out.log" | sed '1d;$d')
 grep -q "$proxy_port/ui/" <<<"$next" || { show_log; die "run.sh did not print the console's URL"; }
 grep -q 'admin_key' <<<"$next" || { show_log; die "run.sh did not say where the admin key is"; }
-answer=$(nsenter --target "$pid1" --mount --pid --root --wd="$rootfs$repo" -- \
+answer=$(nsenter --target "$pid1" --mount --pid -- chroot "$rootfs" /bin/sh -c 'cd "$0" && exec "$@"' "$repo" \
     "${as_user[@]}" bash -euo pipefail -c "$next" 2>"$work/next.err") ||
     { cat "$work/next.err" >&2; die "the lines run.sh printed failed when pasted"; }
 python3 - "$answer" <<'EOF' || die "the answer to /v1/messages is not a message: $answer"
