@@ -73,6 +73,9 @@ mkdir "$rootfs"
 tar --numeric-owner -C "$rootfs" -xzf "$tarball" || die "cannot unpack $tarball"
 log "root unpacked in $(( $(date +%s) - t0 ))s ($tarball)"
 
+# What an installed machine has and debootstrap leaves out: its name in /etc/hosts (sudo
+# looks it up).
+printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$(hostname)" >"$rootfs/etc/hosts"
 # A user as a new machine would have one: a home, sudo without a password.
 chroot "$rootfs" useradd -m -s /bin/bash -G sudo dev || die "useradd"
 echo 'dev ALL=(ALL) NOPASSWD:ALL' >"$rootfs/etc/sudoers.d/dev"
