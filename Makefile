@@ -19,7 +19,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g $(SAN) -Wall -Wextra -Werror \
            -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers \
            -Iinclude $(PKG_CFLAGS) -MMD -MP
 LDFLAGS += $(SAN)
-LDLIBS  += $(PKG_LIBS) -lm
+LDLIBS  += $(PKG_LIBS) -lm -pthread
 
 COMMON_SRC := $(wildcard common/*.c)
 PROXY_SRC  := $(filter-out proxy/main.c proxy/admin_main.c,$(wildcard proxy/*.c))

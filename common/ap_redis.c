@@ -11,9 +11,9 @@
 #include "ap_redis.h"
 
 #include "ap_log.h"
+#include "ap_resolve.h"
 
 #include <arpa/inet.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
 #include <hiredis/adapters/libevent.h>
@@ -33,14 +33,13 @@ enum redis_state { REDIS_DOWN, REDIS_RESOLVING, REDIS_CONNECTING, REDIS_UP };
 
 struct ap_redis {
     struct event_base *base;            /* borrowed */
-    struct evdns_base *dns;             /* borrowed */
     struct ap_redis_url url;
     char *channel;                      /* owned; NULL: no pub/sub */
     struct ap_redis_cbs cbs;
     enum redis_state state;
     redisAsyncContext *cmd;             /* owned by hiredis once connected */
     redisAsyncContext *sub;
-    struct evdns_getaddrinfo_request *dns_req;
+    struct ap_resolve *resolve;         /* the lookup in flight, or NULL */
     char addr[256];                     /* resolved address, or the literal host */
     struct event *timer;                /* connect timeout, backoff, ping */
     int backoff_ms;
@@ -175,10 +174,8 @@ static void redis_teardown(struct ap_redis *r, const char *why)
     r->state = REDIS_DOWN;
     r->cmd_ready = r->sub_ready = 0;
     evtimer_del(r->timer);
-    if (r->dns_req != NULL) {
-        evdns_getaddrinfo_cancel(r->dns_req);
-        r->dns_req = NULL;
-    }
+    ap_resolve_cancel(r->resolve);
+    r->resolve = NULL;
     redis_ctx_free(&r->cmd);
     redis_ctx_free(&r->sub);
     r->closing = 0;
@@ -331,52 +328,33 @@ static void redis_connect_addr(struct ap_redis *r)
     redis_arm(r, REDIS_CONNECT_TIMEOUT_MS);
 }
 
-static void redis_on_resolved(int err, struct evutil_addrinfo *res, void *arg)
+static void redis_on_resolved(int err, const char *addr, void *arg)
 {
     struct ap_redis *r = arg;
-    r->dns_req = NULL;
+    r->resolve = NULL;
     if (err != 0) {
-        if (err != EVUTIL_EAI_CANCEL) {
-            char why[300];
-            snprintf(why, sizeof(why), "cannot resolve %s: %s", r->url.host, evutil_gai_strerror(err));
-            redis_teardown(r, why);
-        }
+        char why[300];
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", r->url.host, gai_strerror(err));
+        redis_teardown(r, why);
         return;
     }
-    struct evutil_addrinfo *pick = res;
-    for (struct evutil_addrinfo *a = res; a != NULL; a = a->ai_next)
-        if (a->ai_family == AF_INET) {
-            pick = a;
-            break;
-        }
-    const void *in = pick->ai_family == AF_INET
-                         ? (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr
-                         : (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr;
-    evutil_inet_ntop(pick->ai_family, in, r->addr, sizeof(r->addr));
-    evutil_freeaddrinfo(res);
+    snprintf(r->addr, sizeof(r->addr), "%s", addr);
     redis_connect_addr(r);
 }
 
 static void redis_connect(struct ap_redis *r)
 {
     unsigned char tmp[16];
-    if (inet_pton(AF_INET, r->url.host, tmp) == 1 || inet_pton(AF_INET6, r->url.host, tmp) == 1 ||
-        r->dns == NULL) {
+    if (inet_pton(AF_INET, r->url.host, tmp) == 1 || inet_pton(AF_INET6, r->url.host, tmp) == 1) {
         snprintf(r->addr, sizeof(r->addr), "%s", r->url.host);
         redis_connect_addr(r);
         return;
     }
-    struct evutil_addrinfo hints;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
     r->state = REDIS_RESOLVING;
     redis_arm(r, REDIS_CONNECT_TIMEOUT_MS);
-    /* The callback may run before this returns (cached or /etc/hosts answers). */
-    struct evdns_getaddrinfo_request *req =
-        evdns_getaddrinfo(r->dns, r->url.host, NULL, &hints, redis_on_resolved, r);
-    if (r->state == REDIS_RESOLVING)
-        r->dns_req = req;
+    r->resolve = ap_resolve_start(r->base, r->url.host, redis_on_resolved, r);
+    if (r->resolve == NULL)
+        redis_teardown(r, "cannot start a DNS lookup");
 }
 
 static void redis_on_timer(evutil_socket_t fd, short what, void *arg)
@@ -408,15 +386,13 @@ static void redis_on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- public ---- */
 
-struct ap_redis *ap_redis_new(struct event_base *base, struct evdns_base *dns,
-                              const struct ap_redis_url *url, const char *channel,
+struct ap_redis *ap_redis_new(struct event_base *base, const struct ap_redis_url *url, const char *channel,
                               const struct ap_redis_cbs *cbs)
 {
     struct ap_redis *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
     r->base = base;
-    r->dns = dns;
     r->url = *url;
     if (cbs != NULL)
         r->cbs = *cbs;

@@ -1,6 +1,6 @@
 /*
  * ap_redis: one logical Redis connection on a libevent loop, with what
- * hiredis 0.14.1 lacks: connect and liveness timeouts, non-blocking DNS,
+ * hiredis 0.14.1 lacks: connect and liveness timeouts, DNS off the loop,
  * AUTH/SELECT from REDIS_URL, automatic reconnect with backoff, and an
  * optional pub/sub connection that lives and dies with the command one.
  *
@@ -22,7 +22,6 @@
 #include <hiredis/async.h>
 
 struct event_base;
-struct evdns_base;
 
 struct ap_redis_url {
     char host[256];
@@ -53,11 +52,10 @@ struct ap_redis_stats {
 
 /*
  * Creates the connection object (nothing is connected until ap_redis_start).
- * `channel` may be NULL (no subscription). `dns` may be NULL when the host is
- * an IP literal. Returns NULL on allocation failure.
+ * `channel` may be NULL (no subscription). A host name is resolved by the
+ * system's resolver (ap_resolve) on every connect. Returns NULL on allocation failure.
  */
-struct ap_redis *ap_redis_new(struct event_base *base, struct evdns_base *dns,
-                              const struct ap_redis_url *url, const char *channel,
+struct ap_redis *ap_redis_new(struct event_base *base, const struct ap_redis_url *url, const char *channel,
                               const struct ap_redis_cbs *cbs);
 
 void ap_redis_start(struct ap_redis *r);

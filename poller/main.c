@@ -16,7 +16,6 @@
 
 #include <cJSON.h>
 #include <errno.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <signal.h>
@@ -195,18 +194,15 @@ int main(int argc, char **argv)
     ctx.base = event_base_new();
     if (ctx.base == NULL)
         goto out;
-    ctx.dns = evdns_base_new(ctx.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (ctx.dns == NULL)
-        ctx.dns = evdns_base_new(ctx.base, 0);
     ctx.curl = ap_curl_new(ctx.base);
     ap_store_key(channel, sizeof(channel), "events");
-    ctx.redis = ap_redis_new(ctx.base, ctx.dns, &ctx.cfg.redis, channel, &redis_cbs);
+    ctx.redis = ap_redis_new(ctx.base, &ctx.cfg.redis, channel, &redis_cbs);
     ctx.tick = event_new(ctx.base, -1, 0, main_on_tick, &ctx);
     ctx.lark = pl_lark_new(&ctx);
     sig[0] = evsignal_new(ctx.base, SIGTERM, main_on_term, &ctx);
     sig[1] = evsignal_new(ctx.base, SIGINT, main_on_term, &ctx);
     sig[2] = evsignal_new(ctx.base, SIGHUP, main_on_hup, &ctx);
-    if (ctx.dns == NULL || ctx.curl == NULL || ctx.redis == NULL || ctx.tick == NULL || ctx.lark == NULL || !sig[0] ||
+    if (ctx.curl == NULL || ctx.redis == NULL || ctx.tick == NULL || ctx.lark == NULL || !sig[0] ||
         !sig[1] || !sig[2])
         goto out;
     for (int i = 0; i < 3; i++)
@@ -234,8 +230,6 @@ out:
     ap_redis_free(ctx.redis); /* first: its pending callbacks still use lark */
     pl_lark_free(ctx.lark);
     ap_curl_free(ctx.curl);
-    if (ctx.dns)
-        evdns_base_free(ctx.dns, 0);
     if (ctx.base)
         event_base_free(ctx.base);
     ap_fallback_free(ctx.fallback);

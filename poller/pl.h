@@ -48,7 +48,6 @@ struct pl_stats {
 struct pl_ctx {
     struct pl_config cfg;
     struct event_base *base;        /* owned */
-    struct evdns_base *dns;         /* owned */
     struct ap_redis *redis;         /* owned */
     struct ap_curl *curl;           /* owned */
     struct ap_fallback *fallback;   /* owned */

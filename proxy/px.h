@@ -28,7 +28,6 @@
 #include "ap_usage.h"
 
 struct event_base;
-struct evdns_base;
 struct ap_curl;
 struct ap_fallback;
 struct cJSON;
@@ -81,7 +80,6 @@ struct px_stats {
 struct px_ctx {
     struct px_config cfg;
     struct event_base *base;        /* owned */
-    struct evdns_base *dns;         /* owned */
     struct evhttp *http;            /* owned */
     struct evhttp_bound_socket *listener; /* owned by http; NULL once draining */
     struct ap_redis *redis;         /* owned */
