@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test from a fresh Debian machine: installs what is missing,
-# builds, runs the unit + integration (+ SDK, cluster) tests, then the same
-# tests again against an ASan/UBSan build, then the core integration tests with
-# the proxies and pollers under valgrind (leaks and memory errors fail them).
+# builds, runs the unit + integration (+ SDK, cluster) tests, then the compose
+# fleet (docker-compose.yml under podman; skipped, saying why, where podman cannot
+# run containers), then the same tests again against an ASan/UBSan build, then
+# the core integration tests with the proxies and pollers under valgrind (leaks
+# and memory errors fail them).
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    the normal build only (no sanitizer or valgrind pass)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh test
+scripts/deps.sh test containers
 make -j"$(nproc)" all unit
 status=0
 make test || status=1
+echo "== compose: docker-compose.yml brought up under podman (tests/compose)"
+python3 tests/integration/runner.py tests/compose/test_compose.py || status=1
 if [ "${1:-}" != "--quick" ]; then
     make -j"$(nproc)" sanitize || status=1
     echo "== valgrind: core integration tests with the daemons under valgrind"
