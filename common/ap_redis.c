@@ -367,10 +367,16 @@ static void redis_on_timer(evutil_socket_t fd, short what, void *arg)
         redis_connect(r);
         break;
     case REDIS_RESOLVING:
-    case REDIS_CONNECTING:
+    case REDIS_CONNECTING: {
+        char why[600];
+        if (r->state == REDIS_RESOLVING)
+            snprintf(why, sizeof(why), "resolving %s timed out", r->url.host);
+        else
+            snprintf(why, sizeof(why), "connect to %s:%d (%s) timed out", r->url.host, r->url.port, r->addr);
         r->stats.timeouts++;
-        redis_teardown(r, "connect timed out");
+        redis_teardown(r, why);
         break;
+    }
     case REDIS_UP:
         if (r->ping_sent_ms != 0 && redis_mono_ms() - r->ping_sent_ms > REDIS_PING_TIMEOUT_MS) {
             r->stats.timeouts++;

@@ -13,7 +13,8 @@ run=(redis-server python3 curl)
 test=(libcmocka-dev valgrind procps nodejs npm openssl haproxy docker-compose)
 bench=(wrk nginx-light util-linux procps)
 fresh=(debootstrap util-linux curl python3 git)
-containers=(podman podman-compose runc netavark aardvark-dns iptables debootstrap util-linux python3)
+containers=(podman podman-compose runc containernetworking-plugins golang-github-containernetworking-plugin-dnsname
+            iptables debootstrap util-linux python3)
 
 want=()
 for task in "$@"; do

@@ -54,15 +54,14 @@ cmd_check() {
     if [ "$(id -u)" -ne 0 ]; then
         why="not root (the fleet test uses rootful podman)"
     elif ! command -v podman >/dev/null || ! command -v podman-compose >/dev/null || ! command -v runc >/dev/null ||
-        [ ! -x /usr/lib/podman/netavark ]; then
-        why="podman, podman-compose, runc or netavark is not installed (scripts/deps.sh containers)"
+        [ ! -x /usr/lib/cni/dnsname ]; then
+        why="podman, podman-compose, runc or CNI's dnsname is not installed (scripts/deps.sh containers)"
     elif [ ! -e /sys/fs/cgroup/cgroup.controllers ] && [ ! -d /sys/fs/cgroup/memory ]; then
         why="no cgroup file system at /sys/fs/cgroup (a chroot or a restricted container?)"
-    elif ! out=$(podman info 2>&1 >/dev/null); then
+    elif ! storage_conf || ! out=$(podman info 2>&1 >/dev/null); then
         why="podman info fails: $(tail -n 1 <<<"$out")"
     fi
     if [ -z "$why" ]; then
-        storage_conf
         if ! out=$(base_image 2>&1); then
             why="cannot make the base image: $(tail -n 1 <<<"$out")"
         elif ! out=$(podman run --rm --pull=never "$BASE" true 2>&1); then
