@@ -14,10 +14,11 @@
 #   tests/compose/podman.sh compose ARGS   podman-compose ARGS, from the repository's root
 #   tests/compose/podman.sh podman ARGS    podman ARGS
 #
-# Nothing in /etc is changed: the settings come from this directory through
-# CONTAINERS_CONF / CONTAINERS_REGISTRIES_CONF, and images live in their own store under
-# AP_ROOTFS_CACHE (default /var/cache/api-proxy/containers), kept between runs so builds
-# reuse their layers. Needs root.
+# Nothing in /etc is changed: the settings come from this directory (containers.conf,
+# registries.conf) through CONTAINERS_CONF / CONTAINERS_REGISTRIES_CONF, and images and
+# network files live in their own store under AP_ROOTFS_CACHE (default
+# /var/cache/api-proxy/containers), kept between runs so builds reuse their layers.
+# Needs root.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -25,7 +26,7 @@ CACHE=${AP_ROOTFS_CACHE:-/var/cache/api-proxy}
 STORE=$CACHE/containers
 BASE=docker.io/library/debian:bookworm-slim
 
-export CONTAINERS_CONF=$HERE/containers.conf
+export CONTAINERS_CONF=$STORE/containers.conf
 export CONTAINERS_REGISTRIES_CONF=$HERE/registries.conf
 export CONTAINERS_STORAGE_CONF=$STORE/storage.conf
 # `podman build` (and podman-compose's builds) without a container runtime of their own:
@@ -34,11 +35,14 @@ export BUILDAH_ISOLATION=chroot
 
 die() { echo "podman.sh: $*" >&2; exit 1; }
 
+# The store's paths, and the networks' CNI files, under $STORE: nothing lands in /etc.
 storage_conf() {
     mkdir -p "$STORE"
     local want
     want=$(printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "/run/api-proxy-containers"\n' "$STORE/storage")
     [ "$(cat "$CONTAINERS_STORAGE_CONF" 2>/dev/null)" = "$want" ] || echo "$want" >"$CONTAINERS_STORAGE_CONF"
+    want=$(cat "$HERE/containers.conf"; printf 'network_config_dir = "%s"\n' "$STORE/cni")
+    [ "$(cat "$CONTAINERS_CONF" 2>/dev/null)" = "$want" ] || echo "$want" >"$CONTAINERS_CONF"
 }
 
 base_image() {

@@ -64,6 +64,7 @@ class ComposeFleetTest(h.TestCase):
         if r.returncode != 0:
             raise unittest.SkipTest("podman cannot run containers here: " +
                                     (r.stdout.strip() or r.stderr.strip()[-300:]))
+        cls.remove_stale_fleets()
         t = time.monotonic()
         sh("images", timeout=1800)
         cls.timings["images"] = time.monotonic() - t
@@ -94,6 +95,20 @@ class ComposeFleetTest(h.TestCase):
         print("  compose timings: " + ", ".join("%s %.1fs" % kv for kv in cls.timings.items()), flush=True)
         if left.strip():
             raise AssertionError("containers left after down: %s" % left.split())
+
+    @staticmethod
+    def remove_stale_fleets():
+        """Fleets of earlier runs that were killed before their teardown (the project
+        name carries the test's pid; a live one belongs to a run still going)."""
+        out = sh("podman", "ps", "-a", "--format", '{{index .Labels "io.podman.compose.project"}}', check=False)
+        for project in sorted(set(out.split())):
+            pid = project[len("apcompose"):]
+            if not project.startswith("apcompose") or not pid.isdigit() or os.path.exists("/proc/" + pid):
+                continue
+            ids = sh("podman", "ps", "-aq", "--filter", "label=io.podman.compose.project=" + project).split()
+            sh("podman", "rm", "-f", "-t", "2", *ids, check=False)
+            sh("podman", "network", "rm", "-f", project + "_default", check=False)
+            sh("podman", "volume", "rm", "-f", project + "_redis-data", check=False)
 
     @classmethod
     def dump_logs(cls):
