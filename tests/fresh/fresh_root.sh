@@ -76,6 +76,13 @@ log "root unpacked in $(( $(date +%s) - t0 ))s ($tarball)"
 # What an installed machine has and debootstrap leaves out: its name in /etc/hosts (sudo
 # looks it up).
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$(hostname)" >"$rootfs/etc/hosts"
+# The network's own trust anchors come along (a TLS-inspecting egress proxy's CA, as on the
+# machines CI runs on here): they belong to the network, not to the machine's software, and
+# without them npm cannot reach its registry from the root (apt uses plain HTTP).
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+    chroot "$rootfs" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates in the root"
+fi
 # A user as a new machine would have one: a home, sudo without a password.
 chroot "$rootfs" useradd -m -s /bin/bash -G sudo dev || die "useradd"
 echo 'dev ALL=(ALL) NOPASSWD:ALL' >"$rootfs/etc/sudoers.d/dev"
