@@ -61,6 +61,7 @@ struct pl_ctx {
     unsigned leader:1;
     unsigned polling:1;             /* a /health request is in flight */
     unsigned have_quota:1;          /* quota holds a previous state (for hysteresis) */
+    unsigned loading_previous:1;    /* a new leader's read of that state is in flight */
     unsigned draining:1;
 };
 
@@ -76,7 +77,7 @@ void pl_push_config(struct pl_ctx *ctx);
 
 /* pl_poll.c */
 void pl_poll_start(struct pl_ctx *ctx);
-/* Reads the quota state the previous leader left, for hysteresis continuity. */
+/* Reads the quota state the previous leader left, for hysteresis continuity; polls wait for it. */
 void pl_poll_load_previous(struct pl_ctx *ctx);
 /* Aborts a poll in flight (shutdown). */
 void pl_poll_abort(struct pl_ctx *ctx);
