@@ -1,7 +1,8 @@
 # api-proxy: one hand-written Makefile.
-#   make            build bin/api-proxy, bin/api-poller, bin/api-proxy-admin
-#   make test       build, then run every test (unit + integration)
-#   make sanitize   build with ASan+UBSan into bin-san/ and run the same tests
+#   make            build bin/api-proxy, bin/api-poller, bin/api-proxy-admin (build packages only)
+#   make unit       build the unit tests (needs cmocka, a test package)
+#   make test       build both, then run every test (unit + integration)
+#   make sanitize   build both with ASan+UBSan into bin-san/ and run the same tests
 #   make bench      benchmark against nginx (not part of make test)
 #   make fuzz       build the libFuzzer targets with clang (build-fuzz/) and run each
 #                   for FUZZ_SECONDS (default 60); not part of `make` (needs clang)
@@ -20,7 +21,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g $(SAN) -Wall -Wextra -Werror \
            -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers \
            -Iinclude -Iproxy $(PKG_CFLAGS) -MMD -MP
 LDFLAGS += $(SAN)
-LDLIBS  += $(PKG_LIBS) -lm
+LDLIBS  += $(PKG_LIBS) -lm -pthread
 
 COMMON_SRC := $(wildcard common/*.c)
 PROXY_SRC  := $(filter-out proxy/main.c proxy/admin_main.c,$(wildcard proxy/*.c))
@@ -49,7 +50,9 @@ PROGS := $(BIN)/api-proxy $(BIN)/api-proxy-admin $(if $(wildcard poller/main.c),
 UNITS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all test unit sanitize bench clean run deps analyze FORCE fuzz fuzz-build fuzzers
-all: $(PROGS) $(UNITS)
+# The default build needs only the build packages: a user running scripts/run.sh on a
+# fresh machine has no cmocka. The unit tests come with `make unit`, `make test`, `make sanitize`.
+all: $(PROGS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -112,12 +115,12 @@ $(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(LIBPX) $(LIBPL) $(LIBAP)
 
 unit: $(UNITS)
 
-test: all
+test: all unit
 	tests/run_tests.sh --bin $(BIN) --build $(BUILD)
 
 sanitize:
 	$(MAKE) BUILD=build-san BIN=bin-san OPT=-O1 \
-	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    tests/run_tests.sh --bin bin-san --build build-san
 

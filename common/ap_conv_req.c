@@ -83,9 +83,17 @@ static void a2o_add_msg(cJSON *msgs, const char *role, cJSON *content)
     cJSON_AddItemToArray(msgs, m);
 }
 
+/*
+ * Anthropic's system prompt -> ONE leading system message. Block lists are
+ * joined with a blank line between the texts: many OpenAI-compatible servers'
+ * chat templates take a single system message at the start and reject or
+ * ignore any other. cache_control marks are dropped (the table in ap_conv.h);
+ * empty blocks add nothing, and no text at all adds no message.
+ */
 static int a2o_system(const cJSON *sys, cJSON *msgs, const char **err)
 {
     const cJSON *b;
+    struct ap_conv_text joined = {0};
 
     if (sys == NULL || cJSON_IsNull(sys))
         return 0;
@@ -101,10 +109,17 @@ static int a2o_system(const cJSON *sys, cJSON *msgs, const char **err)
         const char *t = ap_conv_str(b, "text");
         if (t == NULL) {
             *err = "system blocks must be text blocks";
+            ap_conv_text_free(&joined);
             return -1;
         }
-        a2o_add_msg(msgs, "system", cJSON_CreateString(t));
+        if (t[0] != '\0' && ap_conv_text_add(&joined, "\n\n", t) < 0) {
+            ap_conv_text_free(&joined);
+            return -1;
+        }
     }
+    if (joined.s != NULL)
+        a2o_add_msg(msgs, "system", cJSON_CreateString(joined.s));
+    ap_conv_text_free(&joined);
     return 0;
 }
 

@@ -168,6 +168,12 @@ char *ap_lark_token_record(cJSON *data, int64_t now_ms)
     return cJSON_PrintUnformatted(data);
 }
 
+int64_t ap_lark_refresh_in_ms(int64_t expires_at_ms, int64_t now_ms, long before_s)
+{
+    int64_t in = expires_at_ms - (int64_t)before_s * 1000 - now_ms;
+    return in <= 0 ? 0 : in > AP_LARK_MAX_WAIT_MS ? AP_LARK_MAX_WAIT_MS : in;
+}
+
 char *ap_html_escape(const char *s)
 {
     size_t n = 1;

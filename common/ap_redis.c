@@ -37,7 +37,6 @@ enum redis_state { REDIS_DOWN, REDIS_DISCOVERING, REDIS_RESOLVING, REDIS_CONNECT
 
 struct ap_redis {
     struct event_base *base;            /* borrowed */
-    struct evdns_base *dns;             /* borrowed */
     struct ap_redis_url url;
     char *channel;                      /* owned; NULL: no pub/sub */
     char *client_name;                  /* owned; NULL: none */
@@ -497,7 +496,7 @@ static void redis_connect(struct ap_redis *r)
     r->state = REDIS_RESOLVING;
     redis_arm(r, REDIS_CONNECT_TIMEOUT_MS);
     /* The callback may run before this returns (literals, cached or /etc/hosts answers). */
-    struct ap_resolve *q = ap_resolve(r->dns, r->host, redis_on_resolved, r);
+    struct ap_resolve *q = ap_resolve(r->base, r->host, redis_on_resolved, r);
     if (q != NULL)
         r->resolve = q;
 }
@@ -514,10 +513,16 @@ static void redis_on_timer(evutil_socket_t fd, short what, void *arg)
     case REDIS_DISCOVERING: /* the query has its own time limits */
         break;
     case REDIS_RESOLVING:
-    case REDIS_CONNECTING:
+    case REDIS_CONNECTING: {
+        char why[600];
+        if (r->state == REDIS_RESOLVING)
+            snprintf(why, sizeof(why), "resolving %s timed out", r->url.host);
+        else
+            snprintf(why, sizeof(why), "connect to %s:%d (%s) timed out", r->url.host, r->url.port, r->addr);
         r->stats.timeouts++;
-        redis_teardown(r, "connect timed out");
+        redis_teardown(r, why);
         break;
+    }
     case REDIS_UP:
         if (r->ping_sent_ms != 0 && redis_mono_ms() - r->ping_sent_ms > REDIS_PING_TIMEOUT_MS) {
             /*
@@ -553,7 +558,7 @@ static char *redis_client_name(const char *name)
     return s;
 }
 
-struct ap_redis *ap_redis_new(struct event_base *base, struct evdns_base *dns,
+struct ap_redis *ap_redis_new(struct event_base *base,
                               const struct ap_redis_url *url, const struct ap_redis_opts *opts,
                               const struct ap_redis_cbs *cbs)
 {
@@ -564,7 +569,6 @@ struct ap_redis *ap_redis_new(struct event_base *base, struct evdns_base *dns,
     if (opts == NULL)
         opts = &none;
     r->base = base;
-    r->dns = dns;
     r->url = *url;
     if (cbs != NULL)
         r->cbs = *cbs;
@@ -577,7 +581,7 @@ struct ap_redis *ap_redis_new(struct event_base *base, struct evdns_base *dns,
     if (opts->client_name != NULL)
         bad |= (r->client_name = redis_client_name(opts->client_name)) == NULL;
     if (opts->sentinel != NULL && opts->sentinel->n > 0) {
-        bad |= (r->sentinel = ap_sentinel_new(base, dns, opts->sentinel, redis_on_switch, r)) == NULL;
+        bad |= (r->sentinel = ap_sentinel_new(base, opts->sentinel, redis_on_switch, r)) == NULL;
         r->master[0] = '\0'; /* unknown until the sentinels tell */
     } else {
         redis_set_target(r, url->host, url->port);

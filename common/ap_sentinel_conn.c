@@ -54,7 +54,6 @@ struct ap_sentinel_query {
 
 struct ap_sentinel {
     struct event_base *base;            /* borrowed */
-    struct evdns_base *dns;             /* borrowed */
     struct ap_sentinel_cfg cfg;         /* reordered: the one that answered last comes first */
     ap_sentinel_switch_fn on_switch;
     void *arg;
@@ -140,7 +139,7 @@ static void link_open(struct sentinel_link *l, const struct ap_hostport *to)
 {
     l->to = *to;
     /* The callback may run before this returns. */
-    struct ap_resolve *res = ap_resolve(l->s->dns, to->host, link_on_resolved, l);
+    struct ap_resolve *res = ap_resolve(l->s->base, to->host, link_on_resolved, l);
     if (res != NULL)
         l->res = res;
 }
@@ -349,14 +348,13 @@ static void watch_on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ==== the object ==== */
 
-struct ap_sentinel *ap_sentinel_new(struct event_base *base, struct evdns_base *dns,
+struct ap_sentinel *ap_sentinel_new(struct event_base *base,
                                     const struct ap_sentinel_cfg *cfg, ap_sentinel_switch_fn on_switch, void *arg)
 {
     struct ap_sentinel *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->base = base;
-    s->dns = dns;
     s->cfg = *cfg;
     s->on_switch = on_switch;
     s->arg = arg;

@@ -20,7 +20,7 @@
  * |-------------------|--------------------------------------------|-------------------------------------------------|
  * | model             | model                                      | model (opts.model replaces it, both ways)       |
  * | system prompt     | system: "s"                                | first message {"role":"system","content":"s"}  |
- * |                   | system: [{text a},{text b}]                | one system message per block, in order         |
+ * |                   | system: [{text a},{text b}]                | ONE first system message: texts joined with a blank line ("a\n\nb"); empty blocks skipped, cache_control dropped |
  * |                   | o2a: every system/developer message, wherever it stands, is hoisted into `system` in order: one text -> string, several -> block list |
  * | user text         | content "s" / [{type:text}]                | content "s" / [{type:text}] (string stays string, list stays list) |
  * | image             | {type:image,source:{type:base64,media_type:M,data:D}} | {type:image_url,image_url:{url:"data:M;base64,D"}} |

@@ -58,6 +58,16 @@ char *ap_lark_app_token_request(const char *app_id, const char *app_secret);
  */
 char *ap_lark_token_record(struct cJSON *data, int64_t now_ms);
 
+/* The longest the poller waits between two looks at the stored user token (a safety net). */
+#define AP_LARK_MAX_WAIT_MS (3600 * 1000LL)
+
+/*
+ * When the user token expiring at expires_at_ms should be refreshed, in ms from
+ * now_ms: 0 when it is due (it expires within before_s seconds, or has), else the
+ * time until expires_at_ms - before_s, at most AP_LARK_MAX_WAIT_MS.
+ */
+int64_t ap_lark_refresh_in_ms(int64_t expires_at_ms, int64_t now_ms, long before_s);
+
 /* HTML-escapes s into a new string (caller frees). */
 char *ap_html_escape(const char *s);
 

@@ -31,7 +31,6 @@
 #include "ap_sentinel.h"
 
 struct event_base;
-struct evdns_base;
 
 struct ap_redis_url {
     char host[256];
@@ -75,7 +74,7 @@ struct ap_redis_opts {
  * `opts` may be NULL (one lane, no subscription, no Sentinel). `dns` may be
  * NULL when every host is an IP literal. Returns NULL on allocation failure.
  */
-struct ap_redis *ap_redis_new(struct event_base *base, struct evdns_base *dns,
+struct ap_redis *ap_redis_new(struct event_base *base,
                               const struct ap_redis_url *url, const struct ap_redis_opts *opts,
                               const struct ap_redis_cbs *cbs);
 

@@ -96,7 +96,7 @@ typedef void (*ap_sentinel_switch_fn)(void *arg, const char *host, int port);
 typedef void (*ap_sentinel_found_fn)(void *arg, const char *host, int port, const char *why);
 
 /* NULL on allocation failure. The configuration is copied. `dns` may be NULL (IP literals only). */
-struct ap_sentinel *ap_sentinel_new(struct event_base *base, struct evdns_base *dns,
+struct ap_sentinel *ap_sentinel_new(struct event_base *base,
                                     const struct ap_sentinel_cfg *cfg, ap_sentinel_switch_fn on_switch,
                                     void *arg);
 

@@ -33,6 +33,7 @@
  *   {p}events                 pub/sub channel (JSON messages):
  *        {"type":"key","hash","id","name","enabled","ver"[,"deleted"]}
  *        {"type":"quota","quota":{...}}   {"type":"config"}   {"type":"exhausted","model","until"}
+ *        {"type":"lark_token"} (a user token was stored by the OAuth callback)
  * <day> is "YYYY-MM-DD" and <hour> "YYYY-MM-DD HH:00", both in USAGE_TZ.
  */
 #ifndef AP_STORE_H

@@ -14,8 +14,8 @@
 #include "ap_log.h"
 #include "ap_store.h"
 
+#include <cJSON.h>
 #include <errno.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <signal.h>
@@ -117,6 +117,26 @@ static void main_on_tick(evutil_socket_t fd, short what, void *arg)
     pl_lease_tick(ctx);
 }
 
+/* Cluster events: only a newly stored Lark user token concerns the poller. */
+static void main_on_event(struct ap_redis *r, const char *payload, size_t len, void *arg)
+{
+    struct pl_ctx *ctx = arg;
+    (void)r;
+    cJSON *ev = cJSON_ParseWithLength(payload, len);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(ev, "type");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "lark_token") == 0)
+        pl_lark_kick(ctx->lark);
+    cJSON_Delete(ev);
+}
+
+/* Pub/sub dropped whatever was published while Redis was away. */
+static void main_on_redis_up(struct ap_redis *r, void *arg)
+{
+    struct pl_ctx *ctx = arg;
+    (void)r;
+    pl_lark_kick(ctx->lark);
+}
+
 static void main_on_hup(evutil_socket_t sig, short what, void *arg)
 {
     struct pl_ctx *ctx = arg;
@@ -156,7 +176,10 @@ static void main_on_term(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
     static struct pl_ctx ctx;
+    static const struct ap_redis_cbs redis_cbs = {
+        .on_up = main_on_redis_up, .on_message = main_on_event, .arg = &ctx};
     struct event *sig[3] = {NULL, NULL, NULL};
+    char channel[128];
     struct evhttp *http = NULL;
     int rc = 1;
     (void)argv;
@@ -173,20 +196,19 @@ int main(int argc, char **argv)
     ctx.base = event_base_new();
     if (ctx.base == NULL)
         goto out;
-    ctx.dns = evdns_base_new(ctx.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (ctx.dns == NULL)
-        ctx.dns = evdns_base_new(ctx.base, 0);
     ctx.curl = ap_curl_new(ctx.base);
     char name[96];
     snprintf(name, sizeof(name), "api-poller:%s", ctx.cfg.instance_id);
-    struct ap_redis_opts ro = {NULL, name, &ctx.cfg.sentinel, 1};
-    ctx.redis = ap_redis_new(ctx.base, ctx.dns, &ctx.cfg.redis, &ro, NULL);
+    /* Subscribed to the events channel: the proxy's OAuth callback announces a new Lark token there. */
+    ap_store_key(channel, sizeof(channel), "events");
+    struct ap_redis_opts ro = {channel, name, &ctx.cfg.sentinel, 1};
+    ctx.redis = ap_redis_new(ctx.base, &ctx.cfg.redis, &ro, &redis_cbs);
     ctx.tick = event_new(ctx.base, -1, 0, main_on_tick, &ctx);
     ctx.lark = pl_lark_new(&ctx);
     sig[0] = evsignal_new(ctx.base, SIGTERM, main_on_term, &ctx);
     sig[1] = evsignal_new(ctx.base, SIGINT, main_on_term, &ctx);
     sig[2] = evsignal_new(ctx.base, SIGHUP, main_on_hup, &ctx);
-    if (ctx.dns == NULL || ctx.curl == NULL || ctx.redis == NULL || ctx.tick == NULL || ctx.lark == NULL || !sig[0] ||
+    if (ctx.curl == NULL || ctx.redis == NULL || ctx.tick == NULL || ctx.lark == NULL || !sig[0] ||
         !sig[1] || !sig[2])
         goto out;
     for (int i = 0; i < 3; i++)
@@ -215,8 +237,6 @@ out:
     ap_redis_free(ctx.redis); /* first: its pending callbacks still use lark */
     pl_lark_free(ctx.lark);
     ap_curl_free(ctx.curl);
-    if (ctx.dns)
-        evdns_base_free(ctx.dns, 0);
     if (ctx.base)
         event_base_free(ctx.base);
     ap_fallback_free(ctx.fallback);

@@ -49,7 +49,6 @@ struct pl_stats {
 struct pl_ctx {
     struct pl_config cfg;
     struct event_base *base;        /* owned */
-    struct evdns_base *dns;         /* owned */
     struct ap_redis *redis;         /* owned */
     struct ap_curl *curl;           /* owned */
     struct ap_fallback *fallback;   /* owned */
@@ -63,6 +62,7 @@ struct pl_ctx {
     unsigned leader:1;
     unsigned polling:1;             /* a /health request is in flight */
     unsigned have_quota:1;          /* quota holds a previous state (for hysteresis) */
+    unsigned loading_previous:1;    /* a new leader's read of that state is in flight */
     unsigned draining:1;
 };
 
@@ -78,7 +78,7 @@ void pl_push_config(struct pl_ctx *ctx);
 
 /* pl_poll.c */
 void pl_poll_start(struct pl_ctx *ctx);
-/* Reads the quota state the previous leader left, for hysteresis continuity. */
+/* Reads the quota state the previous leader left, for hysteresis continuity; polls wait for it. */
 void pl_poll_load_previous(struct pl_ctx *ctx);
 /* Aborts a poll in flight (shutdown). */
 void pl_poll_abort(struct pl_ctx *ctx);
@@ -89,6 +89,8 @@ int pl_http_start(struct pl_ctx *ctx, struct evhttp **out);
 
 /* pl_lark.c: NULL on bad configuration. */
 struct pl_lark *pl_lark_new(struct pl_ctx *ctx);
+/* Looks at the stored user token soon (when active): it may have changed. NULL allowed. */
+void pl_lark_kick(struct pl_lark *lk);
 void pl_lark_free(struct pl_lark *lk);
 
 #endif

@@ -27,6 +27,7 @@ static void lease_became(struct pl_ctx *ctx, int leader)
         pl_push_config(ctx);
         pl_poll_load_previous(ctx);
         ctx->next_poll_ms = 0; /* poll right away */
+        pl_lark_kick(ctx->lark);
     } else {
         ap_warn(NULL, "poller %s: no longer the active poller", ctx->cfg.instance_id);
     }

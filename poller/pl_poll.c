@@ -133,7 +133,7 @@ static size_t poll_on_write(char *data, size_t size, size_t n, void *arg)
 void pl_poll_start(struct pl_ctx *ctx)
 {
     int64_t now = ap_mono_ms();
-    if (ctx->polling || now < ctx->next_poll_ms)
+    if (ctx->polling || ctx->loading_previous || now < ctx->next_poll_ms)
         return;
     ctx->next_poll_ms = now + (int64_t)(ctx->cfg.interval_s * 1000);
     struct poll_xfer *x = calloc(1, sizeof(*x));
@@ -164,22 +164,27 @@ fail:
         poll_xfer_free(x);
 }
 
+/* The first poll of a new leader waits for this: settling without the previous state would forget hysteresis. */
 static void poll_on_previous(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct pl_ctx *ctx = priv;
     redisReply *rep = reply;
     (void)ac;
-    if (rep == NULL || rep->type != REDIS_REPLY_STRING || ctx->have_quota)
-        return;
-    cJSON *j = cJSON_ParseWithLength(rep->str, rep->len);
-    if (j != NULL && ap_quota_from_json(j, &ctx->quota) == 0)
-        ctx->have_quota = 1;
-    cJSON_Delete(j);
+    ctx->loading_previous = 0;
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING && !ctx->have_quota) {
+        cJSON *j = cJSON_ParseWithLength(rep->str, rep->len);
+        if (j != NULL && ap_quota_from_json(j, &ctx->quota) == 0)
+            ctx->have_quota = 1;
+        cJSON_Delete(j);
+    }
+    if (rep != NULL && ctx->leader && !ctx->draining)
+        pl_poll_start(ctx);
 }
 
 void pl_poll_load_previous(struct pl_ctx *ctx)
 {
     char key[128];
     ap_store_key(key, sizeof(key), "quota");
-    ap_redis_cmd(ctx->redis, poll_on_previous, ctx, "GET %s", key);
+    if (ap_redis_cmd(ctx->redis, poll_on_previous, ctx, "GET %s", key) == 0)
+        ctx->loading_previous = 1;
 }

@@ -11,7 +11,6 @@
 #include "ap_log.h"
 #include "ap_store.h"
 
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <malloc.h>
 #include <signal.h>
@@ -124,9 +123,6 @@ static int main_setup(struct main_state *m)
     event_config_free(ec);
     if (ctx->base == NULL || px_metrics_init() < 0)
         return -1;
-    ctx->dns = evdns_base_new(ctx->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (ctx->dns == NULL)
-        ctx->dns = evdns_base_new(ctx->base, 0);
     ctx->curl = ap_curl_new(ctx->base);
     ctx->keys = px_keys_new(ctx);
     ctx->usage = px_usage_new(ctx);
@@ -140,8 +136,8 @@ static int main_setup(struct main_state *m)
     struct ap_redis_cbs cbs = {px_events_on_up, px_events_on_down, px_events_on_message, ctx};
     /* Usage batches and their WAIT get a lane of their own: WAIT blocks the connection it is sent on. */
     struct ap_redis_opts ro = {channel, name, &ctx->cfg.sentinel, ctx->cfg.redis_min_acks > 0 ? 2 : 1};
-    ctx->redis = ap_redis_new(ctx->base, ctx->dns, &ctx->cfg.redis, &ro, &cbs);
-    if (ctx->dns == NULL || ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->fb == NULL ||
+    ctx->redis = ap_redis_new(ctx->base, &ctx->cfg.redis, &ro, &cbs);
+    if (ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->fb == NULL ||
         ctx->lark == NULL || ctx->fleet == NULL || ctx->redis == NULL)
         return -1;
     ctx->dispatch = px_router_dispatch;
@@ -188,8 +184,6 @@ static void main_teardown(struct main_state *m)
     ap_curl_free(ctx->curl);
     px_import_free(ctx->import);
     ap_fallback_free(ctx->fallback);
-    if (ctx->dns)
-        evdns_base_free(ctx->dns, 0);
     if (ctx->base)
         event_base_free(ctx->base);
     px_config_free(&ctx->cfg);

@@ -28,7 +28,6 @@
 #include "px_http.h"
 
 struct event_base;
-struct evdns_base;
 struct ap_curl;
 struct ap_fallback;
 struct cJSON;
@@ -90,7 +89,6 @@ struct px_stats {
 struct px_ctx {
     struct px_config cfg;
     struct event_base *base;        /* owned */
-    struct evdns_base *dns;         /* owned */
     struct px_server *server;       /* owned: the listener */
     struct px_conn *conns;          /* every client connection (each frees itself) */
     size_t nconns;

@@ -451,9 +451,12 @@ static void lark_on_user_token(void *arg, int status, const char *body, size_t l
         return;
     }
     char *text = ap_lark_token_record(data, ap_now_ms());
-    char key[128];
+    char key[128], channel[128];
     ap_store_key(key, sizeof(key), "lark:user_token");
-    int stored = text != NULL && ap_redis_cmd(l->ctx->redis, NULL, NULL, "SET %s %s", key, text) == 0;
+    ap_store_key(channel, sizeof(channel), "events");
+    /* The event wakes the active poller: a token stored already due is refreshed at once. */
+    const char *argv[] = {"EVAL", ap_script_set_publish, "0", key, text, channel, "{\"type\":\"lark_token\"}"};
+    int stored = text != NULL && ap_redis_argv(l->ctx->redis, NULL, NULL, 7, argv, NULL) == 0;
     /* A few hundred bytes once per authorization: written in place, atomically, mode 0600. */
     if (text != NULL && l->token_file != NULL && ap_file_write_atomic(l->token_file, text, 0600) < 0) {
         ap_error(NULL, "lark: cannot write LARK_TOKEN_FILE: %s", strerror(errno));

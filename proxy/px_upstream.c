@@ -291,7 +291,7 @@ static void up_on_timer(evutil_socket_t fd, short what, void *arg)
             up_connect(x);
             return;
         }
-        struct ap_resolve *q = ap_resolve(x->ctx->dns, p->host, up_on_resolved, x);
+        struct ap_resolve *q = ap_resolve(x->ctx->base, p->host, up_on_resolved, x);
         if (q != NULL)
             x->resolving = q; /* else up_on_resolved ran already (and x may be gone) */
         return;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a task needs, only those missing.
-#   scripts/deps.sh build|run|test|bench ...
+#   scripts/deps.sh build|run|test|bench|fresh|containers ...
+# (fresh: what tests/fresh/ needs to make a new Debian root; containers: podman, for the
+# compose fleet test)
 # Package installs must not start system services (we run our own private
 # redis-server/nginx/haproxy), so a policy-rc.d denies service starts while
 # apt-get runs.
@@ -10,6 +12,9 @@ build=(gcc make pkg-config libc6-dev libevent-dev libhiredis-dev libcurl4-openss
 run=(redis-server python3 curl)
 test=(libcmocka-dev valgrind procps nodejs npm openssl haproxy redis-sentinel docker-compose chromium cppcheck clang libclang-rt-14-dev)
 bench=(wrk nginx-light util-linux procps)
+fresh=(debootstrap util-linux curl python3 git)
+containers=(podman podman-compose runc containernetworking-plugins golang-github-containernetworking-plugin-dnsname
+            iptables debootstrap util-linux python3)
 
 want=()
 for task in "$@"; do
@@ -18,7 +23,9 @@ for task in "$@"; do
     run) want+=("${build[@]}" "${run[@]}") ;;
     test) want+=("${build[@]}" "${run[@]}" "${test[@]}") ;;
     bench) want+=("${build[@]}" "${run[@]}" "${bench[@]}") ;;
-    *) echo "deps.sh: unknown task '$task' (build, run, test, bench)" >&2; exit 2 ;;
+    fresh) want+=("${fresh[@]}") ;;
+    containers) want+=("${containers[@]}") ;;
+    *) echo "deps.sh: unknown task '$task' (build, run, test, bench, fresh, containers)" >&2; exit 2 ;;
     esac
 done
 

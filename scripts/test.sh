@@ -8,11 +8,13 @@
 #   scripts/test.sh --quick    the normal build only (no sanitizer or valgrind pass)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh test
-make -j"$(nproc)" all
+scripts/deps.sh test containers
+make -j"$(nproc)" all unit
 status=0
 make test || status=1
 make analyze || status=1
+echo "== compose: docker-compose.yml brought up under podman (tests/compose)"
+python3 tests/integration/runner.py tests/compose/test_compose.py || status=1
 if [ "${1:-}" != "--quick" ]; then
     make -j"$(nproc)" sanitize || status=1
     echo "== valgrind: core integration tests with the daemons under valgrind"

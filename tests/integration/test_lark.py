@@ -1147,7 +1147,7 @@ class LarkPollerRefreshTest(LarkMixin, h.TestCase):
     def poller(self, name="poller", **env):
         e = {"LARK_APP_ID": APP_ID, "LARK_APP_SECRET": self.APP_SECRET,
              "LARK_BASE_URL": self.lark.url, "LARK_TOKEN_FILE": str(self.token_file),
-             "LARK_REFRESH_CHECK_SECONDS": "1", "LARK_REFRESH_BEFORE_SECONDS": "300",
+             "LARK_REFRESH_RETRY_SECONDS": "1", "LARK_REFRESH_BEFORE_SECONDS": "300",
              "POLL_INTERVAL_SECONDS": "1", "INSTANCE_ID": name}
         e.update(env)
         p = self.start_poller(self.mock, self.redis, name=self.unique_name(name), env=e)
@@ -1225,6 +1225,73 @@ class LarkPollerRefreshTest(LarkMixin, h.TestCase):
         self.assertIn("refresh failed", p.log())
         self.assertTrue(p.alive())
 
+    def authorize(self, proxy):
+        """Runs the OAuth callback on `proxy` (the mock issues the token); returns the stored record."""
+        h.wait_until(lambda: h.request("GET", proxy.url + "/health").json().get("redis") == "up", 10 * SLOW,
+                     message="the proxy's Redis up")
+        status, doc = proxy.admin("GET", "/admin/lark/authorize?redirect_uri=https%3A%2F%2Fx.example%2Fcb")
+        self.assertEqual(status, 200, doc)
+        code = "good-" + secrets.token_hex(6)
+        type(self).seeded.append(code)
+        r = h.request("GET", proxy.url + "/oauth/callback?code=%s&state=%s" % (code, doc["state"]))
+        self.assertEqual(r.status, 200, r.text)
+        return self.stored()
+
+    def lark_proxy(self, name):
+        return self.start_proxy(self.mock, self.redis, name=self.unique_name(name), env={
+            "LARK_APP_ID": APP_ID, "LARK_APP_SECRET": self.APP_SECRET, "LARK_BASE_URL": self.lark.url})
+
+    def test_token_stored_due_is_refreshed_at_once(self):
+        # The poller is active with nothing to refresh; then a replica's callback stores a
+        # token that is already inside LARK_REFRESH_BEFORE_SECONDS (120 s < 300 s). Its event
+        # wakes the poller: refreshed within a second or two, not at some next fixed tick.
+        proxy = self.lark_proxy("proxy-due")
+        self.poller()
+        h.wait_until(lambda: self.rc.cmd("GET", PREFIX + "poller:leader"), 10 * SLOW)
+        time.sleep(0.5)
+        self.lark.control(expires_in=120)
+        first = self.authorize(proxy)
+        t0 = time.monotonic()
+        new = h.wait_until(lambda: (self.stored() or {}).get("access_token") != first["access_token"]
+                           and self.stored(), timeout=4 * SLOW, message="refreshed at once after the callback")
+        self.assertLess(time.monotonic() - t0, 3 * SLOW)
+        self.lark.control(expires_in=7200)  # (the refresh may have got a 120 s token too: due again)
+        self.assertEqual(self.refreshes()[0]["json"]["refresh_token"], first["refresh_token"])
+        self.assertIn(new["access_token"], self.lark.state()["user_tokens"])
+        self.assert_logs_clean([proxy], extra=self.seeded + [first["access_token"], first["refresh_token"],
+                                                             new["access_token"], new["refresh_token"]])
+
+    def test_next_refresh_scheduled_from_expiry(self):
+        # A token due in 3 s (expiry - before): the poller looks at once when it becomes
+        # active, sees it is not due, and comes back exactly then: not before, and without
+        # waiting for a fixed interval (retries are set to 60 s, so none can stand in).
+        old = self.seed(300 + 3)
+        t0 = time.monotonic()
+        p = self.poller(LARK_REFRESH_RETRY_SECONDS="60")
+        time.sleep(2)
+        self.assertEqual(self.refreshes(), [], "refreshed before it was due")
+        new = h.wait_until(lambda: (self.stored() or {}).get("access_token") != old["access_token"]
+                           and self.stored(), timeout=5 * SLOW, message="refreshed when due")
+        elapsed = time.monotonic() - t0
+        self.assertGreater(elapsed, 2.5)
+        self.assertLess(elapsed, 5 * SLOW)
+        self.assertEqual(len(self.refreshes()), 1)
+        # The new token lives 7200 s: the next look is 6900 s away, so nothing more happens.
+        time.sleep(1.5)
+        self.assertEqual(len(self.refreshes()), 1)
+        self.assertTrue(p.alive())
+
+    def test_before_longer_than_lifetime_does_not_spin(self):
+        # LARK_REFRESH_BEFORE_SECONDS past the token's whole lifetime: every new token is
+        # due at once. The poller warns and waits LARK_REFRESH_RETRY_SECONDS between refreshes.
+        self.seed(60)
+        p = self.poller(LARK_REFRESH_BEFORE_SECONDS="8000", LARK_REFRESH_RETRY_SECONDS="2")
+        reqs = h.wait_until(lambda: (lambda r: len(r) >= 2 and r)(self.refreshes()), timeout=10 * SLOW,
+                            message="two refreshes")
+        self.assertGreaterEqual(reqs[1]["t"] - reqs[0]["t"], 1.9)  # the retry wait, not a spin
+        self.assertIn("already due", p.log())
+        self.assertTrue(p.alive())
+
     def test_only_active_poller_refreshes(self):
         old = self.seed(60)
         self.poller("poller-1")
@@ -1239,13 +1306,7 @@ class LarkPollerRefreshTest(LarkMixin, h.TestCase):
         proxy = self.start_proxy(self.mock, self.redis, name=self.unique_name("proxy-e2e"), env={
             "LARK_APP_ID": APP_ID, "LARK_APP_SECRET": self.APP_SECRET,
             "LARK_BASE_URL": self.lark.url, "LARK_TOKEN_FILE": str(self.token_file)})
-        status, doc = proxy.admin("GET", "/admin/lark/authorize?redirect_uri=https%3A%2F%2Fx.example%2Fcb")
-        self.assertEqual(status, 200, doc)
-        code = "good-" + secrets.token_hex(6)
-        type(self).seeded.append(code)
-        r = h.request("GET", proxy.url + "/oauth/callback?code=%s&state=%s" % (code, doc["state"]))
-        self.assertEqual(r.status, 200, r.text)
-        first = self.stored()
+        first = self.authorize(proxy)
         self.lark.control(expires_in=7200)
         self.poller()
         new = h.wait_until(lambda: (self.stored() or {}).get("access_token") != first["access_token"]
@@ -1253,7 +1314,7 @@ class LarkPollerRefreshTest(LarkMixin, h.TestCase):
         self.assertEqual(self.refreshes()[0]["json"]["refresh_token"], first["refresh_token"])
         self.assertEqual(new["expires_in"], 7200)
         self.assertEqual(json.loads(self.token_file.read_text()), new)
-        self.assert_logs_clean([proxy], extra=[code])
+        self.assert_logs_clean([proxy], extra=self.seeded)
 
     def test_zz_logs_have_no_secrets(self):
         self.assert_logs_clean(self.pollers, extra=self.seeded)

@@ -209,5 +209,34 @@ class RedisOutageTest(h.TestCase):
                              if m.startswith("backlog-model-")), n)
 
 
+class RedisHostNameTest(h.TestCase):
+    """REDIS_URL with a host name: resolved by the system resolver (getaddrinfo, on a thread
+    off the loop), as every other program on the machine resolves it; a name that does not
+    resolve keeps the replica up, degraded, saying why in its log."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.redis = cls.start_redis()
+        cls.mock = cls.start_mock()
+
+    def test_host_name_resolves_and_serves(self):
+        p = self.start_proxy(self.mock, "redis://localhost:%d/0" % self.redis.port)
+        h.wait_until(lambda: h.request("GET", p.url + "/health").json()["redis"] == "up", 10,
+                     message="Redis up through localhost")
+        key = p.create_key("by-name")
+        r = h.request("POST", p.url + "/v1/messages", headers={"x-api-key": key},
+                      body={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+        self.assertEqual(r.status, 200, r.text)
+        self.assertIn("redis: connected to localhost:%d" % self.redis.port, p.log())
+
+    def test_unresolvable_host_degraded_and_says_why(self):
+        p = self.start_proxy(self.mock, "redis://no-such-host.invalid:6379/0")
+        r = h.wait_until(lambda: (lambda r: r.status == 503 and r)(h.request("GET", p.url + "/health")), 10)
+        self.assertEqual(r.json()["status"], "degraded")
+        h.wait_until(lambda: "cannot resolve no-such-host.invalid" in p.log(), 10, message="the reason logged")
+        self.assertTrue(p.alive())
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -161,10 +161,25 @@ static const struct CMUnitTest tests[] = {
     OK("a2o system string -> leading system message", A2O,
        A_REQ(",'system':'Be brief.'", HI),
        O_OUT("", "{'role':'system','content':'Be brief.'}," HI)),
-    OK("a2o system blocks -> one system message per block, cache_control dropped", A2O,
+    OK("a2o system blocks -> ONE leading system message, blank line between, cache_control dropped",
+       A2O,
        A_REQ(",'system':[{'type':'text','text':'One.'},"
-             "{'type':'text','text':'Two.','cache_control':{'type':'ephemeral'}}]", HI),
-       O_OUT("", "{'role':'system','content':'One.'},{'role':'system','content':'Two.'}," HI)),
+             "{'type':'text','text':'Two.','cache_control':{'type':'ephemeral'}},"
+             "{'type':'text','text':'Three.\\nline'}]", HI),
+       O_OUT("", "{'role':'system','content':'One.\\n\\nTwo.\\n\\nThree.\\nline'}," HI)),
+    OK("a2o system: one block -> its text; empty blocks add nothing", A2O,
+       A_REQ(",'system':[{'type':'text','text':''},{'type':'text','text':'Only.',"
+             "'cache_control':{'type':'ephemeral','ttl':'1h'}},{'type':'text','text':''}]", HI),
+       O_OUT("", "{'role':'system','content':'Only.'}," HI)),
+    OK("a2o system: no block or only empty ones -> no system message", A2O,
+       A_REQ(",'system':[{'type':'text','text':''}]", HI), O_OUT("", HI)),
+    OK("a2o system blocks stay first, before a multi-turn history", A2O,
+       A_REQ(",'system':[{'type':'text','text':'A.'},{'type':'text','text':'B.'}]",
+             HI ",{'role':'assistant','content':'ok'},{'role':'user','content':'more'}"),
+       O_OUT("", "{'role':'system','content':'A.\\n\\nB.'}," HI
+                 ",{'role':'assistant','content':'ok'},{'role':'user','content':'more'}")),
+    REFUSED("a2o system block without text (after good ones) is refused", A2O,
+            A_REQ(",'system':[{'type':'text','text':'ok'},{'type':'text'}]", HI), "system blocks must be text"),
     REFUSED("a2o system block that is not text is refused", A2O,
             A_REQ(",'system':[{'type':'image'}]", HI), "system blocks must be text"),
     /* text */

@@ -358,6 +358,24 @@ static void classify_v2_other(void **state)
 
 /* ---- HTML escape ---- */
 
+/* When the poller refreshes the user token: at once when due, else at expiry - before. */
+static void refresh_in_ms_cases(void **state)
+{
+    (void)state;
+    const int64_t now = 1700000000000LL;
+    /* Due: inside the window, exactly at its edge, already expired. */
+    assert_int_equal(ap_lark_refresh_in_ms(now + 60 * 1000, now, 300), 0);
+    assert_int_equal(ap_lark_refresh_in_ms(now + 300 * 1000, now, 300), 0);
+    assert_int_equal(ap_lark_refresh_in_ms(now - 5000, now, 300), 0);
+    /* Not due: scheduled from the expiry, to the millisecond. */
+    assert_int_equal(ap_lark_refresh_in_ms(now + 303 * 1000 + 7, now, 300), 3007);
+    assert_int_equal(ap_lark_refresh_in_ms(now + 7200 * 1000, now, 5400), 1800 * 1000);
+    /* before 0: right at expiry. */
+    assert_int_equal(ap_lark_refresh_in_ms(now + 1500, now, 0), 1500);
+    /* Far away: at most the safety-net wait. */
+    assert_int_equal(ap_lark_refresh_in_ms(now + 30LL * 86400 * 1000, now, 900), AP_LARK_MAX_WAIT_MS);
+}
+
 static void html_escape_cases(void **state)
 {
     (void)state;
@@ -489,6 +507,7 @@ int main(void)
         cmocka_unit_test(classify_card_action_variants),
         cmocka_unit_test(classify_v1_event),
         cmocka_unit_test(classify_v2_other),
+        cmocka_unit_test(refresh_in_ms_cases),
         cmocka_unit_test(html_escape_cases),
         cmocka_unit_test(argv_split_basic),
         cmocka_unit_test(argv_split_no_shell),
