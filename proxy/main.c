@@ -55,14 +55,16 @@ static void main_on_drain(evutil_socket_t fd, short what, void *arg)
             event_base_loopexit(ctx->base, NULL);
         return;
     }
-    int busy = ctx->stats.active > 0;
+    /* Answered is not delivered: a reply still in a connection's output buffer is waited for too. */
+    int busy = ctx->stats.active > 0 || px_http_unsent(ctx) > 0;
     int unflushed = px_usage_pending(ctx->usage) > 0 && ap_redis_up(ctx->redis);
     if ((busy || unflushed) && main_mono_ms() < m->drain_deadline_ms) {
         px_usage_kick(ctx->usage);
         return;
     }
     if (busy)
-        ap_warn(NULL, "shutdown: grace period over with %d requests still in flight", ctx->stats.active);
+        ap_warn(NULL, "shutdown: grace period over with %d requests in flight, %zu replies not all written",
+                ctx->stats.active, px_http_unsent(ctx));
     m->leave_deadline_ms = main_mono_ms() + LEAVE_WAIT_MS;
     px_fleet_leave(ctx->fleet, main_on_left, m);
 }

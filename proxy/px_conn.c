@@ -210,6 +210,14 @@ size_t px_conn_count(const struct px_ctx *ctx)
     return ctx->nconns;
 }
 
+size_t px_conn_unsent(const struct px_ctx *ctx)
+{
+    size_t n = 0;
+    for (const struct px_conn *c = ctx->conns; c != NULL; c = c->next)
+        n += !c->dead && evbuffer_get_length(c->out) > 0;
+    return n;
+}
+
 void px_conn_drain_all(struct px_ctx *ctx)
 {
     for (struct px_conn *c = ctx->conns, *next; c != NULL; c = next) {

@@ -99,6 +99,8 @@ void px_conn_drain(struct px_conn *c);
 
 /* Every open connection of the server. */
 size_t px_conn_count(const struct px_ctx *ctx);
+/* Open connections with reply bytes still to write. */
+size_t px_conn_unsent(const struct px_ctx *ctx);
 /* Stop accepting: idle connections close now, busy ones after their reply. */
 void px_conn_drain_all(struct px_ctx *ctx);
 /* Teardown: every connection closes, and the owner of each request in flight is told now. */

@@ -35,6 +35,8 @@ void px_http_stop_accepting(struct px_ctx *ctx);
 void px_http_free(struct px_ctx *ctx);
 /* Client connections open now. */
 size_t px_http_connections(const struct px_ctx *ctx);
+/* Connections whose reply is not all written yet (a graceful stop waits for them). */
+size_t px_http_unsent(const struct px_ctx *ctx);
 /* Connections turned away (over MAX_CONNECTIONS, or out of descriptors). */
 unsigned long long px_http_refused(const struct px_ctx *ctx);
 

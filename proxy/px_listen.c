@@ -209,6 +209,11 @@ void px_http_free(struct px_ctx *ctx)
     ctx->server = NULL;
 }
 
+size_t px_http_unsent(const struct px_ctx *ctx)
+{
+    return px_conn_unsent(ctx);
+}
+
 size_t px_http_connections(const struct px_ctx *ctx)
 {
     return px_conn_count(ctx);

@@ -1,6 +1,8 @@
 """Graceful shutdown (docs/contract.md section 1): on SIGTERM stop accepting, let in-flight requests
 and streams finish, flush usage, exit 0."""
 
+import json
+import re
 import signal
 import socket
 import threading
@@ -37,6 +39,36 @@ class ShutdownTest(h.TestCase):
         st, doc = other.admin("GET", "/admin/usage")
         self.assertEqual(st, 200)
         return doc
+
+    def test_sigterm_waits_for_a_reply_still_being_written(self):
+        # Regression: the replica left as soon as no request was in flight, while the last
+        # reply was still in its output buffer for a client reading slowly: cut short.
+        text = " ".join("word%d" % i for i in range(800000))  # ~8 MB: more than the kernel buffers hold
+        self.mock.behaviour("*", text=text)
+        body = json.dumps({"model": MODEL, "max_tokens": 8,
+                           "messages": [{"role": "user", "content": "big"}]}).encode()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", self.proxy.port))
+        self.addCleanup(s.close)
+        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: " + self.key.encode() +
+                  b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        got = s.recv(4096)
+        self.assertTrue(got.startswith(b"HTTP/1.1 200"), got[:100])
+        time.sleep(0.5)  # the answer is in; the proxy holds the rest for this slow reader
+        self.proxy.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        s.settimeout(10)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        head, _, rest = got.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))
+        self.assertEqual(len(rest), length, "the reply was cut short at shutdown")
+        json.loads(rest)
+        self.assertEqual(self.proxy.wait(15), 0)
 
     def test_sigterm_lets_a_slow_stream_finish_and_flushes_usage(self):
         text = " ".join("w%d" % i for i in range(WORDS))
