@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test from a fresh Debian machine: installs what is missing,
-# builds, runs the unit + integration (+ SDK, cluster) tests, then the same
-# tests again against an ASan/UBSan build, then the core integration tests with
-# the proxies and pollers under valgrind (leaks and memory errors fail them),
-# then every fuzz target for a few seconds (FUZZ_SECONDS, default 4) under ASan/UBSan.
+# Runs every test from a fresh Debian machine: installs what is missing, builds,
+# runs the unit + integration (+ SDK, console, cluster) tests, the static analysis
+# (make analyze), the compose fleet (docker-compose.yml under podman; skipped, saying
+# why, where podman cannot run containers), then the same tests again against an
+# ASan/UBSan build, the core integration tests with the daemons under valgrind (leaks
+# and memory errors fail them), and every fuzz target for a few seconds
+# (FUZZ_SECONDS, default 4) under ASan/UBSan.
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    the normal build only (no sanitizer or valgrind pass)
+#   scripts/test.sh --quick    the first pass only (no sanitizer, valgrind or fuzz pass)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test containers
