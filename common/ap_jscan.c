@@ -6,6 +6,7 @@
 #include "ap_jscan.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define JSCAN_MAX_DEPTH 1000
@@ -152,6 +153,7 @@ static int jscan_object(struct jscan *s, struct ap_jscan *top, int level)
             return -1;
 
         enum ap_jtype t, *slot = NULL;
+        const char **raw = NULL, *vstart = (const char *)s->p;
         int is_model = 0, is_options = 0;
         if (top != NULL && level == 0 && !kesc) {
             if (kl == 5 && memcmp(k, "model", 5) == 0 && top->model == AP_J_ABSENT) {
@@ -162,6 +164,13 @@ static int jscan_object(struct jscan *s, struct ap_jscan *top, int level)
             } else if (kl == 14 && memcmp(k, "stream_options", 14) == 0 && top->stream_options == AP_J_ABSENT) {
                 slot = &top->stream_options;
                 is_options = 1;
+            } else if (kl == 10 && memcmp(k, "max_tokens", 10) == 0 && top->max_tokens == AP_J_ABSENT) {
+                slot = &top->max_tokens;
+                raw = &top->max_tokens_raw;
+            } else if (kl == 21 && memcmp(k, "max_completion_tokens", 21) == 0 &&
+                       top->max_completion_tokens == AP_J_ABSENT) {
+                slot = &top->max_completion_tokens;
+                raw = &top->max_completion_tokens_raw;
             }
         } else if (top != NULL && level == 1 && !kesc && kl == 13 && memcmp(k, "include_usage", 13) == 0 &&
                    top->include_usage == AP_J_ABSENT) {
@@ -176,6 +185,8 @@ static int jscan_object(struct jscan *s, struct ap_jscan *top, int level)
         }
         if (slot != NULL)
             *slot = t;
+        if (raw != NULL && t == AP_J_NUMBER)
+            *raw = vstart;
         jscan_ws(s);
         if (s->p < s->end && *s->p == ',') {
             s->p++;
@@ -266,4 +277,16 @@ int ap_jscan(const char *buf, size_t len, struct ap_jscan *out)
         return -1;
     jscan_ws(&s);
     return s.p == s.end ? 0 : -1;
+}
+
+long long ap_jscan_max_tokens(const struct ap_jscan *js)
+{
+    const char *raw = js->max_completion_tokens == AP_J_NUMBER ? js->max_completion_tokens_raw
+                      : js->max_tokens == AP_J_NUMBER          ? js->max_tokens_raw
+                                                               : NULL;
+    if (raw == NULL)
+        return -1;
+    /* The scan proved it a JSON number, and a number's text ends before the next delimiter. */
+    double v = strtod(raw, NULL);
+    return v >= 0 && v < 1e15 ? (long long)v : -1;
 }

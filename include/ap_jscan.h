@@ -24,6 +24,10 @@ struct ap_jscan {
     enum ap_jtype stream;               /* of top-level "stream" */
     enum ap_jtype stream_options;       /* of top-level "stream_options" */
     enum ap_jtype include_usage;        /* of stream_options.include_usage */
+    enum ap_jtype max_tokens;           /* of top-level "max_tokens" */
+    const char *max_tokens_raw;         /* its text when a number (points into the input) */
+    enum ap_jtype max_completion_tokens;
+    const char *max_completion_tokens_raw;
 };
 
 /*
@@ -32,5 +36,12 @@ struct ap_jscan {
  * members: the first one counts, as with cJSON_GetObjectItem.
  */
 int ap_jscan(const char *buf, size_t len, struct ap_jscan *out);
+
+/*
+ * The output limit the request asks for: max_completion_tokens, else
+ * max_tokens (a non-negative number, fractions dropped), or -1 when neither
+ * is such a number. Call only while the scanned buffer is alive.
+ */
+long long ap_jscan_max_tokens(const struct ap_jscan *js);
 
 #endif

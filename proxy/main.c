@@ -4,11 +4,13 @@
  * SIGTERM/SIGINT stop the listener, let in-flight requests and streams
  * finish (up to SHUTDOWN_GRACE_SECONDS), flush usage, exit 0.
  */
+#include "px_policy.h"
 #include "px_req.h"
 
 #include "ap_curl.h"
 #include "ap_fallback.h"
 #include "ap_log.h"
+#include "ap_prices.h"
 #include "ap_store.h"
 
 #include <event2/dns.h>
@@ -87,6 +89,13 @@ static int main_setup(struct main_state *m)
         ap_error(NULL, "FALLBACK_CONFIG: %s", err);
         return -1;
     }
+    if (ctx->cfg.prices_path[0] != '\0') {
+        ctx->prices = ap_prices_load(ctx->cfg.prices_path, err, sizeof(err));
+        if (ctx->prices == NULL) {
+            ap_error(NULL, "PRICES_CONFIG: %s", err);
+            return -1;
+        }
+    }
     if (ctx->cfg.keys_file[0] != '\0') {
         int failed;
         ctx->import = px_import_new(ctx, ctx->cfg.keys_file, &failed);
@@ -117,12 +126,13 @@ static int main_setup(struct main_state *m)
     ctx->usage = px_usage_new(ctx);
     ctx->fb = px_fallback_new(ctx);
     ctx->lark = px_lark_new(ctx);
+    ctx->policy = px_policy_new(ctx);
     char channel[128];
     ap_store_key(channel, sizeof(channel), "events");
     struct ap_redis_cbs cbs = {px_events_on_up, px_events_on_down, px_events_on_message, ctx};
     ctx->redis = ap_redis_new(ctx->base, ctx->dns, &ctx->cfg.redis, channel, &cbs);
     if (ctx->dns == NULL || ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->fb == NULL ||
-        ctx->lark == NULL || ctx->redis == NULL)
+        ctx->lark == NULL || ctx->policy == NULL || ctx->redis == NULL)
         return -1;
     if (px_http_start(ctx) < 0)
         return -1;
@@ -134,9 +144,10 @@ static int main_setup(struct main_state *m)
         return -1;
     event_add(m->sigterm, NULL);
     event_add(m->sigint, NULL);
-    ap_info(NULL, "api-proxy %s up: upstream %s, redis %s:%d, %zu tiers (fallback %s)", ctx->cfg.instance_id,
-            ctx->cfg.upstream_url, ctx->cfg.redis.host, ctx->cfg.redis.port, ctx->fallback->ntiers,
-            ctx->fallback->enabled ? "on" : "off");
+    ap_info(NULL, "api-proxy %s up: upstream %s, redis %s:%d, %zu tiers (fallback %s), %zu prices, "
+            "POLICY_FAIL_MODE=%s", ctx->cfg.instance_id, ctx->cfg.upstream_url, ctx->cfg.redis.host,
+            ctx->cfg.redis.port, ctx->fallback->ntiers, ctx->fallback->enabled ? "on" : "off",
+            ap_prices_count(ctx->prices), ctx->cfg.policy_fail_open ? "open" : "closed");
     return 0;
 }
 
@@ -162,6 +173,8 @@ static void main_teardown(struct main_state *m)
     px_keys_free(ctx->keys);
     px_fallback_free(ctx->fb);
     px_lark_free(ctx->lark);
+    px_policy_free(ctx->policy);
+    ap_prices_free(ctx->prices);
     px_attempt_pool_free(ctx);
     ap_curl_free(ctx->curl);
     px_import_free(ctx->import);

@@ -18,6 +18,8 @@
  */
 #include "px_req.h"
 
+#include "px_policy.h"
+
 #include "ap_conv.h"
 #include "ap_curl.h"
 #include "ap_fallback.h"
@@ -232,6 +234,12 @@ static void attempt_copy_headers(struct px_req *r, int converted)
         evhttp_add_header(out, "Content-Type", r->is_sse ? "text/event-stream" : "application/json");
     evhttp_remove_header(out, "x-request-id");
     evhttp_add_header(out, "x-request-id", r->rid);
+    /* policy: the key's own x-ratelimit-* replace the upstream's */
+    struct ap_header rl[4];
+    for (size_t i = 0, n = px_policy_headers(r->adm, rl); i < n; i++) {
+        evhttp_remove_header(out, rl[i].name);
+        evhttp_add_header(out, rl[i].name, rl[i].value);
+    }
     if (r->api) {
         const struct ap_tier *t = r->target.tier;
         evhttp_add_header(out, "x-api-proxy-model", r->served_model);

@@ -13,6 +13,8 @@
  */
 #include "px_req.h"
 
+#include "px_policy.h"
+
 #include "ap_fallback.h"
 #include "ap_jscan.h"
 #include "ap_log.h"
@@ -107,6 +109,7 @@ static void relay_route(struct px_req *r)
 {
     r->chain = ap_fallback_ref(r->ctx->fallback);
     r->nplan = r->api ? px_fallback_plan(r->ctx->fb, r->model, r->plan, PX_MAX_TIERS) : 0;
+    r->nplan = px_policy_filter(r->adm, r->plan, r->nplan); /* policy: tiers the key may not use */
     r->iplan = 0;
     if (r->nplan > 0 && strcmp(r->plan[0]->model, r->model) != 0) {
         ap_info(r->rid, "fallback: %s is unavailable, using %s", r->model, r->plan[0]->model);
@@ -198,6 +201,22 @@ cJSON *px_req_json(struct px_req *r)
     return r->json;
 }
 
+/* policy: the key's verdict (px_policy.h); a refusal is already counted as refused. */
+static void relay_on_admit(void *arg, const struct px_verdict *v)
+{
+    struct px_req *r = arg;
+    if (v->status == 0) {
+        relay_route(r);
+        return;
+    }
+    r->counted = 1;
+    r->reply_status = v->status;
+    evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "x-request-id", r->rid);
+    px_policy_reply(r->ereq, r->err_fmt == PX_FMT_OPENAI, v);
+    r->ereq = NULL;
+    px_relay_finish(r);
+}
+
 static void relay_authorized(struct px_req *r)
 {
     if (r->key.state == PX_KEY_DISABLED) {
@@ -207,7 +226,12 @@ static void relay_authorized(struct px_req *r)
         px_relay_reply_error(r, 401, "Invalid API key");
         px_relay_finish(r);
     } else {
-        relay_route(r);
+        /* policy: admission (limits, allow-list, expiry) before routing */
+        struct evbuffer *in = evhttp_request_get_input_buffer(r->ereq);
+        struct px_policy_req q = {r->key_hash, r->key.id, r->api ? r->model : NULL, r->err_fmt == PX_FMT_OPENAI,
+                                  r->api ? (const char *)evbuffer_pullup(in, -1) : NULL, evbuffer_get_length(in),
+                                  r->rid};
+        px_policy_admit(r->ctx, &q, &r->adm, relay_on_admit, r);
     }
 }
 
@@ -301,6 +325,7 @@ static void relay_count(struct px_req *r)
     r->counted = 1;
     int ok = r->reply_status >= 200 && r->reply_status < 300;
     px_usage_record(r->ctx->usage, r->key.id, r->served_model[0] ? r->served_model : r->model, &r->usage, ok);
+    px_policy_end(&r->adm, &r->usage); /* policy: settled in the same usage batch */
     if (ok)
         px_metrics_tokens(&r->usage);
 }
@@ -338,6 +363,7 @@ void px_relay_finish(struct px_req *r)
     const char *model = r->served_model[0] ? r->served_model : r->model;
     const char *tier = r->target.tier ? r->target.tier->name : r->t_sent ? "upstream" : "";
     relay_count(r);
+    px_policy_end(&r->adm, &r->usage); /* policy: requests never counted */
     static const char *const routes[] = {"messages", "chat_completions", "passthrough"};
     px_metrics_request(routes[r->route], r->reply_status, tier, model);
     if (r->t_sent != 0) {

@@ -16,6 +16,7 @@ struct ap_fallback;
 struct ap_tier;
 struct ap_stream;
 struct cJSON;
+struct px_admission;
 
 #define PX_MAX_TIERS 16
 
@@ -44,6 +45,7 @@ struct px_req {
     int64_t t0;                         /* monotonic ms at arrival */
     char key_hash[AP_SHA256_HEX];
     struct px_key_info key;
+    struct px_admission *adm;           /* owned: the key policy's admission (px_policy.h); NULL: none */
     struct cJSON *json;                 /* owned: the client's body, parsed only when it must change */
     unsigned api:1;                     /* a Messages / Chat Completions call (body validated) */
     char model[AP_MODEL_MAX];           /* requested model, "" if none */

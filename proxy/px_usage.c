@@ -27,11 +27,11 @@
 #include "ap_delta.h"
 #include "ap_keys.h"
 #include "ap_log.h"
+#include "ap_prices.h"
 #include "ap_store.h"
 #include "ap_time.h"
 
 #include <event2/event.h>
-#include <openssl/sha.h>
 #include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,22 +73,10 @@ struct px_usage {
     uint64_t seq;
     struct event *timer;        /* owned */
     unsigned sending:1;         /* an EVAL is awaiting its reply */
+    unsigned urgent:1;          /* pending settlements free concurrency slots: send without waiting for the timer */
 };
 
 static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv);
-
-/* Redis names scripts by the SHA-1 of their text. */
-static void usage_sha1_hex(const char *text, char out[41])
-{
-    unsigned char d[20];
-    static const char hx[] = "0123456789abcdef";
-    SHA1((const unsigned char *)text, strlen(text), d);
-    for (int i = 0; i < 20; i++) {
-        out[2 * i] = hx[d[i] >> 4];
-        out[2 * i + 1] = hx[d[i] & 15];
-    }
-    out[40] = '\0';
-}
 
 static int usage_tuple_cmp(const void *a, const void *b)
 {
@@ -112,6 +100,8 @@ static void usage_expand_one(const void *node, VISIT which, void *arg)
         .key_id = t->key_id,
         .model = t->model,
         .usage = t->sum,
+        /* Prices are linear: the cost of a sum is the sum of the costs, exactly. */
+        .cost_nano = ap_price_cost(ap_prices_find(u->ctx->prices, t->model), &t->sum),
         .when_ms = t->last_ms,
         .tz_offset = u->ctx->cfg.tz_offset,
         .ok = t->ok,
@@ -173,6 +163,7 @@ static void usage_send(struct px_usage *u)
         ap_store_key(u->inflight_id, sizeof(u->inflight_id), "flush:%s:%s:%llu", u->ctx->cfg.instance_id, u->boot,
                      (unsigned long long)++u->seq);
         u->inflight = ap_delta_take_flush(u->pending, USAGE_BATCH_MAX_OPS, u->inflight_id, USAGE_DEDUPE_TTL_S);
+        u->urgent = 0;
         u->flight_covers = ap_delta_count(u->pending) == 0;
         struct usage_waiter *w = u->w_next;
         u->w_next = NULL;
@@ -236,7 +227,7 @@ static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
     /* Waiters, a backlog (after an outage) or shutdown: go on without waiting for the timer. */
     size_t left = ap_delta_count(u->pending) + u->ntuples;
     if (u->w_flight != NULL || u->w_next != NULL || ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS ||
-        (left > 0 && u->ctx->draining))
+        (left > 0 && (u->ctx->draining || u->urgent)))
         usage_send(u);
 }
 
@@ -257,7 +248,7 @@ struct px_usage *px_usage_new(struct px_ctx *ctx)
         free(u);
         return NULL;
     }
-    usage_sha1_hex(ap_script_flush, u->flush_sha);
+    ap_sha1_hex(ap_script_flush, u->flush_sha);
     u->pending = ap_delta_new();
     u->timer = event_new(ctx->base, -1, EV_PERSIST, usage_on_timer, u);
     if (u->pending == NULL || u->timer == NULL) {
@@ -323,6 +314,16 @@ void px_usage_record(struct px_usage *u, const char *key_id, const char *model,
     t->sum.output += usage->output;
     t->sum.cache_creation += usage->cache_creation;
     t->sum.cache_read += usage->cache_read;
+}
+
+void px_usage_settle(struct px_usage *u, const char *base, const char *admission_id, int64_t tokens)
+{
+    if (ap_delta_settle(u->pending, base, admission_id, tokens) < 0) {
+        ap_error(NULL, "usage: out of memory settling admission %s (its lease will lapse)", admission_id);
+        return;
+    }
+    u->urgent = 1;
+    usage_send(u);
 }
 
 size_t px_usage_pending(const struct px_usage *u)

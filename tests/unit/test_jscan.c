@@ -106,12 +106,41 @@ static void test_not_nul_terminated(void **state)
     assert_int_equal(ap_jscan(buf, 12, &js), -1);
 }
 
+static void test_max_tokens(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *doc;
+        long long want;
+    } cases[] = {
+        {"{\"max_tokens\":100}", 100},
+        {"{\"max_tokens\": 100 ,\"model\":\"m\"}", 100},
+        {"{\"max_completion_tokens\":50,\"max_tokens\":100}", 50}, /* OpenAI's newer name wins */
+        {"{\"max_tokens\":100,\"max_completion_tokens\":50}", 50},
+        {"{\"max_tokens\":1e3}", 1000},
+        {"{\"max_tokens\":2.9}", 2},
+        {"{\"max_tokens\":-5}", -1},
+        {"{\"max_tokens\":\"100\"}", -1},
+        {"{\"max_tokens\":null}", -1},
+        {"{\"x\":{\"max_tokens\":100}}", -1},  /* only the top level counts */
+        {"{\"max_tokens\":1e300}", -1},
+        {"{}", -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct ap_jscan js;
+        assert_int_equal(ap_jscan(cases[i].doc, strlen(cases[i].doc), &js), 0);
+        if (ap_jscan_max_tokens(&js) != cases[i].want)
+            fail_msg("%s: max_tokens %lld, want %lld", cases[i].doc, ap_jscan_max_tokens(&js), cases[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid),          cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_depth_limit),    cmocka_unit_test(test_members),
         cmocka_unit_test(test_member_types),   cmocka_unit_test(test_not_nul_terminated),
+        cmocka_unit_test(test_max_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
