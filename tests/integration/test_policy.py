@@ -409,6 +409,28 @@ class PolicyTest(h.TestCase):
                      message="the slot released when the client left")
 
 
+class PricesConfigTest(h.TestCase):
+    """The shipped example loads; a broken PRICES_CONFIG stops the replica with the reason."""
+
+    def test_example_loads_and_bad_files_are_startup_errors(self):
+        redis = self.start_redis()
+        example = h.ROOT / "prices.json.example"
+        models = [k for k in json.loads(example.read_text()) if not k.startswith("_")]
+        p = self.start_proxy("http://127.0.0.1:9", redis, env={"PRICES_CONFIG": str(example)})
+        self.assertEqual(h.request("GET", p.url + "/health").json()["policy"]["prices"], len(models))
+        for name, text, want in (("missing", None, "cannot read"),
+                                 ("bad", '{"m": {"input": 1}}', "m: output: required")):
+            path = self.workdir / ("%s.json" % name)
+            if text is not None:
+                path.write_text(text)
+            bad = h.Proxy(self.workdir, "http://127.0.0.1:9", redis, env={"PRICES_CONFIG": str(path)},
+                          name="bad-" + name, valgrind=False)
+            bad.spawn()
+            self.assertNotEqual(bad.wait(10), 0)
+            self.assertIn("PRICES_CONFIG", bad.log())
+            self.assertIn(want, bad.log())
+
+
 class FailModeTest(h.TestCase):
     """Redis frozen with SIGSTOP: open serves limited keys unchecked and counts them when
     Redis returns; closed answers 503; keys without counted limits are not affected."""
