@@ -32,7 +32,8 @@ const char ap_script_policy_admit[] =
     "local lease, rpm, tpm, cc = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])\n"
     "local wt, rt, rn = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])\n"
     "local win, tv, live, adm = b..'win', b..'tv', b..'live', b..'adm'\n"
-    "if redis.call('HEXISTS', adm, id) == 1 or redis.call('ZSCORE', win, id) then\n"
+    /* Already admitted: where an admission leaves its mark (a lease, else a window entry). */
+    "if (lease > 0 and redis.call('HEXISTS', adm, id) == 1) or (lease <= 0 and redis.call('ZSCORE', win, id)) then\n"
     "  return {0, 0, -1, -1, 0, 0}\n"
     "end\n"
     /* Leases nobody renews any more: their replica died. */
@@ -76,8 +77,10 @@ const char ap_script_policy_admit[] =
     "if lim[1] >= 0 or lim[2] >= 0 or lim[3] >= 0 or lim[4] >= 0 then\n"
     "  local r = redis.call('HMGET', b..'r', 't', 'n')\n"
     "  local held_t, held_n = tonumber(r[1] or '0'), tonumber(r[2] or '0')\n"
-    "  local d = redis.call('HMGET', p..'u:kd:'..kid..':'..ARGV[8], 'input', 'output', 'cost')\n"
-    "  local m = redis.call('HMGET', p..'u:kmo:'..kid..':'..ARGV[9], 'input', 'output', 'cost')\n"
+    /* Only the periods that have a limit are read. */
+    "  local d, m = {}, {}\n"
+    "  if lim[1] >= 0 or lim[3] >= 0 then d = redis.call('HMGET', p..'u:kd:'..kid..':'..ARGV[8], 'input', 'output', 'cost') end\n"
+    "  if lim[2] >= 0 or lim[4] >= 0 then m = redis.call('HMGET', p..'u:kmo:'..kid..':'..ARGV[9], 'input', 'output', 'cost') end\n"
     "  local used = {tonumber(d[1] or '0') + tonumber(d[2] or '0'), tonumber(m[1] or '0') + tonumber(m[2] or '0'),\n"
     "                tonumber(d[3] or '0'), tonumber(m[3] or '0')}\n"
     "  local held = {held_t, held_t, held_n, held_n}\n"
