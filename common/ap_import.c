@@ -262,12 +262,13 @@ int ap_import_parse(const char *json, size_t len, struct ap_import *out, char *e
             out->skipped++;
             continue;
         }
-        char why[300] = "";
+        /* The first problem is kept; later ones only count as skipped. */
+        char why[sizeof(out->problem)] = "";
         struct ap_batch *b = imp_key(k->string, k, seq++, why, sizeof(why));
         if (b == NULL) {
             out->skipped++;
-            if (out->problem[0] == '\0' && why[0] != '\0')
-                snprintf(out->problem, sizeof(out->problem), "%s", why);
+            if (out->problem[0] == '\0')
+                memcpy(out->problem, why, sizeof(why));
             continue;
         }
         out->cmds[out->ncmds++] = b;

@@ -505,7 +505,7 @@ class FailModeTest(h.TestCase):
             return u["total_requests"] - before["total_requests"] == 5
         h.wait_until(counted, 15, message="the unchecked requests counted")
         h.wait_until(lambda: "were served unchecked" in self.open.log(), 5, message="the report")
-        self.assertIn("refused with 503", self.closed.log())
+        h.wait_until(lambda: "refused with 503" in self.closed.log(), 10, message="the closed replica's report")
         # Checked again.
         self.assertEqual(send(self.closed, keys["limited"][0]).status, 200)
 
