@@ -216,7 +216,8 @@ static void policy_refuse(struct px_admission *a, const struct ap_admit_result *
     px_metrics_refused(f.reason);
     static const struct ap_usage none;
     px_usage_record(ctx->usage, a->key_id, a->model[0] ? a->model : NULL, &none, AP_REC_REFUSED);
-    ap_info(a->rid, "policy: key %s refused (%s): %s", a->key_id, f.reason, v->message);
+    /* Debug: a flood of refusals would double the log; the access log has the status, metrics the reason. */
+    ap_debug(a->rid, "policy: key %s refused (%s): %s", a->key_id, f.reason, v->message);
 }
 
 /* Redis is out of reach (down, silent or erring): POLICY_FAIL_MODE decides. */
