@@ -92,11 +92,6 @@ static void imp_daily(struct ap_delta *d, const char *id, const cJSON *daily)
         ap_delta_incr(d, k, "requests", req);
         ap_delta_incr(d, k, "cost", cost);
         imp_models(d, k, "", bm);
-        /* The month's totals, which the monthly budgets read. */
-        ap_store_key(k, sizeof(k), "u:kmo:%s:%.7s", id, day->string);
-        ap_delta_incr(d, k, "input", in);
-        ap_delta_incr(d, k, "output", out);
-        ap_delta_incr(d, k, "cost", cost);
         ap_store_key(k, sizeof(k), "u:d:%s", day->string);
         ap_delta_incr(d, k, "input", in);
         ap_delta_incr(d, k, "output", out);

@@ -12,9 +12,12 @@
 
 /*
  * ARGV: 1 prefix, 2 key id, 3 admission id, 4 lease ms (0: none), 5 rpm, 6 tpm,
- * 7 max_concurrent, 8 day, 9 month, 10 daily_tokens, 11 monthly_tokens,
- * 12 daily nano-USD, 13 monthly nano-USD (limits: -1 for none), 14 tokens for
- * the tpm window, 15 tokens and 16 nano-USD to reserve against the budgets.
+ * 7 max_concurrent, 8 day (YYYY-MM-DD in USAGE_TZ), 9 daily_tokens,
+ * 10 monthly_tokens, 11 daily nano-USD, 12 monthly nano-USD (limits: -1 for
+ * none), 13 tokens for the tpm window, 14 tokens and 15 nano-USD to reserve
+ * against the budgets.
+ * What a period used is read from the usage counters (u:kd:<id>:<day>; the
+ * month: its days so far), so keys without a monthly budget pay nothing for it.
  *
  * Checks in order (the first that fails answers): rpm, tpm, concurrency,
  * daily tokens, monthly tokens, daily USD, monthly USD. Nothing is written
@@ -30,7 +33,7 @@ const char ap_script_policy_admit[] =
     "local clock = redis.call('TIME')\n"
     "local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)\n"
     "local lease, rpm, tpm, cc = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-    "local wt, rt, rn = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])\n"
+    "local wt, rt, rn = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])\n"
     "local win, tv, live, adm = b..'win', b..'tv', b..'live', b..'adm'\n"
     /* Already admitted: where an admission leaves its mark (a lease, else a window entry). */
     "if (lease > 0 and redis.call('HEXISTS', adm, id) == 1) or (lease <= 0 and redis.call('ZSCORE', win, id)) then\n"
@@ -73,16 +76,25 @@ const char ap_script_policy_admit[] =
     "  local busy = redis.call('ZCOUNT', live, '('..now, '+inf')\n"
     "  if busy >= cc then return {3, 1000, -1, -1, busy, 0} end\n"
     "end\n"
-    "local lim = {tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}\n"
+    "local lim = {tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])}\n"
     "if lim[1] >= 0 or lim[2] >= 0 or lim[3] >= 0 or lim[4] >= 0 then\n"
     "  local r = redis.call('HMGET', b..'r', 't', 'n')\n"
     "  local held_t, held_n = tonumber(r[1] or '0'), tonumber(r[2] or '0')\n"
     /* Only the periods that have a limit are read. */
-    "  local d, m = {}, {}\n"
-    "  if lim[1] >= 0 or lim[3] >= 0 then d = redis.call('HMGET', p..'u:kd:'..kid..':'..ARGV[8], 'input', 'output', 'cost') end\n"
-    "  if lim[2] >= 0 or lim[4] >= 0 then m = redis.call('HMGET', p..'u:kmo:'..kid..':'..ARGV[9], 'input', 'output', 'cost') end\n"
-    "  local used = {tonumber(d[1] or '0') + tonumber(d[2] or '0'), tonumber(m[1] or '0') + tonumber(m[2] or '0'),\n"
-    "                tonumber(d[3] or '0'), tonumber(m[3] or '0')}\n"
+    "  local kd = p..'u:kd:'..kid..':'\n"
+    "  local used = {0, 0, 0, 0}\n"
+    "  if lim[1] >= 0 or lim[3] >= 0 then\n"
+    "    local d = redis.call('HMGET', kd..ARGV[8], 'input', 'output', 'cost')\n"
+    "    used[1] = tonumber(d[1] or '0') + tonumber(d[2] or '0'); used[3] = tonumber(d[3] or '0')\n"
+    "  end\n"
+    "  if lim[2] >= 0 or lim[4] >= 0 then\n"
+    "    local month, today = string.sub(ARGV[8], 1, 8), tonumber(string.sub(ARGV[8], 9, 10)) or 0\n"
+    "    for dd = 1, today do\n"
+    "      local d = redis.call('HMGET', kd..month..string.format('%02d', dd), 'input', 'output', 'cost')\n"
+    "      used[2] = used[2] + tonumber(d[1] or '0') + tonumber(d[2] or '0')\n"
+    "      used[4] = used[4] + tonumber(d[3] or '0')\n"
+    "    end\n"
+    "  end\n"
     "  local held = {held_t, held_t, held_n, held_n}\n"
     "  local need = {rt, rt, rn, rn}\n"
     "  for i = 1, 4 do\n"
@@ -140,10 +152,8 @@ void ap_policy_admit_args(const struct ap_policy *p, const struct ap_admit_req *
     a[i++] = q->admission_id;
     for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]); k++) {
         snprintf(out->num[k], sizeof(out->num[k]), "%lld", (long long)nums[k]);
-        if (k == 4) { /* after the three counts: the buckets, then the budgets */
+        if (k == 4) /* after the three counts: the day, then the budgets */
             a[i++] = q->day;
-            a[i++] = q->month;
-        }
         a[i++] = out->num[k];
     }
 }

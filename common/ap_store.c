@@ -101,7 +101,7 @@ static int record_model(struct ap_delta *d, const char *key, const char *pre, co
 
 int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
 {
-    char day[11], hour[17], month[8], model[AP_MODEL_MAX], k[AP_STORE_KEY_MAX], pre[64];
+    char day[11], hour[17], model[AP_MODEL_MAX], k[AP_STORE_KEY_MAX], pre[64];
     const char *id = r->key_id;
     const struct ap_usage *u = &r->usage;
     int64_t n = record_count(r);
@@ -109,7 +109,6 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
 
     ap_time_day(t, r->tz_offset, day);
     ap_time_hour(t, r->tz_offset, hour);
-    ap_time_month(t, r->tz_offset, month);
     ap_store_model_name(r->model, model, sizeof(model));
     snprintf(pre, sizeof(pre), "k:%s:", id);
 
@@ -118,11 +117,6 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:k:%s", id), r);
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day), r);
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:d:%s", day), r);
-    /* What the monthly budgets compare with (the daily ones read u:kd). */
-    ap_store_key(k, sizeof(k), "u:kmo:%s:%s", id, month);
-    rc |= ap_delta_incr(d, k, "input", u->input);
-    rc |= ap_delta_incr(d, k, "output", u->output);
-    rc |= ap_delta_incr(d, k, "cost", r->cost_nano);
     if (r->ok != AP_REC_OK)
         return rc < 0 ? -1 : 0;
     /* As in the original, last_used moves only with a served request. */

@@ -141,13 +141,6 @@ void ap_time_iso_ms_utc(int64_t ms, char *out, size_t n)
         snprintf(out + l, n - l, "Z");
 }
 
-void ap_time_month(time_t t, long offset, char *month)
-{
-    struct tm tm;
-    time_shifted(t, offset, &tm);
-    strftime(month, 8, "%Y-%m", &tm);
-}
-
 int64_t ap_time_next_day_ms(int64_t now_ms, long offset)
 {
     int64_t local = now_ms + (int64_t)offset * 1000;

@@ -9,8 +9,8 @@
  *                        budget reservations), renewed by their replica; a lapsed lease frees itself
  *   pl:<id>:adm    HASH  admission id -> "tokens nano" reserved for it against the budgets
  *   pl:<id>:r      HASH  t, n: the sum of those reservations
- * Budgets compare with the usage counters themselves (u:kd:<id>:<day> and
- * u:kmo:<id>:<month>: input + output tokens, cost in nano-dollars), so a
+ * Budgets compare with the usage counters themselves (u:kd:<id>:<day>: input +
+ * output tokens, cost in nano-dollars; a month is its days so far), so a
  * budget means what the usage views show. Times are Redis's own clock (TIME),
  * the same for every replica.
  *
@@ -77,14 +77,13 @@ struct ap_admit_req {
     const char *key_id;
     const char *admission_id;
     int64_t lease_ms;           /* 0: no lease */
-    char day[11];               /* USAGE_TZ day and month of the usage counters */
-    char month[8];
+    char day[11];               /* USAGE_TZ day of the usage counters (YYYY-MM-DD) */
     int64_t window_tokens;      /* counted in the tpm window until settled */
     int64_t reserve_tokens;     /* held against the token budgets (0: none) */
     int64_t reserve_nano;       /* held against the spend budgets (0: none) */
 };
 
-#define AP_ADMIT_ARGC 19
+#define AP_ADMIT_ARGC 18
 /*
  * The admission command: EVALSHA/EVAL, script (text or SHA-1), "0", then the
  * ARGV of ap_script_policy_admit. `num` holds the digits (the strings point into it).

@@ -16,7 +16,6 @@
  *   {p}u:kd:<id>:<day>        HASH  totals + m:<model>:{total,requests,cost,input,output}
  *   {p}u:kh:<id>:<hour>       HASH  totals + m:<model>:...
  *   {p}u:km:<id>              HASH  m:<model>:...   (total_by_model)
- *   {p}u:kmo:<id>:<month>     HASH  input output cost (what the monthly budgets compare with)
  *   {p}u:kdays:<id> / u:khours:<id>   SET of buckets with usage for that key
  *   {p}u:d:<day>              HASH  totals + m:<model>:... + k:<id>:{input,output,requests,cost}
  *                                   + k:<id>:m:<model>:{total,requests,cost}

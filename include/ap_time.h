@@ -35,9 +35,6 @@ int ap_time_parse_iso_ms(const char *s, int64_t *out);
 /* UTC ISO 8601, milliseconds only when not zero: "2026-03-01T00:00:00Z", "...:00.250Z" (>= 25 bytes). */
 void ap_time_iso_ms_utc(int64_t ms, char *out, size_t n);
 
-/* "YYYY-MM" of `t` shifted by `offset` into month (>= 8 bytes). */
-void ap_time_month(time_t t, long offset, char *month);
-
 /* Epoch ms at which the next day (month) begins in the offset. */
 int64_t ap_time_next_day_ms(int64_t now_ms, long offset);
 int64_t ap_time_next_month_ms(int64_t now_ms, long offset);

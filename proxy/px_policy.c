@@ -378,7 +378,6 @@ static int policy_send(struct px_admission *a, struct admit_call *call)
     };
     int64_t now = ap_now_ms();
     ap_time_day((time_t)(now / 1000), ctx->cfg.tz_offset, q.day);
-    ap_time_month((time_t)(now / 1000), ctx->cfg.tz_offset, q.month);
     struct ap_admit_args args;
     ap_policy_admit_args(p, &q, call->by_text ? ap_script_policy_admit : a->pol->admit_sha, !call->by_text, &args);
     return ap_redis_argv(ctx->redis, policy_on_reply, call, AP_ADMIT_ARGC, args.argv, NULL);

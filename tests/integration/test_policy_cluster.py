@@ -265,8 +265,8 @@ class PolicyFleetTest(fleet.FleetCase):
         key, kid, out = self.budget_run({"monthly_usd": limit}, "claude-usd-test", 400)
         ok = out.status.get(200, 0)
         one = 30 * 3000 + 90 * 15000  # nano-dollars at 3 / 15 USD per million tokens
-        month = time.strftime("%Y-%m", time.gmtime())
-        spent = int(self.rc.cmd("HGET", PREFIX + "u:kmo:%s:%s" % (kid, month), "cost") or 0)
+        days = self.rc.cmd("SMEMBERS", PREFIX + "u:kdays:" + kid)
+        spent = sum(int(self.rc.cmd("HGET", PREFIX + "u:kd:%s:%s" % (kid, d), "cost") or 0) for d in days)
         views = [self.usage_of(kid, n)["cost_usd"] for n in REPLICAS]
         banner("monthly_usd=%s, 64 clients, 400 requests of USD %.6f: %r; spent USD %.6f, views %r"
                % (limit, one / 1e9, out.status, spent / 1e9, views))

@@ -17,6 +17,7 @@ The scripts are the ones the proxies run (`api-proxy-admin script NAME`). AP_POL
 AP_POLICY_STEPS pick the seed (printed) and the number of steps.
 """
 
+import datetime
 import os
 import random
 import subprocess
@@ -87,19 +88,22 @@ class PolicyScriptProperties(h.TestCase):
         r = self.rc.pipeline([("ZRANGE", b + "win", 0, -1, "WITHSCORES"), ("HGETALL", b + "tv"),
                               ("ZRANGE", b + "live", 0, -1, "WITHSCORES"), ("HGETALL", b + "adm"),
                               ("HGETALL", b + "r"),
-                              ("HGETALL", P + "u:kd:%s:%s" % (key.id, self.day)),
-                              ("HGETALL", P + "u:kmo:%s:%s" % (key.id, self.month))])
+                              ] + [("HGETALL", P + "u:kd:%s:%s" % (key.id, d)) for d in self.month_days()])
         hsh = lambda x: dict(zip(x[0::2], x[1::2]))
         zs = lambda x: {m: int(float(v)) for m, v in zip(x[0::2], x[1::2])}
-        d, m = hsh(r[5]), hsh(r[6])
+        days = [hsh(x) for x in r[5:]]   # the month's days so far, today last
+        d = days[-1]
+        tok = lambda x: int(x.get("input", 0)) + int(x.get("output", 0))
         return {"win": zs(r[0]), "tv": hsh(r[1]), "live": zs(r[2]), "adm": hsh(r[3]), "r": hsh(r[4]),
-                "used": (int(d.get("input", 0)) + int(d.get("output", 0)),
-                         int(m.get("input", 0)) + int(m.get("output", 0)),
-                         int(d.get("cost", 0)), int(m.get("cost", 0)))}
+                "used": (tok(d), sum(tok(x) for x in days),
+                         int(d.get("cost", 0)), sum(int(x.get("cost", 0)) for x in days))}
+
+    def month_days(self):
+        return ["%s-%02d" % (self.day[:7], n) for n in range(1, int(self.day[8:]) + 1)]
 
     # ---- the operations --------------------------------------------------------------
     def admit(self, key, aid, need_t, need_n):
-        args = [P, key.id, aid, key.lease if key.leased() else 0, key.rpm, key.tpm, key.cc, self.day, self.month,
+        args = [P, key.id, aid, key.lease if key.leased() else 0, key.rpm, key.tpm, key.cc, self.day,
                 key.daily_tokens, key.monthly_tokens, key.daily_nano, key.monthly_nano,
                 need_t if key.tpm >= 0 else 0,
                 need_t if key.daily_tokens >= 0 or key.monthly_tokens >= 0 else 0,
@@ -115,11 +119,9 @@ class PolicyScriptProperties(h.TestCase):
         return self.rc.cmd("EVALSHA", self.sha["flush"], 0, *argv)
 
     def usage_ops(self, key, tokens, cost):
-        ops = []
         inp = tokens // 2
-        for hk in (P + "u:kd:%s:%s" % (key.id, self.day), P + "u:kmo:%s:%s" % (key.id, self.month)):
-            ops += [("i", hk, "input", inp), ("i", hk, "output", tokens - inp), ("i", hk, "cost", cost)]
-        return ops
+        hk = P + "u:kd:%s:%s" % (key.id, self.day)
+        return [("i", hk, "input", inp), ("i", hk, "output", tokens - inp), ("i", hk, "cost", cost)]
 
     # ---- the independent verdict ------------------------------------------------------
     def expected(self, key, st, now, need_t, need_n):
@@ -187,8 +189,7 @@ class PolicyScriptProperties(h.TestCase):
         print("  >>> seed %d (AP_POLICY_SEED=%d to replay), %d steps" % (seed, seed, STEPS), flush=True)
         rng = random.Random(seed)
         self.seq = 0
-        days = months = 1
-        self.day, self.month = "2026-03-01", "2026-03"
+        self.day = "2026-02-26"  # a month end comes early
         keys = [Key(rng, n) for n in range(3)]
         flight = {k.id: {} for k in keys}      # admission id -> (need_t, need_n)
         admitted_at = {k.id: {} for k in keys}  # admission id -> its time in the window
@@ -219,14 +220,11 @@ class PolicyScriptProperties(h.TestCase):
 
         for step in range(STEPS):
             renew_alive()
-            if rng.random() < 0.02:
-                # A new day (a new month one time in four): budgets start again; reservations
-                # of requests still in flight count against the new period too.
-                days += 1
-                self.day = "2026-d%03d" % days
-                if rng.random() < 0.25:
-                    months += 1
-                    self.month = "2026-m%02d" % months
+            if rng.random() < 0.03:
+                # A new day (now and then a new month): budgets start again; reservations of
+                # requests still in flight count against the new period too.
+                nxt = datetime.date.fromisoformat(self.day) + datetime.timedelta(days=1)
+                self.day = nxt.isoformat()
             key = rng.choice(keys)
             f = flight[key.id]
             r = rng.random()

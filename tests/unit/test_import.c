@@ -170,14 +170,13 @@ static void test_import_usage_quads(void **state)
     const char *id = b->argv[5];
 
     char kk[64], kd[80], kh[80], km[64], kdays[64], khours[64], kin[40], kout[40], kreq[40];
-    char kmt[80], kmr[80], kot[80], kor[80], kmo[80];
+    char kmt[80], kmr[80], kot[80], kor[80];
     snprintf(kk, sizeof(kk), P "u:k:%s", id);
     snprintf(kd, sizeof(kd), P "u:kd:%s:2026-02-11", id);
     snprintf(kh, sizeof(kh), P "u:kh:%s:2026-02-11 10:00", id);
     snprintf(km, sizeof(km), P "u:km:%s", id);
     snprintf(kdays, sizeof(kdays), P "u:kdays:%s", id);
     snprintf(khours, sizeof(khours), P "u:khours:%s", id);
-    snprintf(kmo, sizeof(kmo), P "u:kmo:%s:2026-02", id);
     snprintf(kin, sizeof(kin), "k:%s:input", id);
     snprintf(kout, sizeof(kout), "k:%s:output", id);
     snprintf(kreq, sizeof(kreq), "k:%s:requests", id);
@@ -197,8 +196,6 @@ static void test_import_usage_quads(void **state)
         {"i", kd, "m:claude-x:total", "120"}, {"i", kd, "m:claude-x:requests", "2"},
         {"i", kd, "m:old-model:total", "30"}, {"i", kd, "m:old-model:requests", "1"},
         {"i", kd, "m:old-model:input", "20"}, {"i", kd, "m:old-model:output", "10"},
-        /* the month, for the monthly budgets */
-        {"i", kmo, "input", "100"}, {"i", kmo, "output", "50"},
         /* day rollup */
         {"i", D, "input", "100"}, {"i", D, "output", "50"}, {"i", D, "requests", "3"},
         {"i", D, "m:claude-x:total", "120"}, {"i", D, "m:claude-x:requests", "2"},
@@ -354,8 +351,6 @@ static void test_import_export_entries(void **state)
     assert_string_equal(b->argv[11], "{\"rpm\":10,\"daily_usd\":1.5}");
     const char *v = NULL;
     assert_int_equal(count_quad(b, "i", P "u:kd:00000000000000aa:2026-02-11", "cost", &v), 1);
-    assert_string_equal(v, "123000");
-    assert_int_equal(count_quad(b, "i", P "u:kmo:00000000000000aa:2026-02", "cost", &v), 1);
     assert_string_equal(v, "123000");
     assert_int_equal(count_quad(b, "i", P "u:all", "cost", &v), 1);
     assert_int_equal(count_quad(b, "i", P "u:kd:00000000000000aa:2026-02-11", "m:m:cost", &v), 1);

@@ -304,13 +304,12 @@ static void test_admit_args(void **state)
 {
     (void)state;
     struct ap_policy *p = parse_ok("{\"rpm\": 100, \"max_concurrent\": 5, \"monthly_usd\": 1.5}");
-    struct ap_admit_req q = {"0123456789abcdef", "boot.1f", 20000, "2026-03-01", "2026-03", 0, 0, 7500};
+    struct ap_admit_req q = {"0123456789abcdef", "boot.1f", 20000, "2026-03-01", 0, 0, 7500};
     struct ap_admit_args a;
     ap_store_set_prefix("t:");
     ap_policy_admit_args(p, &q, "SHA", 1, &a);
     const char *want[AP_ADMIT_ARGC] = {"EVALSHA", "SHA", "0", "t:", "0123456789abcdef", "boot.1f", "20000", "100",
-                                       "-1", "5", "2026-03-01", "2026-03", "-1", "-1", "-1", "1500000000", "0", "0",
-                                       "7500"};
+                                       "-1", "5", "2026-03-01", "-1", "-1", "-1", "1500000000", "0", "0", "7500"};
     for (int i = 0; i < AP_ADMIT_ARGC; i++)
         assert_string_equal(a.argv[i], want[i]);
     ap_policy_admit_args(p, &q, ap_script_policy_admit, 0, &a);
