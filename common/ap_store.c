@@ -87,9 +87,11 @@ static int record_model(struct ap_delta *d, const char *key, const char *pre, co
     snprintf(f, sizeof(f), "%sm:%s:requests", pre, model);
     if (ap_delta_incr(d, key, f, record_count(r)) < 0)
         return -1;
-    snprintf(f, sizeof(f), "%sm:%s:cost", pre, model);
-    if (ap_delta_incr(d, key, f, r->cost_nano) < 0)
-        return -1;
+    if (r->cost_nano != 0) { /* no field name to build for unpriced models */
+        snprintf(f, sizeof(f), "%sm:%s:cost", pre, model);
+        if (ap_delta_incr(d, key, f, r->cost_nano) < 0)
+            return -1;
+    }
     if (!full)
         return 0;
     snprintf(f, sizeof(f), "%sm:%s:input", pre, model);
@@ -139,8 +141,10 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
     rc |= ap_delta_incr(d, k, f, u->output);
     snprintf(f, sizeof(f), "k:%s:requests", id);
     rc |= ap_delta_incr(d, k, f, n);
-    snprintf(f, sizeof(f), "k:%s:cost", id);
-    rc |= ap_delta_incr(d, k, f, r->cost_nano);
+    if (r->cost_nano != 0) {
+        snprintf(f, sizeof(f), "k:%s:cost", id);
+        rc |= ap_delta_incr(d, k, f, r->cost_nano);
+    }
 
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:h:%s", hour), r);
     rc |= record_model(d, k, "", model, r, 1);
