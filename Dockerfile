@@ -26,6 +26,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin apiproxy
 COPY --from=build /src/bin/ /usr/local/bin/
 COPY fallback.json.example /etc/api-proxy/fallback.json
+COPY prices.json.example /etc/api-proxy/prices.json.example
 ENV FALLBACK_CONFIG=/etc/api-proxy/fallback.json
 USER apiproxy
 EXPOSE 8180 8190

@@ -76,6 +76,8 @@ static int delta_apply(struct ap_delta *d, char op, const char *key, const char 
             old->v += v;
         else if (op == 'm' && v > old->v)
             old->v = v;
+        else if (op == 'p')
+            old->v = v; /* the same admission settled again: the last word counts */
         delta_entry_free(e);
     } else {
         d->count++;
@@ -96,6 +98,11 @@ int ap_delta_max(struct ap_delta *d, const char *key, const char *field, int64_t
 int ap_delta_sadd(struct ap_delta *d, const char *key, const char *member)
 {
     return delta_apply(d, 's', key, member, 0);
+}
+
+int ap_delta_settle(struct ap_delta *d, const char *base, const char *admission_id, int64_t tokens)
+{
+    return delta_apply(d, 'p', base, admission_id, tokens);
 }
 
 size_t ap_delta_count(const struct ap_delta *d)

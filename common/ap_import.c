@@ -5,6 +5,8 @@
 #include "ap_file.h"
 #include "ap_json.h"
 #include "ap_keys.h"
+#include "ap_policy.h"
+#include "ap_prices.h"
 #include "ap_store.h"
 #include "ap_time.h"
 
@@ -20,6 +22,14 @@ static int64_t imp_num(const cJSON *obj, const char *name)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     /* Past 1e15 a count is nonsense, and the cast would overflow. */
     return cJSON_IsNumber(v) && v->valuedouble > 0 && v->valuedouble < 1e15 ? (int64_t)v->valuedouble : 0;
+}
+
+/* "cost_usd" of our own export, in nano-dollars (0 when absent, as in the original's files). */
+static int64_t imp_cost(const cJSON *obj)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "cost_usd");
+    int64_t nano;
+    return cJSON_IsNumber(v) && ap_usd_to_nano(v->valuedouble, &nano) == 0 ? nano : 0;
 }
 
 /* "total" of a by_model entry; the original's older entries had input/output instead. */
@@ -43,6 +53,8 @@ static void imp_models(struct ap_delta *d, const char *key, const char *pre, con
         ap_delta_incr(d, key, f, imp_model_total(m));
         snprintf(f, sizeof(f), "%sm:%s:requests", pre, model);
         ap_delta_incr(d, key, f, imp_num(m, "requests"));
+        snprintf(f, sizeof(f), "%sm:%s:cost", pre, model);
+        ap_delta_incr(d, key, f, imp_cost(m));
         if (*pre == '\0' && cJSON_GetObjectItemCaseSensitive(m, "input") != NULL) {
             snprintf(f, sizeof(f), "m:%s:input", model);
             ap_delta_incr(d, key, f, imp_num(m, "input"));
@@ -74,15 +86,18 @@ static void imp_daily(struct ap_delta *d, const char *id, const cJSON *daily)
             continue;
         const cJSON *bm = cJSON_GetObjectItemCaseSensitive(day, "by_model");
         int64_t in = imp_num(day, "input"), out = imp_num(day, "output"), req = imp_num(day, "requests");
+        int64_t cost = imp_cost(day);
         ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day->string);
         ap_delta_incr(d, k, "input", in);
         ap_delta_incr(d, k, "output", out);
         ap_delta_incr(d, k, "requests", req);
+        ap_delta_incr(d, k, "cost", cost);
         imp_models(d, k, "", bm);
         ap_store_key(k, sizeof(k), "u:d:%s", day->string);
         ap_delta_incr(d, k, "input", in);
         ap_delta_incr(d, k, "output", out);
         ap_delta_incr(d, k, "requests", req);
+        ap_delta_incr(d, k, "cost", cost);
         imp_models(d, k, "", bm);
         imp_models(d, k, pre, bm);
         snprintf(f, sizeof(f), "k:%s:input", id);
@@ -91,6 +106,8 @@ static void imp_daily(struct ap_delta *d, const char *id, const cJSON *daily)
         ap_delta_incr(d, k, f, out);
         snprintf(f, sizeof(f), "k:%s:requests", id);
         ap_delta_incr(d, k, f, req);
+        snprintf(f, sizeof(f), "k:%s:cost", id);
+        ap_delta_incr(d, k, f, cost);
         ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:kdays:%s", id), day->string);
         ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:days"), day->string);
     }
@@ -123,13 +140,14 @@ static void imp_usage(struct ap_delta *d, const char *id, const cJSON *usage)
 {
     char k[AP_STORE_KEY_MAX];
     int64_t in = imp_num(usage, "total_input"), out = imp_num(usage, "total_output");
-    int64_t req = imp_num(usage, "total_requests");
+    int64_t req = imp_num(usage, "total_requests"), cost = imp_cost(usage);
     const char *keys[2] = {ap_store_key(k, sizeof(k), "u:k:%s", id), NULL};
     for (int i = 0; i < 2; i++) {
         const char *key = i == 0 ? keys[0] : ap_store_key(k, sizeof(k), "u:all");
         ap_delta_incr(d, key, "input", in);
         ap_delta_incr(d, key, "output", out);
         ap_delta_incr(d, key, "requests", req);
+        ap_delta_incr(d, key, "cost", cost);
     }
     const cJSON *lu = cJSON_GetObjectItemCaseSensitive(usage, "last_used");
     time_t t;
@@ -141,19 +159,51 @@ static void imp_usage(struct ap_delta *d, const char *id, const cJSON *usage)
                cJSON_GetObjectItemCaseSensitive(usage, "total_by_model"));
 }
 
-/* The EVAL for one key entry; `seq` orders keys without a usable "created". */
-static struct ap_batch *imp_key(const char *key, const cJSON *info, size_t seq)
+static int imp_is_hex(const char *s, size_t n)
 {
-    char hash[AP_SHA256_HEX], id[AP_KEY_ID_LEN], masked[AP_MASK_LEN], enabled[2], cms[24];
+    if (strlen(s) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/*
+ * The EVAL for one key entry; `seq` orders keys without a usable "created".
+ * NULL with a reason in `why` when the entry cannot be imported.
+ */
+static struct ap_batch *imp_key(const char *key, const cJSON *info, size_t seq, char *why, size_t whylen)
+{
+    char hash[AP_SHA256_HEX], id[AP_KEY_ID_LEN], masked[AP_MASK_LEN], enabled[2], cms[24], err[200];
     const cJSON *en = cJSON_GetObjectItemCaseSensitive(info, "enabled");
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(info, "name");
     const cJSON *created = cJSON_GetObjectItemCaseSensitive(info, "created");
+    const cJSON *jid = cJSON_GetObjectItemCaseSensitive(info, "id");
+    const cJSON *jmask = cJSON_GetObjectItemCaseSensitive(info, "masked");
     time_t t = 0;
 
-    ap_sha256_hex(key, strlen(key), hash);
-    ap_key_mask(key, masked, sizeof(masked));
-    if (ap_key_id_generate(id) < 0)
+    if (strncmp(key, "sha256:", 7) == 0 && imp_is_hex(key + 7, 64)) {
+        /* An entry of our own export: the key is known by its hash only, and keeps working. */
+        memcpy(hash, key + 7, sizeof(hash));
+        snprintf(masked, sizeof(masked), "%s",
+                 cJSON_IsString(jmask) && strlen(jmask->valuestring) < sizeof(masked) ? jmask->valuestring : "***");
+    } else {
+        ap_sha256_hex(key, strlen(key), hash);
+        ap_key_mask(key, masked, sizeof(masked));
+    }
+    if (cJSON_IsString(jid) && imp_is_hex(jid->valuestring, AP_KEY_ID_LEN - 1))
+        memcpy(id, jid->valuestring, AP_KEY_ID_LEN);
+    else if (ap_key_id_generate(id) < 0)
         return NULL;
+    struct ap_policy *pol = ap_policy_parse(cJSON_GetObjectItemCaseSensitive(info, "policy"), err, sizeof(err));
+    char *policy = pol != NULL && !ap_policy_empty(pol) ? ap_policy_print(pol) : NULL;
+    int bad = pol == NULL || (!ap_policy_empty(pol) && policy == NULL);
+    ap_policy_free(pol);
+    if (bad) {
+        snprintf(why, whylen, "%s: %s", masked, pol == NULL ? err : "out of memory");
+        return NULL;
+    }
     /* The original wrote 1 or true; a missing flag meant enabled. */
     int on = en == NULL || cJSON_IsTrue(en) || (cJSON_IsNumber(en) && en->valuedouble != 0);
     snprintf(enabled, sizeof(enabled), "%d", on);
@@ -163,14 +213,17 @@ static struct ap_batch *imp_key(const char *key, const cJSON *info, size_t seq)
     snprintf(cms, sizeof(cms), "%lld", ((long long)t * 1000) * 1000 + (long long)(seq % 1000));
 
     struct ap_delta *d = ap_delta_new();
-    if (d == NULL)
+    if (d == NULL) {
+        free(policy);
         return NULL;
+    }
     imp_usage(d, id, cJSON_GetObjectItemCaseSensitive(info, "usage"));
     const char *head[] = {"EVAL", ap_script_import_key, "0", ap_store_prefix(), hash, id,
                           cJSON_IsString(name) ? name->valuestring : "unnamed", enabled,
-                          cJSON_IsString(created) ? created->valuestring : "", masked, cms};
-    struct ap_batch *b = ap_delta_take(d, SIZE_MAX, head, 11);
+                          cJSON_IsString(created) ? created->valuestring : "", masked, cms, policy ? policy : ""};
+    struct ap_batch *b = ap_delta_take(d, SIZE_MAX, head, 12);
     ap_delta_free(d);
+    free(policy);
     return b;
 }
 
@@ -206,9 +259,13 @@ int ap_import_parse(const char *json, size_t len, struct ap_import *out, char *e
             out->skipped++;
             continue;
         }
-        struct ap_batch *b = imp_key(k->string, k, seq++);
+        /* The first problem is kept; later ones only count as skipped. */
+        char problem[sizeof(out->problem)] = "";
+        struct ap_batch *b = imp_key(k->string, k, seq++, problem, sizeof(problem));
         if (b == NULL) {
             out->skipped++;
+            if (out->problem[0] == '\0')
+                memcpy(out->problem, problem, sizeof(problem));
             continue;
         }
         out->cmds[out->ncmds++] = b;

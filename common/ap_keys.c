@@ -31,6 +31,14 @@ static void keys_hex(const unsigned char *b, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+void ap_sha1_hex(const char *text, char out[41])
+{
+    unsigned char d[20];
+    unsigned int olen = 20;
+    EVP_Digest(text, strlen(text), d, &olen, EVP_sha1(), NULL);
+    keys_hex(d, 20, out);
+}
+
 void ap_sha256_hex(const void *data, size_t len, char *out)
 {
     unsigned char d[32];

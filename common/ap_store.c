@@ -11,6 +11,7 @@
 
 #include "ap_delta.h"
 #include "ap_keys.h"
+#include "ap_policy_redis.h"
 #include "ap_time.h"
 
 #include <stdarg.h>
@@ -58,13 +59,18 @@ static int64_t record_count(const struct ap_usage_rec *r)
     return r->count > 0 ? r->count : 1;
 }
 
+static const char *record_outcome(const struct ap_usage_rec *r)
+{
+    return r->ok == AP_REC_OK ? "requests" : r->ok == AP_REC_REFUSED ? "refused" : "errors";
+}
+
 static int record_totals(struct ap_delta *d, const char *key, const struct ap_usage_rec *r)
 {
     const struct ap_usage *u = &r->usage;
-    if (ap_delta_incr(d, key, r->ok ? "requests" : "errors", record_count(r)) < 0 ||
+    if (ap_delta_incr(d, key, record_outcome(r), record_count(r)) < 0 ||
         ap_delta_incr(d, key, "input", u->input) < 0 || ap_delta_incr(d, key, "output", u->output) < 0 ||
         ap_delta_incr(d, key, "cache_creation", u->cache_creation) < 0 ||
-        ap_delta_incr(d, key, "cache_read", u->cache_read) < 0)
+        ap_delta_incr(d, key, "cache_read", u->cache_read) < 0 || ap_delta_incr(d, key, "cost", r->cost_nano) < 0)
         return -1;
     return 0;
 }
@@ -81,6 +87,11 @@ static int record_model(struct ap_delta *d, const char *key, const char *pre, co
     snprintf(f, sizeof(f), "%sm:%s:requests", pre, model);
     if (ap_delta_incr(d, key, f, record_count(r)) < 0)
         return -1;
+    if (r->cost_nano != 0) { /* no field name to build for unpriced models */
+        snprintf(f, sizeof(f), "%sm:%s:cost", pre, model);
+        if (ap_delta_incr(d, key, f, r->cost_nano) < 0)
+            return -1;
+    }
     if (!full)
         return 0;
     snprintf(f, sizeof(f), "%sm:%s:input", pre, model);
@@ -108,7 +119,7 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:k:%s", id), r);
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day), r);
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:d:%s", day), r);
-    if (!r->ok)
+    if (r->ok != AP_REC_OK)
         return rc < 0 ? -1 : 0;
     /* As in the original, last_used moves only with a served request. */
     rc |= ap_delta_max(d, ap_store_key(k, sizeof(k), "u:k:%s", id), "last_used_ms", r->when_ms);
@@ -130,6 +141,10 @@ int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
     rc |= ap_delta_incr(d, k, f, u->output);
     snprintf(f, sizeof(f), "k:%s:requests", id);
     rc |= ap_delta_incr(d, k, f, n);
+    if (r->cost_nano != 0) {
+        snprintf(f, sizeof(f), "k:%s:cost", id);
+        rc |= ap_delta_incr(d, k, f, r->cost_nano);
+    }
 
     rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:h:%s", hour), r);
     rc |= record_model(d, k, "", model, r, 1);
@@ -178,8 +193,11 @@ void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65])
 
 /* ---- Lua ---- */
 
-/* Applies op/key/field/value quads from ARGV[start] on: i = HINCRBY, m = keep max, s = SADD. */
-#define LUA_APPLY_OPS(start)                                                   \
+/*
+ * Applies op/key/field/value quads from ARGV[start] on: i = HINCRBY, m = keep
+ * max, s = SADD; `extra` may add operations (an "elseif" branch).
+ */
+#define LUA_APPLY_OPS(start, extra)                                            \
     "local i = " start "\n"                                                    \
     "while i + 3 <= #ARGV do\n"                                                \
     "  local op, k, f, v = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]\n"         \
@@ -187,7 +205,9 @@ void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65])
     "  elseif op == 'm' then\n"                                                \
     "    local cur = tonumber(redis.call('HGET', k, f) or '0') or 0\n"         \
     "    if tonumber(v) > cur then redis.call('HSET', k, f, v) end\n"          \
-    "  elseif op == 's' then redis.call('SADD', k, f) end\n"                   \
+    "  elseif op == 's' then redis.call('SADD', k, f)\n"                       \
+    extra                                                                      \
+    "  end\n"                                                                  \
     "  i = i + 4\n"                                                            \
     "end\n"
 
@@ -205,29 +225,39 @@ void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65])
  * they hold, so a stale read racing with an event cannot undo the event.
  */
 #define LUA_PUBLISH_KEY(extra)                                                 \
-    "local rec = redis.call('HMGET', rk, 'id', 'name', 'enabled', 'ver')\n"    \
+    "local rec = redis.call('HMGET', rk, 'id', 'name', 'enabled', 'ver', 'policy')\n" \
     "redis.call('PUBLISH', p..'events', cjson.encode({type='key', hash=h, "     \
-    "id=rec[1], name=rec[2], enabled=(rec[3]=='1'), ver=tonumber(rec[4])" extra "}))\n"
+    "id=rec[1], name=rec[2], enabled=(rec[3]=='1'), ver=tonumber(rec[4]), "    \
+    "policy=(rec[5] or nil)" extra "}))\n"
 
 /*
- * ARGV: dedupe key, ttl, quads... Returns 1 if applied, 0 if this batch was applied before.
- * A batch applied before still writes (the mark's expiry): WAIT vouches only for the
- * writes of its own connection, and a rewrite on a new connection must give it one.
+ * ARGV: dedupe key, ttl, quads... Returns 1 if applied, 0 if this batch was
+ * applied before. A batch applied before still writes (the mark's expiry):
+ * WAIT vouches only for the writes of its own connection, and a rewrite on a
+ * new connection must give it one. Besides counters, a batch settles the
+ * policy admissions of the requests it counts (op p: base, admission id, real
+ * tokens), so a budget reservation is released in the same atomic step that
+ * adds the real usage.
  */
 const char ap_script_flush[] =
+    AP_LUA_POLICY_SETTLE
     "if not redis.call('SET', ARGV[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then\n"
     "  redis.call('EXPIRE', ARGV[1], tonumber(ARGV[2]))\n"
     "  return 0\n"
     "end\n"
-    LUA_APPLY_OPS("3")
+    LUA_APPLY_OPS("3", "  elseif op == 'p' then pl_settle(k, f, v)\n")
     "return 1\n";
 
-/* ARGV: prefix, sha256, id, name, created (ISO), masked, created_ms. Returns 1, or 0 if it exists. */
+/*
+ * ARGV: prefix, sha256, id, name, created (ISO), masked, created_ms, policy
+ * (canonical JSON, '' for none). Returns 1, or 0 if it exists.
+ */
 const char ap_script_key_create[] =
     "local p, h = ARGV[1], ARGV[2]\n"
     "local rk = p..'key:'..h\n"
     "if redis.call('EXISTS', rk) == 1 then return 0 end\n"
     "redis.call('HSET', rk, 'id', ARGV[3], 'name', ARGV[4], 'enabled', '1', 'created', ARGV[5], 'masked', ARGV[6], 'ver', 1)\n"
+    "if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', rk, 'policy', ARGV[8]) end\n"
     "redis.call('SET', p..'keyid:'..ARGV[3], h)\n"
     /* Ordered by creation time; keys made in the same millisecond keep their order. */
     "local seq = redis.call('INCR', p..'keyseq') % 1000\n"
@@ -243,6 +273,22 @@ const char ap_script_key_set_enabled[] =
     "redis.call('HINCRBY', rk, 'ver', 1)\n"
     LUA_PUBLISH_KEY("")
     "return {rec[1], rec[2]}\n";
+
+/*
+ * ARGV: prefix, id, sha256, policy (canonical JSON; '' clears it). Returns
+ * {id, name, policy or false} or nil. Every replica applies it from the event.
+ */
+const char ap_script_key_set_policy[] =
+    LUA_RESOLVE
+    "if ARGV[4] == '' then redis.call('HDEL', rk, 'policy') else redis.call('HSET', rk, 'policy', ARGV[4]) end\n"
+    "redis.call('HINCRBY', rk, 'ver', 1)\n"
+    LUA_PUBLISH_KEY("")
+    "return {rec[1], rec[2], rec[5]}\n";
+
+/* ARGV: prefix, id, sha256. Returns {record} or nil. */
+const char ap_script_key_get[] =
+    LUA_RESOLVE
+    "return {redis.call('HGETALL', rk)}\n";
 
 /* ARGV: prefix, id, sha256. Returns {id, name} or nil. Usage history is kept. */
 const char ap_script_key_delete[] =
@@ -280,6 +326,31 @@ const char ap_script_key_usage[] =
     "return {redis.call('HGETALL', rk), redis.call('HGETALL', p..'u:k:'..id),\n"
     "        buckets('u:kdays:', 'u:kd:'), buckets('u:khours:', 'u:kh:'),\n"
     "        redis.call('HGETALL', p..'u:km:'..id)}\n";
+
+/*
+ * ARGV: prefix. Every key with its whole history, for GET /admin/export:
+ * {{sha256, record, totals, {day, hash, ...}, {hour, hash, ...}, by_model}, ...}.
+ */
+const char ap_script_export[] =
+    "local p = ARGV[1]\n"
+    "local out = {}\n"
+    "local function buckets(id, set, pre)\n"
+    "  local r = {}\n"
+    "  for _, b in ipairs(redis.call('SMEMBERS', p..set..id)) do\n"
+    "    r[#r+1] = b\n"
+    "    r[#r+1] = redis.call('HGETALL', p..pre..id..':'..b)\n"
+    "  end\n"
+    "  return r\n"
+    "end\n"
+    "for _, id in ipairs(redis.call('ZRANGE', p..'keys', 0, -1)) do\n"
+    "  local h = redis.call('GET', p..'keyid:'..id)\n"
+    "  if h then\n"
+    "    out[#out+1] = {h, redis.call('HGETALL', p..'key:'..h), redis.call('HGETALL', p..'u:k:'..id),\n"
+    "                   buckets(id, 'u:kdays:', 'u:kd:'), buckets(id, 'u:khours:', 'u:kh:'),\n"
+    "                   redis.call('HGETALL', p..'u:km:'..id)}\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 /* ARGV: prefix. Returns {totals, number of keys, number of enabled keys}. */
 const char ap_script_usage_total[] =
@@ -330,20 +401,25 @@ const char ap_script_usage_buckets[] =
     "return {redis.call('HGETALL', p..'keynames'), out}\n";
 
 /*
- * ARGV: prefix, sha256, id, name, enabled, created, masked, created_ms, then
- * usage quads. Imports once per key hash, ever (deleting the key later does
- * not make a re-import resurrect it). Returns 1 if imported, 0 if not needed.
+ * ARGV: prefix, sha256, id, name, enabled, created, masked, created_ms,
+ * policy ('' for none), then usage quads. Imports once per key hash, ever
+ * (deleting the key later does not make a re-import resurrect it). Returns 1
+ * if imported, 0 if not needed, -1 when the id (from an export) belongs to
+ * another key.
  */
 const char ap_script_import_key[] =
     "local p, h = ARGV[1], ARGV[2]\n"
-    "if redis.call('SADD', p..'imported', h) == 0 then return 0 end\n"
     "local rk = p..'key:'..h\n"
-    "if redis.call('EXISTS', rk) == 1 then return 0 end\n"
+    "if redis.call('SISMEMBER', p..'imported', h) == 1 then return 0 end\n"
+    "if redis.call('EXISTS', rk) == 1 then redis.call('SADD', p..'imported', h); return 0 end\n"
+    "if redis.call('EXISTS', p..'keyid:'..ARGV[3]) == 1 then return -1 end\n"
+    "redis.call('SADD', p..'imported', h)\n"
     "redis.call('HSET', rk, 'id', ARGV[3], 'name', ARGV[4], 'enabled', ARGV[5], 'created', ARGV[6], 'masked', ARGV[7], 'ver', 1)\n"
     "redis.call('SET', p..'keyid:'..ARGV[3], h)\n"
     "redis.call('ZADD', p..'keys', ARGV[8], ARGV[3])\n"
     "redis.call('HSET', p..'keynames', ARGV[3], ARGV[4])\n"
-    LUA_APPLY_OPS("9")
+    LUA_APPLY_OPS("10", "")
+    "if ARGV[9] ~= '' then redis.call('HSET', rk, 'policy', ARGV[9]) end\n"
     LUA_PUBLISH_KEY("")
     "return 1\n";
 

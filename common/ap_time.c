@@ -94,7 +94,7 @@ void ap_time_day_name(long days, char *day)
     ap_time_day((time_t)days * 86400, 0, day);
 }
 
-int ap_time_parse_iso(const char *s, time_t *out)
+int ap_time_parse_iso_ms(const char *s, int64_t *out)
 {
     if (strlen(s) < 19 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
         s[13] != ':' || s[16] != ':')
@@ -105,11 +105,14 @@ int ap_time_parse_iso(const char *s, time_t *out)
         d > time_days_in_month(y, mo))
         return -1;
     const char *p = s + 19;
+    int ms = 0;
     if (*p == '.') {
         if (p[1] < '0' || p[1] > '9')
             return -1;
-        for (p++; *p >= '0' && *p <= '9'; p++)
-            ;
+        /* Milliseconds kept; finer digits dropped. */
+        int scale = 100;
+        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+            ms += (*p - '0') * scale;
     }
     long off = 0;
     if (*p == 'Z' || *p == 'z') {
@@ -126,6 +129,49 @@ int ap_time_parse_iso(const char *s, time_t *out)
     if (*p != '\0')
         return -1;
     long days = time_days_from_civil(y, mo, d);
-    *out = (time_t)(days * 86400L + h * 3600L + mi * 60L + sec - off);
+    *out = (int64_t)(days * 86400L + h * 3600L + mi * 60L + sec - off) * 1000 + ms;
     return 0;
+}
+
+int ap_time_parse_iso(const char *s, time_t *out)
+{
+    int64_t ms;
+    if (ap_time_parse_iso_ms(s, &ms) < 0)
+        return -1;
+    /* Whole seconds, rounded down (also before 1970). */
+    *out = (time_t)(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
+    return 0;
+}
+
+void ap_time_iso_ms_utc(int64_t ms, char *out, size_t n)
+{
+    int64_t sec = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+    int frac = (int)(ms - sec * 1000);
+    struct tm tm;
+    time_t t = (time_t)sec;
+    gmtime_r(&t, &tm);
+    size_t l = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (frac != 0)
+        snprintf(out + l, n - l, ".%03dZ", frac);
+    else
+        snprintf(out + l, n - l, "Z");
+}
+
+int64_t ap_time_next_day_ms(int64_t now_ms, long offset)
+{
+    int64_t local = now_ms + (int64_t)offset * 1000;
+    int64_t day = local >= 0 ? local / 86400000 : -((-local + 86399999) / 86400000);
+    return (day + 1) * 86400000 - (int64_t)offset * 1000;
+}
+
+int64_t ap_time_next_month_ms(int64_t now_ms, long offset)
+{
+    struct tm tm;
+    time_shifted((time_t)(now_ms >= 0 ? now_ms / 1000 : -((-now_ms + 999) / 1000)), offset, &tm);
+    long y = tm.tm_year + 1900, m = tm.tm_mon + 2; /* the next month, 1-based */
+    if (m > 12) {
+        m = 1;
+        y++;
+    }
+    return (int64_t)time_days_from_civil(y, m, 1) * 86400000 - (int64_t)offset * 1000;
 }

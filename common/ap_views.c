@@ -5,9 +5,12 @@
  */
 #include "ap_views.h"
 
+#include "ap_prices.h"
 #include "ap_time.h"
 
 #include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +64,38 @@ static void view_add(cJSON *obj, const char *name, double n)
         cJSON_SetNumberHelper(it, it->valuedouble + n);
 }
 
+/*
+ * Costs are summed as "cost_nano" (integer nano-dollars; exact as doubles up
+ * to 2^53, i.e. 9 million USD per figure) and rendered at the end as
+ * "cost_usd", an exact decimal.
+ */
+static void view_finish_costs(cJSON *node)
+{
+    cJSON *c, *nano = NULL;
+    cJSON_ArrayForEach(c, node) {
+        if (c->string != NULL && strcmp(c->string, "cost_nano") == 0)
+            nano = c;
+        else if (cJSON_IsObject(c) || cJSON_IsArray(c))
+            view_finish_costs(c);
+    }
+    if (nano == NULL)
+        return;
+    char usd[40];
+    ap_usd_format((int64_t)llround(nano->valuedouble), usd, sizeof(usd));
+    cJSON_DeleteItemFromObjectCaseSensitive(node, "cost_nano");
+    cJSON_AddRawToObject(node, "cost_usd", usd);
+}
+
+/* The key's policy from its record ({} when none, or unreadable). */
+static void view_policy(cJSON *obj, const redisReply *rec)
+{
+    const char *s = ap_view_hget(rec, "policy");
+    cJSON *pol = s ? cJSON_Parse(s) : NULL;
+    cJSON_AddItemToObject(obj, "policy", cJSON_IsObject(pol) ? pol : cJSON_CreateObject());
+    if (!cJSON_IsObject(pol))
+        cJSON_Delete(pol);
+}
+
 static cJSON *view_child(cJSON *obj, const char *name)
 {
     cJSON *c = cJSON_GetObjectItemCaseSensitive(obj, name);
@@ -96,14 +131,17 @@ static void view_models_into(cJSON *by_model, const redisReply *hash, const char
         const char *v = view_str(hash->element[i + 1]);
         if (f == NULL || v == NULL || view_model_field(f, pre, model, sizeof(model), &stat) < 0)
             continue;
-        if (strcmp(stat, "total") && strcmp(stat, "requests") && strcmp(stat, "input") && strcmp(stat, "output"))
+        if (strcmp(stat, "total") && strcmp(stat, "requests") && strcmp(stat, "input") && strcmp(stat, "output") &&
+            strcmp(stat, "cost"))
             continue;
         cJSON *m = view_child(by_model, model);
         if (!cJSON_HasObjectItem(m, "total"))
             cJSON_AddNumberToObject(m, "total", 0);
         if (!cJSON_HasObjectItem(m, "requests"))
             cJSON_AddNumberToObject(m, "requests", 0);
-        view_add(m, stat, strtod(v, NULL));
+        if (!cJSON_HasObjectItem(m, "cost_nano"))
+            cJSON_AddNumberToObject(m, "cost_nano", 0);
+        view_add(m, strcmp(stat, "cost") == 0 ? "cost_nano" : stat, strtod(v, NULL));
     }
 }
 
@@ -183,6 +221,9 @@ static cJSON *view_key_entry(const redisReply *rec, const redisReply *tot, long 
     cJSON_AddNumberToObject(k, "total_cache_creation", view_num(tot, "cache_creation"));
     cJSON_AddNumberToObject(k, "total_cache_read", view_num(tot, "cache_read"));
     cJSON_AddNumberToObject(k, "total_errors", view_num(tot, "errors"));
+    cJSON_AddNumberToObject(k, "total_refused", view_num(tot, "refused"));
+    cJSON_AddNumberToObject(k, "cost_nano", view_num(tot, "cost"));
+    view_policy(k, rec);
     return k;
 }
 
@@ -197,6 +238,7 @@ cJSON *ap_view_keys_list(const redisReply *rep, long tz)
         if (view_is_array(e, 2))
             cJSON_AddItemToArray(keys, view_key_entry(e->element[0], e->element[1], tz));
     }
+    view_finish_costs(root);
     return root;
 }
 
@@ -221,6 +263,9 @@ cJSON *ap_view_key_usage(const redisReply *rep, long tz)
     cJSON_AddNumberToObject(u, "total_cache_creation", view_num(tot, "cache_creation"));
     cJSON_AddNumberToObject(u, "total_cache_read", view_num(tot, "cache_read"));
     cJSON_AddNumberToObject(u, "total_errors", view_num(tot, "errors"));
+    cJSON_AddNumberToObject(u, "total_refused", view_num(tot, "refused"));
+    cJSON_AddNumberToObject(u, "cost_nano", view_num(tot, "cost"));
+    view_policy(root, rec);
 
     const redisReply **hashes;
     const char **names;
@@ -235,6 +280,9 @@ cJSON *ap_view_key_usage(const redisReply *rep, long tz)
         cJSON_AddNumberToObject(d, "requests", view_num(hashes[i], "requests"));
         cJSON_AddNumberToObject(d, "cache_creation", view_num(hashes[i], "cache_creation"));
         cJSON_AddNumberToObject(d, "cache_read", view_num(hashes[i], "cache_read"));
+        cJSON_AddNumberToObject(d, "errors", view_num(hashes[i], "errors"));
+        cJSON_AddNumberToObject(d, "refused", view_num(hashes[i], "refused"));
+        cJSON_AddNumberToObject(d, "cost_nano", view_num(hashes[i], "cost"));
         cJSON *bm = cJSON_AddObjectToObject(d, "by_model");
         view_models_into(bm, hashes[i], "");
         view_sort_by_total(bm);
@@ -248,6 +296,7 @@ cJSON *ap_view_key_usage(const redisReply *rep, long tz)
         if (hashes[i] == NULL)
             continue;
         cJSON *h = cJSON_AddObjectToObject(hourly, names[i]);
+        cJSON_AddNumberToObject(h, "cost_nano", view_num(hashes[i], "cost"));
         cJSON *bm = cJSON_AddObjectToObject(h, "by_model");
         view_models_into(bm, hashes[i], "");
         view_sort_by_total(bm);
@@ -258,6 +307,7 @@ cJSON *ap_view_key_usage(const redisReply *rep, long tz)
     cJSON *tbm = cJSON_AddObjectToObject(u, "total_by_model");
     view_models_into(tbm, rep->element[4], "");
     view_sort_by_total(tbm);
+    view_finish_costs(root);
     return root;
 }
 
@@ -276,6 +326,9 @@ cJSON *ap_view_usage_total(const redisReply *rep)
     cJSON_AddNumberToObject(root, "total_cache_creation_tokens", view_num(all, "cache_creation"));
     cJSON_AddNumberToObject(root, "total_cache_read_tokens", view_num(all, "cache_read"));
     cJSON_AddNumberToObject(root, "total_errors", view_num(all, "errors"));
+    cJSON_AddNumberToObject(root, "total_refused", view_num(all, "refused"));
+    cJSON_AddNumberToObject(root, "cost_nano", view_num(all, "cost"));
+    view_finish_costs(root);
     return root;
 }
 
@@ -313,6 +366,7 @@ static cJSON *view_per_key(const redisReply *hash)
             cJSON_AddNumberToObject(k, "input", 0);
             cJSON_AddNumberToObject(k, "output", 0);
             cJSON_AddNumberToObject(k, "requests", 0);
+            cJSON_AddNumberToObject(k, "cost_nano", 0);
             snprintf(pre, sizeof(pre), "k:%s:", id);
             cJSON *bm = cJSON_AddObjectToObject(k, "by_model");
             view_models_into(bm, hash, pre);
@@ -321,6 +375,8 @@ static cJSON *view_per_key(const redisReply *hash)
         const char *stat = idend + 1;
         if (!strcmp(stat, "input") || !strcmp(stat, "output") || !strcmp(stat, "requests"))
             view_add(k, stat, strtod(v, NULL));
+        else if (!strcmp(stat, "cost"))
+            view_add(k, "cost_nano", strtod(v, NULL));
     }
     return by_id;
 }
@@ -346,6 +402,7 @@ static void view_tenants(const redisReply *hash, const redisReply *names, cJSON 
             cJSON_AddNumberToObject(e, "input", cJSON_GetObjectItemCaseSensitive(k, "input")->valuedouble);
             cJSON_AddNumberToObject(e, "output", cJSON_GetObjectItemCaseSensitive(k, "output")->valuedouble);
             cJSON_AddNumberToObject(e, "requests", cJSON_GetObjectItemCaseSensitive(k, "requests")->valuedouble);
+            cJSON_AddNumberToObject(e, "cost_nano", cJSON_GetObjectItemCaseSensitive(k, "cost_nano")->valuedouble);
         } else {
             double req = 0, total = 0;
             const cJSON *m;
@@ -386,6 +443,8 @@ cJSON *ap_view_usage_daily(const redisReply *rep)
         cJSON_AddNumberToObject(d, "total_cache_creation", view_num(h, "cache_creation"));
         cJSON_AddNumberToObject(d, "total_cache_read", view_num(h, "cache_read"));
         cJSON_AddNumberToObject(d, "total_errors", view_num(h, "errors"));
+        cJSON_AddNumberToObject(d, "total_refused", view_num(h, "refused"));
+        cJSON_AddNumberToObject(d, "cost_nano", view_num(h, "cost"));
         cJSON *bm = cJSON_AddObjectToObject(d, "by_model");
         view_models_into(bm, h, "");
         view_sort_by_total(bm);
@@ -397,6 +456,7 @@ cJSON *ap_view_usage_daily(const redisReply *rep)
     }
     free(hashes);
     free(days);
+    view_finish_costs(root);
     return root;
 }
 
@@ -425,9 +485,61 @@ cJSON *ap_view_usage_hourly(const redisReply *rep)
         cJSON_AddNumberToObject(h, "total_input", view_num(hashes[i], "input"));
         cJSON_AddNumberToObject(h, "total_output", view_num(hashes[i], "output"));
         cJSON_AddNumberToObject(h, "total_requests", view_num(hashes[i], "requests"));
+        cJSON_AddNumberToObject(h, "cost_nano", view_num(hashes[i], "cost"));
         cJSON_AddItemToArray(arr, h);
     }
     free(hashes);
     free(hours);
+    view_finish_costs(root);
+    return root;
+}
+
+cJSON *ap_view_key_policy(const redisReply *rep)
+{
+    const char *s = NULL;
+    if (view_is_array(rep, 3)) /* set: {id, name, policy or nil} */
+        s = view_str(rep->element[2]);
+    else if (view_is_array(rep, 1) && view_is_array(rep->element[0], 0)) /* get: {record} */
+        s = ap_view_hget(rep->element[0], "policy");
+    else
+        return NULL;
+    cJSON *pol = s ? cJSON_Parse(s) : NULL;
+    if (cJSON_IsObject(pol))
+        return pol;
+    cJSON_Delete(pol);
+    return cJSON_CreateObject();
+}
+
+cJSON *ap_view_export(const redisReply *rep, long tz, int64_t now_ms)
+{
+    if (!view_is_array(rep, 0))
+        return NULL;
+    char iso[40];
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "format", "api-proxy-export");
+    cJSON_AddNumberToObject(root, "version", 1);
+    ap_time_iso((time_t)(now_ms / 1000), tz, iso, sizeof(iso));
+    cJSON_AddStringToObject(root, "exported_at", iso);
+    cJSON *keys = cJSON_AddObjectToObject(root, "keys");
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *e = rep->element[i];
+        if (!view_is_array(e, 6) || view_str(e->element[0]) == NULL)
+            continue;
+        /* The same document as GET /admin/keys/<key>/usage, from the same five replies. */
+        redisReply sub = *e;
+        sub.element = e->element + 1;
+        sub.elements = 5;
+        cJSON *k = ap_view_key_usage(&sub, tz);
+        if (k == NULL)
+            continue;
+        const char *s;
+        const redisReply *rec = e->element[1];
+        if ((s = ap_view_hget(rec, "created")) != NULL)
+            cJSON_AddStringToObject(k, "created", s);
+        cJSON_AddStringToObject(k, "masked", (s = ap_view_hget(rec, "masked")) ? s : "***");
+        char name[80];
+        snprintf(name, sizeof(name), "sha256:%s", view_str(e->element[0]));
+        cJSON_AddItemToObject(keys, name, k);
+    }
     return root;
 }

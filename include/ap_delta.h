@@ -33,6 +33,12 @@ int ap_delta_max(struct ap_delta *d, const char *key, const char *field, int64_t
 /* SADD key member. */
 int ap_delta_sadd(struct ap_delta *d, const char *key, const char *member);
 
+/*
+ * Settles a policy admission (ap_policy_redis.h) in the flush script: releases
+ * what it holds and counts `tokens` in the tpm window (< 0: takes it back).
+ */
+int ap_delta_settle(struct ap_delta *d, const char *base, const char *admission_id, int64_t tokens);
+
 /* Number of pending operations. */
 size_t ap_delta_count(const struct ap_delta *d);
 

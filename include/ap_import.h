@@ -22,7 +22,8 @@ struct ap_import {
     char *admin_key;        /* owned; NULL if the file has none */
     struct ap_batch **cmds; /* owned: one EVAL per key */
     size_t ncmds;
-    size_t skipped;         /* entries that were not objects */
+    size_t skipped;         /* entries that were not objects, or had an invalid policy */
+    char problem[256];      /* the first reason an entry was skipped ("" if none) */
 };
 
 /*

@@ -15,6 +15,9 @@
 /* Hex SHA-256 of `len` bytes into out (AP_SHA256_HEX bytes). */
 void ap_sha256_hex(const void *data, size_t len, char *out);
 
+/* Hex SHA-1 of a NUL-terminated text (how Redis names a script for EVALSHA) into out (41 bytes). */
+void ap_sha1_hex(const char *text, char out[41]);
+
 /* Raw SHA-256 (32 bytes). */
 void ap_sha256(const void *data, size_t len, unsigned char out[32]);
 

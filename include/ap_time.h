@@ -35,4 +35,14 @@ void ap_time_day_name(long days, char *day);
 /* Parses ISO 8601 ("...Z", "...+08:00", fractional seconds allowed) to epoch seconds; -1 if malformed. */
 int ap_time_parse_iso(const char *s, time_t *out);
 
+/* The same to epoch milliseconds (fractions past the millisecond dropped). No offset means UTC. */
+int ap_time_parse_iso_ms(const char *s, int64_t *out);
+
+/* UTC ISO 8601, milliseconds only when not zero: "2026-03-01T00:00:00Z", "...:00.250Z" (>= 25 bytes). */
+void ap_time_iso_ms_utc(int64_t ms, char *out, size_t n);
+
+/* Epoch ms at which the next day (month) begins in the offset. */
+int64_t ap_time_next_day_ms(int64_t now_ms, long offset);
+int64_t ap_time_next_month_ms(int64_t now_ms, long offset);
+
 #endif

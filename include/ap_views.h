@@ -9,6 +9,7 @@
 #define AP_VIEWS_H
 
 #include <hiredis/hiredis.h>
+#include <stdint.h>
 
 struct cJSON;
 
@@ -17,6 +18,17 @@ struct cJSON *ap_view_key_usage(const redisReply *rep, long tz_offset);
 struct cJSON *ap_view_usage_total(const redisReply *rep);
 struct cJSON *ap_view_usage_daily(const redisReply *rep);
 struct cJSON *ap_view_usage_hourly(const redisReply *rep);
+
+/* {ap_script_key_get's record} or {id, name, policy} of ap_script_key_set_policy -> the policy ({} for none). */
+struct cJSON *ap_view_key_policy(const redisReply *rep);
+
+/*
+ * ap_script_export's reply -> {"format": "api-proxy-export", "version": 1,
+ * "exported_at", "keys": {"sha256:<hex>": {"id", "name", "enabled", "created",
+ * "masked", "policy", "usage": {the original's usage document, with ours}}}},
+ * which ap_import reads back (keys stay usable: they are stored hashed).
+ */
+struct cJSON *ap_view_export(const redisReply *rep, long tz_offset, int64_t now_ms);
 
 /* Field of an HGETALL reply, or NULL. */
 const char *ap_view_hget(const redisReply *hash, const char *field);

@@ -7,8 +7,11 @@
  */
 #include "ap_delta.h"
 #include "ap_env.h"
+#include "ap_file.h"
 #include "ap_import.h"
 #include "ap_log.h"
+#include "ap_policy.h"
+#include "ap_policy_redis.h"
 #include "ap_redis.h"
 #include "ap_sentinel.h"
 #include "ap_store.h"
@@ -16,6 +19,7 @@
 #include "ap_views.h"
 
 #include <cJSON.h>
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -26,13 +30,21 @@
 static const char usage_text[] =
     "usage: api-proxy-admin COMMAND [ARGS]\n"
     "\n"
-    "  import FILE               import an original keys.json (keys, names, flags, usage); idempotent\n"
-    "  create NAME               create a key and print it (the only time it is shown)\n"
+    "  import FILE               import an original keys.json, or an export (keys, names, flags,\n"
+    "                            policies, usage); idempotent\n"
+    "  export [FILE]             every key (hashed, still usable after an import), its policy and\n"
+    "                            its whole usage history, as JSON (stdout without FILE)\n"
+    "  create NAME [POLICY]      create a key and print it (the only time it is shown);\n"
+    "                            POLICY is a JSON object, e.g. '{\"rpm\": 60, \"daily_usd\": 5}'\n"
+    "  policy show KEY-OR-ID     the key's policy ({} for none)\n"
+    "  policy set KEY-OR-ID JSON replace it ('{}' clears it); every replica applies it at once\n"
     "  list                      list keys (masked) with their totals\n"
     "  usage [KEY-OR-ID]         usage of one key, or the totals of all keys\n"
     "  daily [YYYY-MM-DD]        daily usage with model and key breakdown\n"
     "  hourly [YYYY-MM-DD]       hourly usage\n"
     "  enable|disable|delete KEY-OR-ID\n"
+    "  script NAME               print a Lua script the proxies run (admit, renew, flush), e.g. to\n"
+    "                            inspect or test it against a Redis\n"
     "\n"
     "Environment: REDIS_URL (redis://127.0.0.1:6379/0), REDIS_PREFIX (ap:), USAGE_TZ (+00:00);\n"
     "with Redis Sentinel: REDIS_SENTINELS (host:port,...), REDIS_SENTINEL_MASTER (mymaster),\n"
@@ -185,7 +197,7 @@ static int cmd_import(redisContext *c, const char *path)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    size_t imported = 0;
+    size_t imported = 0, taken = 0;
     int rc = 0;
     for (size_t i = 0; i < imp.ncmds; i++) {
         struct ap_batch *b = imp.cmds[i];
@@ -197,26 +209,50 @@ static int cmd_import(redisContext *c, const char *path)
             break;
         }
         imported += r->integer == 1;
+        taken += r->integer == -1;
         freeReplyObject(r);
     }
-    printf("{\"keys\": %zu, \"imported\": %zu, \"already_present\": %zu, \"skipped\": %zu}\n", imp.ncmds,
-           imported, imp.ncmds - imported, imp.skipped);
+    printf("{\"keys\": %zu, \"imported\": %zu, \"already_present\": %zu, \"id_taken\": %zu, \"skipped\": %zu}\n",
+           imp.ncmds, imported, imp.ncmds - imported - taken, taken, imp.skipped);
+    if (imp.problem[0] != '\0')
+        fprintf(stderr, "skipped: %s\n", imp.problem);
     if (imp.admin_key != NULL)
         fprintf(stderr, "note: the file has an admin_key; set ADMIN_KEY (or KEYS_FILE) on the proxies to use it\n");
     ap_import_free(&imp);
     return rc;
 }
 
-static int cmd_create(redisContext *c, const char *name, long tz)
+/* A policy given on the command line -> canonical text in *out (NULL: none). 0, or -1 after printing why. */
+static int admin_policy_arg(const char *json, char **out)
+{
+    char err[300];
+    *out = NULL;
+    struct ap_policy *p = ap_policy_parse_text(json, strlen(json), err, sizeof(err));
+    if (p == NULL) {
+        fprintf(stderr, "invalid policy: %s\n", err);
+        return -1;
+    }
+    if (!ap_policy_empty(p))
+        *out = ap_policy_print(p);
+    ap_policy_free(p);
+    return 0;
+}
+
+static int cmd_create(redisContext *c, const char *name, const char *policy_json, long tz)
 {
     struct ap_new_key k;
-    const char *args[6];
+    const char *args[7];
+    char *policy = NULL;
+    if (policy_json != NULL && admin_policy_arg(policy_json, &policy) < 0)
+        return 2;
     if (ap_store_new_key(&k, name, tz) < 0) {
         fprintf(stderr, "no randomness available\n");
+        free(policy);
         return 1;
     }
     ap_store_new_key_args(&k, args);
-    redisReply *r = admin_eval(c, ap_script_key_create, 6, args);
+    args[6] = policy ? policy : "";
+    redisReply *r = admin_eval(c, ap_script_key_create, 7, args);
     int ok = r != NULL && r->integer == 1;
     freeReplyObject(r);
     if (ok) {
@@ -225,21 +261,53 @@ static int cmd_create(redisContext *c, const char *name, long tz)
         cJSON_AddStringToObject(doc, "api_key", k.secret);
         cJSON_AddStringToObject(doc, "id", k.id);
         cJSON_AddStringToObject(doc, "name", k.name);
+        cJSON_AddItemToObject(doc, "policy", policy ? cJSON_Parse(policy) : cJSON_CreateObject());
         ok = admin_print(doc) == 0;
     }
     OPENSSL_cleanse(&k, sizeof(k));
+    free(policy);
     return ok ? 0 : 1;
 }
 
-static int cmd_key(redisContext *c, const char *verb, const char *ref, long tz)
+static int cmd_export(redisContext *c, const char *path, long tz)
+{
+    redisReply *r = admin_eval(c, ap_script_export, 0, NULL);
+    cJSON *doc = r ? ap_view_export(r, tz, ap_now_ms()) : NULL;
+    freeReplyObject(r);
+    if (doc == NULL) {
+        fprintf(stderr, "unexpected reply from Redis\n");
+        return 1;
+    }
+    char *s = cJSON_Print(doc);
+    cJSON_Delete(doc);
+    int rc = 0;
+    if (path == NULL) {
+        printf("%s\n", s);
+    } else if (ap_file_write_atomic(path, s, 0600) < 0) {
+        fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
+        rc = 1;
+    } else {
+        fprintf(stderr, "exported to %s\n", path);
+    }
+    cJSON_free(s);
+    return rc;
+}
+
+/* verb: usage, delete, enable, disable, "policy show", or "policy set" with `policy` (canonical; NULL clears). */
+static int cmd_key(redisContext *c, const char *verb, const char *ref, const char *policy, long tz)
 {
     char id[17], hash[65];
     ap_store_key_ref(ref, id, hash);
-    const char *script = strcmp(verb, "usage") == 0 ? ap_script_key_usage
-                         : strcmp(verb, "delete") == 0 ? ap_script_key_delete
-                                                       : ap_script_key_set_enabled;
-    const char *args[] = {id, hash, strcmp(verb, "enable") == 0 ? "1" : "0"};
-    redisReply *r = admin_eval(c, script, script == ap_script_key_set_enabled ? 3 : 2, args);
+    const char *script = strcmp(verb, "usage") == 0          ? ap_script_key_usage
+                         : strcmp(verb, "delete") == 0       ? ap_script_key_delete
+                         : strcmp(verb, "policy show") == 0  ? ap_script_key_get
+                         : strcmp(verb, "policy set") == 0   ? ap_script_key_set_policy
+                                                             : ap_script_key_set_enabled;
+    const char *args[] = {id, hash, script == ap_script_key_set_policy ? (policy ? policy : "")
+                                    : strcmp(verb, "enable") == 0      ? "1"
+                                                                       : "0"};
+    int nargs = script == ap_script_key_set_enabled || script == ap_script_key_set_policy ? 3 : 2;
+    redisReply *r = admin_eval(c, script, nargs, args);
     if (r == NULL)
         return 1;
     int rc;
@@ -248,6 +316,8 @@ static int cmd_key(redisContext *c, const char *verb, const char *ref, long tz)
         rc = 1;
     } else if (script == ap_script_key_usage) {
         rc = admin_print(ap_view_key_usage(r, tz));
+    } else if (script == ap_script_key_get || script == ap_script_key_set_policy) {
+        rc = admin_print(ap_view_key_policy(r));
     } else {
         cJSON *doc = cJSON_CreateObject();
         cJSON_AddStringToObject(doc, "status", strcmp(verb, "delete") == 0   ? "deleted"
@@ -269,11 +339,23 @@ static int admin_run(redisContext *c, int argc, char **argv, long tz)
 
     if (strcmp(cmd, "import") == 0 && arg)
         return cmd_import(c, arg);
-    if (strcmp(cmd, "create") == 0 && arg)
-        return cmd_create(c, arg, tz);
+    if (strcmp(cmd, "create") == 0 && arg && argc <= 4)
+        return cmd_create(c, arg, argc > 3 ? argv[3] : NULL, tz);
+    if (strcmp(cmd, "policy") == 0 && argc == 4 && strcmp(argv[2], "show") == 0)
+        return cmd_key(c, "policy show", argv[3], NULL, tz);
+    if (strcmp(cmd, "policy") == 0 && argc == 5 && strcmp(argv[2], "set") == 0) {
+        char *policy;
+        if (admin_policy_arg(argv[4], &policy) < 0)
+            return 2;
+        rc = cmd_key(c, "policy set", argv[3], policy, tz);
+        free(policy);
+        return rc;
+    }
+    if (strcmp(cmd, "export") == 0 && argc <= 3)
+        return cmd_export(c, arg, tz);
     if ((strcmp(cmd, "enable") == 0 || strcmp(cmd, "disable") == 0 || strcmp(cmd, "delete") == 0 ||
          strcmp(cmd, "usage") == 0) && arg)
-        return cmd_key(c, cmd, arg, tz);
+        return cmd_key(c, cmd, arg, NULL, tz);
     if (strcmp(cmd, "list") == 0) {
         r = admin_eval(c, ap_script_keys_list, 0, NULL);
         rc = r ? admin_print(ap_view_keys_list(r, tz)) : 1;
@@ -293,6 +375,26 @@ static int admin_run(redisContext *c, int argc, char **argv, long tz)
     return rc;
 }
 
+/* Needs no Redis. */
+static int cmd_script(const char *name)
+{
+    static const struct {
+        const char *name;
+        const char *text;
+    } scripts[] = {
+        {"admit", ap_script_policy_admit},
+        {"renew", ap_script_policy_renew},
+        {"flush", ap_script_flush},
+    };
+    for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++)
+        if (strcmp(name, scripts[i].name) == 0) {
+            fputs(scripts[i].text, stdout);
+            return 0;
+        }
+    fprintf(stderr, "unknown script %s (admit, renew, flush)\n", name);
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     long tz;
@@ -305,6 +407,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "USAGE_TZ is not a UTC offset like +08:00\n");
         return 2;
     }
+    if (strcmp(argv[1], "script") == 0 && argc == 3)
+        return cmd_script(argv[2]);
     ap_store_set_prefix(ap_env_str("REDIS_PREFIX", "ap:"));
     redisContext *c = admin_connect();
     if (c == NULL)

@@ -5,10 +5,12 @@
  * finish (up to SHUTDOWN_GRACE_SECONDS), flush usage, exit 0.
  */
 #include "px.h"
+#include "px_policy.h"
 
 #include "ap_curl.h"
 #include "ap_fallback.h"
 #include "ap_log.h"
+#include "ap_prices.h"
 #include "ap_store.h"
 
 #include <event2/event.h>
@@ -103,6 +105,13 @@ static int main_setup(struct main_state *m)
         ap_error(NULL, "FALLBACK_CONFIG: %s", err);
         return -1;
     }
+    if (ctx->cfg.prices_path[0] != '\0') {
+        ctx->prices = ap_prices_load(ctx->cfg.prices_path, err, sizeof(err));
+        if (ctx->prices == NULL) {
+            ap_error(NULL, "PRICES_CONFIG: %s", err);
+            return -1;
+        }
+    }
     if (ctx->cfg.keys_file[0] != '\0') {
         int failed;
         ctx->import = px_import_new(ctx, ctx->cfg.keys_file, &failed);
@@ -131,6 +140,7 @@ static int main_setup(struct main_state *m)
     ctx->fb = px_fallback_new(ctx);
     ctx->lark = px_lark_new(ctx);
     ctx->fleet = px_fleet_new(ctx);
+    ctx->policy = px_policy_new(ctx);
     char channel[128];
     ap_store_key(channel, sizeof(channel), "events");
     char name[96];
@@ -140,7 +150,7 @@ static int main_setup(struct main_state *m)
     struct ap_redis_opts ro = {channel, name, &ctx->cfg.sentinel, ctx->cfg.redis_min_acks > 0 ? 2 : 1};
     ctx->redis = ap_redis_new(ctx->base, &ctx->cfg.redis, &ro, &cbs);
     if (ctx->curl == NULL || ctx->keys == NULL || ctx->usage == NULL || ctx->fb == NULL ||
-        ctx->lark == NULL || ctx->fleet == NULL || ctx->redis == NULL)
+        ctx->lark == NULL || ctx->fleet == NULL || ctx->policy == NULL || ctx->redis == NULL)
         return -1;
     ctx->dispatch = px_router_dispatch;
     if (px_http_start(ctx) < 0)
@@ -154,10 +164,11 @@ static int main_setup(struct main_state *m)
     event_add(m->sigterm, NULL);
     event_add(m->sigint, NULL);
     ap_info(NULL, "api-proxy %s up: upstream %s, redis %s%s (usage batches need %ld replica acks), %zu tiers "
-            "(fallback %s)", ctx->cfg.instance_id, ctx->cfg.upstream_shown,
+            "(fallback %s), %zu prices, POLICY_FAIL_MODE=%s", ctx->cfg.instance_id, ctx->cfg.upstream_shown,
             ctx->cfg.sentinel.n ? "through Sentinel, master " : "",
             ctx->cfg.sentinel.n ? ctx->cfg.sentinel.master : ap_redis_master(ctx->redis), ctx->cfg.redis_min_acks,
-            ctx->fallback->ntiers, ctx->fallback->enabled ? "on" : "off");
+            ctx->fallback->ntiers, ctx->fallback->enabled ? "on" : "off", ap_prices_count(ctx->prices),
+            ctx->cfg.policy_fail_open ? "open" : "closed");
     return 0;
 }
 
@@ -182,6 +193,8 @@ static void main_teardown(struct main_state *m)
     px_fallback_free(ctx->fb);
     px_lark_free(ctx->lark);
     px_fleet_free(ctx->fleet);
+    px_policy_free(ctx->policy);
+    ap_prices_free(ctx->prices);
     px_attempt_pool_free(ctx);
     ap_curl_free(ctx->curl);
     px_import_free(ctx->import);

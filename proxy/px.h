@@ -65,6 +65,11 @@ struct px_config {
     char upstream_shown[1024];      /* UPSTREAM_URL without credentials, for /health and logs */
     long fleet_heartbeat_ms;        /* FLEET_HEARTBEAT_MS: how often the replica's heartbeat is written */
     char instance_id[64];
+    char prices_path[1024];         /* PRICES_CONFIG; empty: no prices */
+    int policy_fail_open;           /* POLICY_FAIL_MODE: 1 open, 0 closed */
+    long policy_lease_ms;           /* POLICY_LEASE_SECONDS */
+    long policy_timeout_ms;         /* POLICY_TIMEOUT_MS: the longest an admission waits for Redis */
+    long policy_default_max_tokens; /* POLICY_DEFAULT_MAX_TOKENS: reserved when a request names none */
 };
 
 /* Reads the environment; 0, or -1 after logging what is wrong. */
@@ -78,7 +83,10 @@ struct px_usage;
 struct px_fallback;
 struct px_lark;
 struct px_fleet;
+struct px_policy;
 struct ap_tier;
+struct ap_prices;
+struct ap_policy;
 
 struct px_stats {
     uint64_t upstream_errors;
@@ -104,6 +112,8 @@ struct px_ctx {
     struct px_lark *lark;           /* owned */
     struct px_import *import;       /* owned; NULL when no KEYS_FILE */
     struct px_fleet *fleet;         /* owned: this replica's heartbeat */
+    struct px_policy *policy;       /* owned: per-key limits (px_policy.c) */
+    struct ap_prices *prices;       /* owned; NULL without PRICES_CONFIG */
     char *admin_key;                /* borrowed: cfg.admin_key or the imported one */
     struct px_stats stats;
     struct px_upstream *upstream;   /* owned: our HTTP/1.1 client's pools (px_upstream.c) */
@@ -153,6 +163,9 @@ typedef void (*px_keys_cb)(void *arg, int ok, const struct px_key_info *info);
 /* Reads a key from Redis and caches it; cb(ok=0) when Redis cannot answer. 0, or -1 if Redis is down (cb not called). */
 int px_keys_fetch(struct px_keys *k, const char *hash_hex, px_keys_cb cb, void *arg);
 
+/* The policy of a cached key (a new reference), or NULL when it has none or is not cached. */
+struct ap_policy *px_keys_policy(struct px_keys *k, const char *hash_hex);
+
 /* A {"type":"key",...} event from pub/sub. */
 void px_keys_on_event(struct px_keys *k, const struct cJSON *ev);
 /* Re-reads every cached key (after a (re)subscribe: events may have been missed). */
@@ -163,8 +176,14 @@ size_t px_keys_count(const struct px_keys *k);
 
 struct px_usage *px_usage_new(struct px_ctx *ctx);
 void px_usage_free(struct px_usage *u);
+/* ok: AP_REC_OK, AP_REC_ERROR or AP_REC_REFUSED (ap_store.h). */
 void px_usage_record(struct px_usage *u, const char *key_id, const char *model,
                      const struct ap_usage *usage, int ok);
+/*
+ * Settles a policy admission in the next usage batch, with the usage recorded
+ * so far (ap_delta_settle); the batch goes out at once.
+ */
+void px_usage_settle(struct px_usage *u, const char *base, const char *admission_id, int64_t tokens);
 /* Counter updates not yet acknowledged by Redis (with REDIS_MIN_REPLICAS_ACK: by its replicas, while replies wait for them). */
 size_t px_usage_pending(const struct px_usage *u);
 /* Counter updates written to a master that no replica has acknowledged yet (kept, and written again on a new connection). */
@@ -276,6 +295,10 @@ void px_metrics_upstream(const char *tier, double total_s, double ttfb_s);
 void px_metrics_tokens(const struct ap_usage *u);
 /* kind: "proactive" or "reactive". */
 void px_metrics_switch(const char *kind);
+/* A request refused by its key's policy (reason: ap_refusal_fmt.reason). */
+void px_metrics_refused(const char *reason);
+/* An admission of a limited key: "checked" (by Redis) or "unchecked" (POLICY_FAIL_MODE=open). */
+void px_metrics_admission(const char *kind);
 void px_metrics_handle(struct px_ctx *ctx, struct px_hreq *req);
 
 /* ---- the fleet (px_fleet.c) ---- */

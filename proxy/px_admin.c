@@ -12,6 +12,7 @@
 #include "ap_keys.h"
 #include "ap_log.h"
 #include "ap_range.h"
+#include "ap_policy.h"
 #include "ap_store.h"
 #include "ap_time.h"
 #include "ap_views.h"
@@ -27,6 +28,7 @@
 enum admin_kind {
     ADMIN_KEYS_LIST, ADMIN_KEY_CREATE, ADMIN_KEY_USAGE, ADMIN_KEY_ENABLE, ADMIN_KEY_DISABLE,
     ADMIN_KEY_DELETE, ADMIN_USAGE, ADMIN_USAGE_DAILY, ADMIN_USAGE_HOURLY, ADMIN_IMPORT,
+    ADMIN_POLICY_GET, ADMIN_POLICY_SET, ADMIN_EXPORT,
 };
 
 struct admin_call {
@@ -36,6 +38,7 @@ struct admin_call {
     struct ap_new_key nk;           /* ADMIN_KEY_CREATE; the secret is wiped on free */
     struct ap_import imp;           /* ADMIN_IMPORT: owned, read by the import run until it is done */
     char from[11], to[11];          /* ADMIN_USAGE_DAILY/HOURLY over a range; "" otherwise */
+    char *policy;                   /* ADMIN_KEY_CREATE: canonical policy JSON, owned; NULL: none */
 };
 
 /* The longest ranges the usage views read (days; hourly ranges read 24 buckets a day). */
@@ -47,6 +50,7 @@ static void admin_call_free(struct admin_call *c)
     c->ctx->stats.active--; /* counted so that a graceful stop waits for it */
     OPENSSL_cleanse(&c->nk, sizeof(c->nk));
     ap_import_free(&c->imp);
+    free(c->policy);
     free(c);
 }
 
@@ -103,7 +107,18 @@ static void admin_on_reply(redisAsyncContext *ac, void *reply, void *priv)
         cJSON_AddStringToObject(doc, "id", c->nk.id);
         cJSON_AddStringToObject(doc, "name", c->nk.name);
         cJSON_AddStringToObject(doc, "key", c->nk.masked);
-        ap_info(NULL, "admin: created key %s (%s)", c->nk.id, c->nk.name);
+        cJSON_AddItemToObject(doc, "policy", c->policy ? cJSON_Parse(c->policy) : cJSON_CreateObject());
+        ap_info(NULL, "admin: created key %s (%s)%s", c->nk.id, c->nk.name, c->policy ? " with a policy" : "");
+        break;
+    case ADMIN_POLICY_GET:
+    case ADMIN_POLICY_SET:
+        doc = rep->type == REDIS_REPLY_NIL ? NULL : ap_view_key_policy(rep);
+        if (doc != NULL && c->kind == ADMIN_POLICY_SET)
+            ap_info(NULL, "admin: key %s policy %s", rep->element[0]->str ? rep->element[0]->str : "?",
+                    cJSON_GetArraySize(doc) ? "set" : "cleared");
+        break;
+    case ADMIN_EXPORT:
+        doc = ap_view_export(rep, tz, ap_now_ms());
         break;
     case ADMIN_KEY_ENABLE:
     case ADMIN_KEY_DISABLE:
@@ -122,8 +137,8 @@ static void admin_on_reply(redisAsyncContext *ac, void *reply, void *priv)
     case ADMIN_IMPORT: /* answered by admin_on_imported */
         break;
     }
-    if (doc == NULL && (c->kind == ADMIN_KEY_USAGE || c->kind == ADMIN_KEY_ENABLE ||
-                        c->kind == ADMIN_KEY_DISABLE || c->kind == ADMIN_KEY_DELETE))
+    if (doc == NULL && (c->kind == ADMIN_KEY_USAGE || c->kind == ADMIN_KEY_ENABLE || c->kind == ADMIN_KEY_DISABLE ||
+                        c->kind == ADMIN_KEY_DELETE || c->kind == ADMIN_POLICY_GET || c->kind == ADMIN_POLICY_SET))
         px_reply_error(c->req, PX_FMT_ADMIN, 404, "Key not found");
     else if (doc == NULL)
         px_reply_error(c->req, PX_FMT_ADMIN, 500, "unexpected reply from storage");
@@ -173,6 +188,29 @@ static void admin_eval(struct admin_call *c, const char *script, int nargs, cons
     }
 }
 
+/*
+ * A policy object validated into its canonical text (*out NULL when empty).
+ * 0, or -1 after replying 400 with what is wrong.
+ */
+static int admin_policy_text(struct px_hreq *req, const cJSON *obj, char **out)
+{
+    char err[300], msg[340];
+    *out = NULL;
+    struct ap_policy *p = ap_policy_parse(obj, err, sizeof(err));
+    if (p == NULL) {
+        snprintf(msg, sizeof(msg), "invalid policy: %s", err);
+        px_reply_error(req, PX_FMT_ADMIN, 400, msg);
+        return -1;
+    }
+    if (!ap_policy_empty(p) && (*out = ap_policy_print(p)) == NULL) {
+        ap_policy_free(p);
+        px_reply_error(req, PX_FMT_ADMIN, 500, "out of memory");
+        return -1;
+    }
+    ap_policy_free(p);
+    return 0;
+}
+
 /* The request body as a JSON object, or NULL after replying 400. */
 static cJSON *admin_body(struct px_hreq *req, int optional)
 {
@@ -203,11 +241,18 @@ static void admin_create(struct px_ctx *ctx, struct px_hreq *req)
         px_reply_error(req, PX_FMT_ADMIN, 400, "name must be a string of at most 200 characters");
         return;
     }
-    struct admin_call *c = admin_call_new(ctx, req, ADMIN_KEY_CREATE);
-    if (c == NULL) {
+    char *policy;
+    if (admin_policy_text(req, cJSON_GetObjectItemCaseSensitive(body, "policy"), &policy) < 0) {
         cJSON_Delete(body);
         return;
     }
+    struct admin_call *c = admin_call_new(ctx, req, ADMIN_KEY_CREATE);
+    if (c == NULL) {
+        free(policy);
+        cJSON_Delete(body);
+        return;
+    }
+    c->policy = policy;
     int rc = ap_store_new_key(&c->nk, name ? name->valuestring : NULL, ctx->cfg.tz_offset);
     cJSON_Delete(body);
     if (rc < 0) {
@@ -215,9 +260,10 @@ static void admin_create(struct px_ctx *ctx, struct px_hreq *req)
         admin_call_free(c);
         return;
     }
-    const char *args[6];
+    const char *args[7];
     ap_store_new_key_args(&c->nk, args);
-    admin_eval(c, ap_script_key_create, 6, args);
+    args[6] = policy ? policy : "";
+    admin_eval(c, ap_script_key_create, 7, args);
 }
 
 /* The import run is over (every reply is in): answer, then free the call. */
@@ -311,7 +357,19 @@ static void admin_key_action(struct px_ctx *ctx, struct px_hreq *req, const char
     }
     enum admin_kind kind;
     const char *script;
-    if (strcmp(action, "usage") == 0 && m == PX_GET) {
+    char *policy = NULL;
+    if (strcmp(action, "policy") == 0 && m == PX_PUT) {
+        cJSON *body = admin_body(req, 0);
+        int rc = body ? admin_policy_text(req, body, &policy) : -1;
+        cJSON_Delete(body);
+        if (rc < 0)
+            return;
+        kind = ADMIN_POLICY_SET;
+        script = ap_script_key_set_policy;
+    } else if (strcmp(action, "policy") == 0 && m == PX_GET) {
+        kind = ADMIN_POLICY_GET;
+        script = ap_script_key_get;
+    } else if (strcmp(action, "usage") == 0 && m == PX_GET) {
         kind = ADMIN_KEY_USAGE;
         script = ap_script_key_usage;
     } else if (strcmp(action, "disable") == 0 && m == PX_POST) {
@@ -331,13 +389,17 @@ static void admin_key_action(struct px_ctx *ctx, struct px_hreq *req, const char
         return;
     }
     struct admin_call *c = admin_call_new(ctx, req, kind);
-    if (c == NULL)
+    if (c == NULL) {
+        free(policy);
         return;
+    }
+    c->policy = policy;
     char id[17];
     ap_store_key_ref(key, id, hash);
     OPENSSL_cleanse(key, sizeof(key));
-    const char *args[] = {id, hash, kind == ADMIN_KEY_ENABLE ? "1" : "0"};
-    admin_eval(c, script, kind == ADMIN_KEY_ENABLE || kind == ADMIN_KEY_DISABLE ? 3 : 2, args);
+    const char *args[] = {id, hash, kind == ADMIN_POLICY_SET ? (policy ? policy : "") : kind == ADMIN_KEY_ENABLE ? "1" : "0"};
+    int three = kind == ADMIN_KEY_ENABLE || kind == ADMIN_KEY_DISABLE || kind == ADMIN_POLICY_SET;
+    admin_eval(c, script, three ? 3 : 2, args);
 }
 
 /*
@@ -463,6 +525,10 @@ void px_admin_handle(struct px_ctx *ctx, struct px_hreq *req, const char *path)
         admin_usage(ctx, req, ADMIN_USAGE_HOURLY);
     } else if (strcmp(path, "/admin/import") == 0 && m == PX_POST) {
         admin_import(ctx, req);
+    } else if (strcmp(path, "/admin/export") == 0 && m == PX_GET) {
+        struct admin_call *c = admin_call_new(ctx, req, ADMIN_EXPORT);
+        if (c != NULL)
+            admin_eval(c, ap_script_export, 0, NULL);
     } else if (strcmp(path, "/admin/lark/authorize") == 0 && m == PX_GET) {
         px_lark_authorize(ctx, req);
     } else if (strcmp(path, "/admin/fallback") == 0 && m == PX_GET) {

@@ -87,7 +87,10 @@ static void attempt_copy_headers(struct px_attempt *a, int converted)
         const char *name = a->rh + i;
         const char *value = name + strlen(name) + 1;
         i = (size_t)(value - a->rh) + strlen(value) + 1;
-        if (strcasecmp(name, "x-request-id") == 0 ||
+        int replaced = 0;
+        for (size_t k = 0; k < a->s.nextra; k++)
+            replaced |= strcasecmp(name, a->s.extra[k].name) == 0;
+        if (replaced || strcasecmp(name, "x-request-id") == 0 ||
             (converted && (strcasecmp(name, "content-type") == 0 || strcasecmp(name, "content-encoding") == 0)))
             continue;
         px_hreq_add_header(h, name, value);
@@ -95,6 +98,9 @@ static void attempt_copy_headers(struct px_attempt *a, int converted)
     if (!px_hreq_has_reply_header(h, "content-type"))
         px_hreq_add_header(h, "Content-Type", a->is_sse ? "text/event-stream" : "application/json");
     px_hreq_add_header(h, "x-request-id", a->s.rid);
+    /* The owner's own headers (the key policy's x-ratelimit-*) replace the upstream's of the same name. */
+    for (size_t i = 0; i < a->s.nextra; i++)
+        px_hreq_add_header(h, a->s.extra[i].name, a->s.extra[i].value);
     if (a->s.api) {
         px_hreq_add_header(h, "x-api-proxy-model", a->s.served_model);
         px_hreq_add_header(h, "x-api-proxy-tier", a->s.target.tier ? a->s.target.tier->name : "upstream");

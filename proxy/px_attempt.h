@@ -19,6 +19,8 @@
 
 #include "px.h"
 #include "px_outbound.h"
+
+#include "ap_policy.h"
 #include "px_verdict.h"
 
 struct evbuffer;
@@ -47,6 +49,8 @@ struct px_attempt_spec {
     int api;                            /* Messages / Chat Completions (else pass-through) */
     int hold;                           /* another tier may follow: hold a stream until content */
     const char *served_model;           /* for x-api-proxy-model (api only) */
+    const struct ap_header *extra;      /* the owner's headers for the reply (replace the upstream's) */
+    size_t nextra;
     struct evbuffer *tail;              /* the owner's: a reply's final bytes */
     struct ap_usage *usage;             /* the owner's: the usage of what is delivered */
     const struct px_attempt_ops *ops;

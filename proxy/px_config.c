@@ -94,6 +94,19 @@ int px_config_load(struct px_config *c)
     /* At most 10 s: /admin/fleet lists the replicas seen in the last 30 s. */
     bad |= ap_env_long("FLEET_HEARTBEAT_MS", 5000, 100, 10000, &c->fleet_heartbeat_ms);
 
+    bad |= cfg_copy(c->prices_path, sizeof(c->prices_path), "PRICES_CONFIG", ap_env_str("PRICES_CONFIG", ""));
+    const char *fm = ap_env_str("POLICY_FAIL_MODE", "open");
+    if (strcmp(fm, "open") != 0 && strcmp(fm, "closed") != 0) {
+        ap_error(NULL, "config: POLICY_FAIL_MODE=%s must be open or closed", fm);
+        bad = -1;
+    }
+    c->policy_fail_open = strcmp(fm, "closed") != 0;
+    double lease;
+    bad |= ap_env_double("POLICY_LEASE_SECONDS", 20, 0.2, 30, &lease);
+    c->policy_lease_ms = (long)(lease * 1000);
+    bad |= ap_env_long("POLICY_TIMEOUT_MS", 1000, 1, 60000, &c->policy_timeout_ms);
+    bad |= ap_env_long("POLICY_DEFAULT_MAX_TOKENS", 4096, 0, 100000000, &c->policy_default_max_tokens);
+
     const char *iid = ap_env_str("INSTANCE_ID", NULL);
     if (iid != NULL) {
         bad |= cfg_copy(c->instance_id, sizeof(c->instance_id), "INSTANCE_ID", iid);

@@ -4,7 +4,7 @@
  * messages while disconnected, so coming up re-reads everything an event
  * could have changed.
  */
-#include "px.h"
+#include "px_policy.h"
 
 #include "ap_log.h"
 
@@ -37,6 +37,7 @@ void px_events_on_up(struct ap_redis *r, void *arg)
         px_import_run(ctx->import);
     px_usage_kick(ctx->usage);
     px_fleet_beat(ctx->fleet);
+    px_policy_on_up(ctx->policy);
 }
 
 void px_events_on_down(struct ap_redis *r, void *arg)

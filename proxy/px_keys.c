@@ -7,11 +7,13 @@
  * "disabled" event cannot re-enable the key.
  * While Redis is down, cached verdicts keep serving (docs/contract.md section 4).
  * Unknown keys are not cached, so a key created on another replica works here
- * at once.
+ * at once. A key's policy travels with its record and its events, so keys
+ * without one cost nothing more per request.
  */
 #include "px.h"
 
 #include "ap_log.h"
+#include "ap_policy.h"
 #include "ap_store.h"
 #include "ap_views.h"
 
@@ -25,6 +27,7 @@ struct keys_entry {
     char id[17];
     enum px_key_state state;    /* UNKNOWN: deleted (kept as a tombstone for its version) */
     long long ver;
+    struct ap_policy *policy;   /* owned reference; NULL: none */
 };
 
 struct px_keys {
@@ -40,6 +43,37 @@ struct keys_fetch {
     px_keys_cb cb;              /* NULL for revalidation */
     void *arg;
 };
+
+static void keys_entry_free(void *p)
+{
+    struct keys_entry *e = p;
+    ap_policy_free(e->policy);
+    free(e);
+}
+
+/*
+ * A policy as stored (JSON text, NULL: none) -> *out (NULL when empty). -1
+ * when it cannot be read: the key is then refused rather than served without
+ * its limits.
+ */
+static int keys_policy(const char *id, const char *json, struct ap_policy **out)
+{
+    char err[256];
+    *out = NULL;
+    if (json == NULL || json[0] == '\0')
+        return 0;
+    struct ap_policy *p = ap_policy_parse_text(json, strlen(json), err, sizeof(err));
+    if (p == NULL) {
+        ap_error(NULL, "key %s: its policy cannot be read (%s); refusing the key until it is fixed", id ? id : "?",
+                 err);
+        return -1;
+    }
+    if (ap_policy_empty(p))
+        ap_policy_free(p);
+    else
+        *out = p;
+    return 0;
+}
 
 static int keys_cmp(const void *a, const void *b)
 {
@@ -58,7 +92,7 @@ void px_keys_free(struct px_keys *k)
 {
     if (k == NULL)
         return;
-    tdestroy(k->root, free);
+    tdestroy(k->root, keys_entry_free);
     free(k);
 }
 
@@ -77,14 +111,16 @@ static struct keys_entry *keys_find(struct px_keys *k, const char *hash)
     return e ? *e : NULL;
 }
 
-/* Records what we learned about a key, unless we already hold newer data. */
+/* Records what we learned about a key, unless we already hold newer data. Takes `policy`. */
 static struct keys_entry *keys_store(struct px_keys *k, const char *hash, const char *id,
-                                     enum px_key_state state, long long ver)
+                                     enum px_key_state state, long long ver, struct ap_policy *policy)
 {
     struct keys_entry *e = keys_find(k, hash);
     if (e == NULL) {
-        if (strlen(hash) != 64 || (e = calloc(1, sizeof(*e))) == NULL)
+        if (strlen(hash) != 64 || (e = calloc(1, sizeof(*e))) == NULL) {
+            ap_policy_free(policy);
             return NULL;
+        }
         memcpy(e->hash, hash, 65);
         e->ver = -1;
         if (tsearch(e, &k->root, keys_cmp) == NULL) {
@@ -93,13 +129,23 @@ static struct keys_entry *keys_store(struct px_keys *k, const char *hash, const 
         }
         k->count++;
     }
-    if (ver < e->ver)
+    if (ver < e->ver) {
+        ap_policy_free(policy);
         return e;
+    }
     e->ver = ver;
     e->state = state;
+    ap_policy_free(e->policy);
+    e->policy = policy;
     if (id != NULL)
         snprintf(e->id, sizeof(e->id), "%s", id);
     return e;
+}
+
+struct ap_policy *px_keys_policy(struct px_keys *k, const char *hash_hex)
+{
+    struct keys_entry *e = keys_find(k, hash_hex);
+    return e != NULL && e->state == PX_KEY_ENABLED ? ap_policy_ref(e->policy) : NULL;
 }
 
 int px_keys_lookup(struct px_keys *k, const char *hash_hex, struct px_key_info *info)
@@ -125,7 +171,10 @@ static void keys_on_reply(redisAsyncContext *ac, void *reply, void *priv)
         const char *en = ap_view_hget(rep, "enabled");
         const char *ver = ap_view_hget(rep, "ver");
         enum px_key_state st = (en != NULL && strcmp(en, "1") == 0) ? PX_KEY_ENABLED : PX_KEY_DISABLED;
-        struct keys_entry *e = keys_store(f->keys, f->hash, id, st, ver ? atoll(ver) : 0);
+        struct ap_policy *pol;
+        if (keys_policy(id, ap_view_hget(rep, "policy"), &pol) < 0)
+            st = PX_KEY_DISABLED;
+        struct keys_entry *e = keys_store(f->keys, f->hash, id, st, ver ? atoll(ver) : 0, pol);
         if (e != NULL) {
             info.state = e->state;
             memcpy(info.id, e->id, sizeof(info.id));
@@ -179,8 +228,13 @@ void px_keys_on_event(struct px_keys *k, const cJSON *ev)
     /* Only keys this replica has seen matter; others are read when first used. */
     if (keys_find(k, hash->valuestring) == NULL)
         return;
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(ev, "policy");
+    struct ap_policy *pol;
+    if (keys_policy(cJSON_IsString(id) ? id->valuestring : NULL, cJSON_IsString(pj) ? pj->valuestring : NULL,
+                    &pol) < 0 && st == PX_KEY_ENABLED)
+        st = PX_KEY_DISABLED;
     keys_store(k, hash->valuestring, cJSON_IsString(id) ? id->valuestring : NULL, st,
-               cJSON_IsNumber(ver) ? (long long)ver->valuedouble : 0);
+               cJSON_IsNumber(ver) ? (long long)ver->valuedouble : 0, pol);
     ap_info(NULL, "key %s: %s", cJSON_IsString(id) ? id->valuestring : "?",
             st == PX_KEY_ENABLED ? "enabled" : st == PX_KEY_DISABLED ? "disabled" : "deleted");
 }

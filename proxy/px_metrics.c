@@ -2,7 +2,7 @@
  * GET /metrics: Prometheus text for this replica. Request-level counters and
  * histograms are fed as requests finish; gauges are read at scrape time.
  */
-#include "px.h"
+#include "px_policy.h"
 
 #include "ap_metrics.h"
 
@@ -44,6 +44,15 @@ int px_metrics_init(void)
     rc |= ap_metrics_define(metrics, "ap_client_connections", AP_GAUGE, "Client connections open now.");
     rc |= ap_metrics_define(metrics, "ap_connections_refused_total", AP_COUNTER,
                             "Client connections turned away (MAX_CONNECTIONS, or out of descriptors).");
+    rc |= ap_metrics_define(metrics, "ap_policy_refused_total", AP_COUNTER,
+                            "Requests refused by their key's policy, by reason.");
+    rc |= ap_metrics_define(metrics, "ap_policy_admissions_total", AP_COUNTER,
+                            "Admissions of keys with counted limits: checked by Redis, or unchecked while it "
+                            "was unreachable (POLICY_FAIL_MODE=open).");
+    rc |= ap_metrics_define(metrics, "ap_policy_leases", AP_GAUGE,
+                            "Admissions in flight whose leases (concurrency slots, reservations) this replica renews.");
+    rc |= ap_metrics_define(metrics, "ap_policy_fail_mode", AP_GAUGE,
+                            "POLICY_FAIL_MODE in force (1 for the mode named by the label).");
     return rc < 0 ? -1 : 0;
 }
 
@@ -85,6 +94,20 @@ void px_metrics_switch(const char *kind)
     ap_metrics_add(metrics, "ap_fallback_switches_total", labels, 1);
 }
 
+void px_metrics_refused(const char *reason)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+    ap_metrics_add(metrics, "ap_policy_refused_total", labels, 1);
+}
+
+void px_metrics_admission(const char *kind)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "result=\"%s\"", kind);
+    ap_metrics_add(metrics, "ap_policy_admissions_total", labels, 1);
+}
+
 void px_metrics_handle(struct px_ctx *ctx, struct px_hreq *req)
 {
     const struct ap_redis_stats *rs = ap_redis_stats(ctx->redis);
@@ -100,6 +123,9 @@ void px_metrics_handle(struct px_ctx *ctx, struct px_hreq *req)
     ap_metrics_set(metrics, "ap_upstream_errors_total", "", (double)ctx->stats.upstream_errors);
     ap_metrics_set(metrics, "ap_client_connections", "", (double)px_http_connections(ctx));
     ap_metrics_set(metrics, "ap_connections_refused_total", "", (double)px_http_refused(ctx));
+    ap_metrics_set(metrics, "ap_policy_leases", "", (double)px_policy_stats(ctx->policy)->leases);
+    ap_metrics_set(metrics, "ap_policy_fail_mode", "mode=\"open\"", ctx->cfg.policy_fail_open);
+    ap_metrics_set(metrics, "ap_policy_fail_mode", "mode=\"closed\"", !ctx->cfg.policy_fail_open);
     struct evbuffer *b = evbuffer_new();
     if (b == NULL) {
         px_reply_error(req, PX_FMT_ADMIN, 500, "out of memory");

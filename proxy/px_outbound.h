@@ -70,6 +70,7 @@ struct px_body_facts {
     const char *model;                  /* requested model */
     int stream;
     int client_usage;                   /* OpenAI stream_options.include_usage */
+    long long max_tokens;               /* output limit asked for (max_completion_tokens, else max_tokens); -1: none */
 };
 
 /* The model the target serves (the tier's, else the client's). */

@@ -5,6 +5,8 @@
  */
 #include "px_request.h"
 
+#include "px_policy.h"
+
 #include "ap_fallback.h"
 #include "ap_jscan.h"
 #include "ap_json.h"
@@ -73,6 +75,7 @@ static void request_count(struct px_request *r)
     r->counted = 1;
     int ok = r->reply_status >= 200 && r->reply_status < 300;
     px_usage_record(r->ctx->usage, r->key.id, r->served_model[0] ? r->served_model : r->model, &r->usage, ok);
+    px_policy_end(&r->adm, &r->usage); /* settled in the same usage batch */
     if (ok)
         px_metrics_tokens(&r->usage);
 }
@@ -110,6 +113,7 @@ void px_request_finish(struct px_request *r)
         }
     }
     request_count(r);
+    px_policy_end(&r->adm, &r->usage); /* a request never counted (refused, failed before an answer) */
     static const char *const routes[] = {"messages", "chat_completions", "passthrough"};
     const char *model = request_metric_model(r, r->served_model[0] ? r->served_model : r->model);
     const char *tier = r->served_tier ? r->served_tier->name : r->t_sent ? "upstream" : "";
@@ -288,6 +292,8 @@ static void request_start_tier(struct px_request *r, const struct ap_tier *tier)
     spec.api = api;
     spec.hold = request_has_next(r);
     spec.served_model = r->served_model;
+    spec.extra = r->rl;
+    spec.nextra = r->nrl;
     spec.tail = r->tail;
     spec.usage = &r->usage;
     spec.ops = &request_attempt_ops;
@@ -371,7 +377,9 @@ static void request_route(struct px_request *r)
     int api = r->route != PX_ROUTE_PASS;
     r->chain = ap_fallback_ref(r->ctx->fallback);
     r->nplan = api ? px_fallback_plan(r->ctx->fb, r->model, r->plan, PX_MAX_TIERS) : 0;
+    r->nplan = px_policy_filter(r->adm, r->plan, r->nplan); /* tiers of models the key may not use */
     r->iplan = 0;
+    r->nrl = px_policy_headers(r->adm, r->rl);
     if (r->nplan > 0 && strcmp(r->plan[0]->model, r->model) != 0) {
         ap_info(r->rid, "fallback: %s is unavailable, using %s", r->model, r->plan[0]->model);
         px_metrics_switch("proactive");
@@ -380,14 +388,43 @@ static void request_route(struct px_request *r)
     request_start_tier(r, tier);
 }
 
+/* The key policy's verdict (px_policy.h); a refusal is counted there, as refused. */
+static void request_on_admit(void *arg, const struct px_admit_verdict *v)
+{
+    struct px_request *r = arg;
+    if (!r->finished) {
+        if (v->status == 0) {
+            request_route(r);
+        } else if (r->hreq != NULL) {
+            struct px_hreq *h = r->hreq;
+            r->hreq = NULL;
+            r->counted = 1; /* neither a request nor an error */
+            r->reply_status = v->status;
+            px_hreq_on_close(h, NULL, NULL);
+            px_hreq_add_header(h, "x-request-id", r->rid);
+            px_policy_reply(h, r->err_fmt == PX_FMT_OPENAI, v);
+            px_request_finish(r);
+        }
+    }
+    px_request_unref(r);
+}
+
 static void request_authorized(struct px_request *r)
 {
-    if (r->key.state == PX_KEY_DISABLED)
+    if (r->key.state == PX_KEY_DISABLED) {
         px_request_fail(r, 403, "API key disabled");
-    else if (r->key.state != PX_KEY_ENABLED)
+    } else if (r->key.state != PX_KEY_ENABLED) {
         px_request_fail(r, 401, "Invalid API key");
-    else
-        request_route(r);
+    } else {
+        /* Admission (limits, allow-list, expiry) before routing; keys without a policy pass at once. */
+        int api = r->route != PX_ROUTE_PASS;
+        size_t len;
+        px_hreq_body(r->hreq, &len);
+        struct px_policy_req q = {r->key_hash, r->key.id, api ? r->model : NULL, r->err_fmt == PX_FMT_OPENAI,
+                                  len, api ? r->facts.max_tokens : -1, r->rid};
+        px_request_ref(r); /* the admission's */
+        px_policy_admit(r->ctx, &q, &r->adm, request_on_admit, r);
+    }
 }
 
 static void request_on_key(void *arg, int ok, const struct px_key_info *info)
@@ -454,6 +491,9 @@ static int request_check_body(struct px_request *r)
     }
     r->facts.stream = js.stream == AP_J_TRUE;
     r->facts.client_usage = js.include_usage == AP_J_TRUE;
+    r->facts.max_tokens = js.max_completion_tokens.in_range ? js.max_completion_tokens.value
+                          : js.max_tokens.in_range          ? js.max_tokens.value
+                                                            : -1;
     memcpy(r->model, js.model_str, js.model_str_len + 1);
     r->facts.model = r->model;
     return 0;

@@ -35,6 +35,7 @@ struct ap_tier;
 struct ap_stream;
 struct cJSON;
 struct px_attempt;
+struct px_admission;
 
 #define PX_MAX_TIERS 16
 
@@ -60,6 +61,9 @@ struct px_request {
     size_t nplan;
     size_t iplan;                       /* the tier being tried */
     struct px_attempt *att;             /* owned: the current attempt */
+    struct px_admission *adm;           /* owned: the key policy's admission (px_policy.h); NULL: none */
+    struct ap_header rl[4];             /* the policy's x-ratelimit-* headers for the reply */
+    size_t nrl;
     char *send_body;                    /* owned: the current attempt's body when not the client's */
 
     /* The outcome, for usage, metrics and the log. */

@@ -38,11 +38,11 @@
 #include "ap_delta.h"
 #include "ap_keys.h"
 #include "ap_log.h"
+#include "ap_prices.h"
 #include "ap_store.h"
 #include "ap_time.h"
 
 #include <event2/event.h>
-#include <openssl/sha.h>
 #include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +91,7 @@ struct px_usage {
     struct event *timer;        /* owned */
     struct event *commit;       /* owned: the end of the commit window (USAGE_COMMIT_WINDOW_US) */
     int64_t last_take_us;       /* monotonic: when the last batch was taken */
+    unsigned urgent:1;          /* pending settlements free concurrency slots: send without waiting for the timer */
 };
 
 static int64_t usage_now_us(void)
@@ -127,19 +128,6 @@ static int usage_commit_later(struct px_usage *u)
 static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv);
 static void usage_on_wait(redisAsyncContext *ac, void *reply, void *priv);
 
-/* Redis names scripts by the SHA-1 of their text. */
-static void usage_sha1_hex(const char *text, char out[41])
-{
-    unsigned char d[20];
-    static const char hx[] = "0123456789abcdef";
-    SHA1((const unsigned char *)text, strlen(text), d);
-    for (int i = 0; i < 20; i++) {
-        out[2 * i] = hx[d[i] >> 4];
-        out[2 * i + 1] = hx[d[i] & 15];
-    }
-    out[40] = '\0';
-}
-
 static int usage_tuple_cmp(const void *a, const void *b)
 {
     return strcmp(((const struct usage_tuple *)a)->id, ((const struct usage_tuple *)b)->id);
@@ -162,6 +150,8 @@ static void usage_expand_one(const void *node, VISIT which, void *arg)
         .key_id = t->key_id,
         .model = t->model,
         .usage = t->sum,
+        /* Prices are linear: the cost of a sum is the sum of the costs, exactly. */
+        .cost_nano = ap_price_cost(ap_prices_find(u->ctx->prices, t->model), &t->sum),
         .when_ms = t->last_ms,
         .tz_offset = u->ctx->cfg.tz_offset,
         .ok = t->ok,
@@ -335,6 +325,7 @@ static void usage_send(struct px_usage *u, int take)
         return;
     }
     if (take && usage_take(u) == 0) {
+        u->urgent = 0;
         u->last_take_us = usage_now_us();
         usage_write(u, u->q.tail);
     }
@@ -347,7 +338,7 @@ static void usage_continue(struct px_usage *u)
     int waiters = u->w_next != NULL;
     for (const struct ap_ackq_item *it = u->q.head; it != NULL && !waiters; it = it->next)
         waiters = it->waiters != NULL;
-    int full = ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS || (left > 0 && u->ctx->draining);
+    int full = ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS || (left > 0 && (u->ctx->draining || u->urgent));
     usage_send(u, full || (waiters && !usage_commit_later(u)));
 }
 
@@ -456,7 +447,7 @@ struct px_usage *px_usage_new(struct px_ctx *ctx)
         free(u);
         return NULL;
     }
-    usage_sha1_hex(ap_script_flush, u->flush_sha);
+    ap_sha1_hex(ap_script_flush, u->flush_sha);
     u->pending = ap_delta_new();
     u->timer = event_new(ctx->base, -1, EV_PERSIST, usage_on_timer, u);
     u->commit = evtimer_new(ctx->base, usage_on_commit, u);
@@ -537,6 +528,16 @@ void px_usage_record(struct px_usage *u, const char *key_id, const char *model,
     t->sum.output += usage->output;
     t->sum.cache_creation += usage->cache_creation;
     t->sum.cache_read += usage->cache_read;
+}
+
+void px_usage_settle(struct px_usage *u, const char *base, const char *admission_id, int64_t tokens)
+{
+    if (ap_delta_settle(u->pending, base, admission_id, tokens) < 0) {
+        ap_error(NULL, "usage: out of memory settling admission %s (its lease will lapse)", admission_id);
+        return;
+    }
+    u->urgent = 1;
+    usage_send(u, 1);
 }
 
 size_t px_usage_pending(const struct px_usage *u)

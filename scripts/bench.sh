@@ -19,6 +19,11 @@
 #              decides on real, fresh quota data (checked before and after the run). The
 #              requested tier is available, so nothing is rewritten: the answer must still be
 #              the mock's exact bytes, served by tier 1 (x-api-proxy-tier), with no switch.
+#   api-proxy+policy     the plain api-proxy, its key with a policy (issue 12): rpm, tpm and a
+#              daily token budget, all far above what the run can reach, so every request
+#              takes the real path (one admission EVALSHA in Redis: sliding window, reservation,
+#              lease; settled in the usage batch) and is admitted. Checked after the run: every
+#              request admitted by Redis, none refused (GET /metrics).
 #   api-proxy+convert    the plain api-proxy, loaded by an OpenAI client (issue 3):
 #              POST /v1/chat/completions with the same conversation; the model is outside
 #              the chain and UPSTREAM_FORMAT=anthropic, so api-proxy converts the request to
@@ -129,6 +134,8 @@
 #   BENCH_STREAM_SECONDS  events per stream, one a second (default 30)
 #   BENCH_STREAM_RAMP  seconds over which the streams are opened (default 10)
 #   BENCH_TRICKLE_BIN  the load tool (default <repo>/build/trickle)
+#   BENCH_POLICY_SCENARIOS    scenarios that also run api-proxy+policy (default: small
+#                      large stream; empty: none)
 #   BENCH_POLL_INTERVAL  the poller's interval in seconds (default 1)
 #   BENCH_CONV         0: skip the conversion micro-benchmark (default 1)
 #   BENCH_CONV_BIN     the micro-benchmark (default <repo>/build/bench_conv)
@@ -164,6 +171,9 @@ LOAD_CPU=0   # wrk + mock
 PROXY_CPU=1  # the target under test (+ its redis-server)
 FALLBACK_SCENARIOS=${BENCH_FALLBACK_SCENARIOS-small large stream}
 CONVERT_SCENARIOS=${BENCH_CONVERT_SCENARIOS-small large stream}
+POLICY_SCENARIOS=${BENCH_POLICY_SCENARIOS-small large stream}
+# The benchmark key's policy: every limit set, none reachable in a run.
+BENCH_POLICY='{"rpm": 1000000000, "tpm": 1000000000000, "daily_tokens": 1000000000000000}'
 POLL_INTERVAL=${BENCH_POLL_INTERVAL:-1}
 RUN_CONV=${BENCH_CONV:-1}
 CONV_BIN=${BENCH_CONV_BIN:-$ROOT/build/bench_conv}
@@ -741,8 +751,10 @@ start_api_proxy() {
     TARGET_PIDS="$TARGET_PID $REDIS_PID"
 
     local doc
+    local key_doc='{"name":"bench"}'
+    [[ $variant == api-proxy+policy ]] && key_doc="{\"name\":\"bench\",\"policy\":$BENCH_POLICY}"
     doc=$(curl -sS --max-time 5 -H "x-api-key: $ADMIN_KEY" -H 'Content-Type: application/json' \
-        --data '{"name":"bench"}' "$TARGET_URL/admin/keys") || die "POST /admin/keys failed"
+        --data "$key_doc" "$TARGET_URL/admin/keys") || die "POST /admin/keys failed"
     TARGET_KEY=$(json_field api_key <<<"$doc") || die "POST /admin/keys answered: $doc"
     if [[ $variant == api-proxy+fallback ]]; then
         wait_for "api-proxy to have the poller's quota data (GET /admin/fallback)" 20 "$TARGET_PID" "$name" \
@@ -1173,6 +1185,21 @@ check_fallback() {
     fi
 }
 
+# check_policy SCENARIO TARGET URL: after a run with a policy on the key, every request was
+# admitted by Redis (ap_policy_admissions_total{result="checked"} at least the requests the
+# mock served) and none was refused or admitted unchecked.
+check_policy() {
+    local sc=$1 target=$2 url=$3 m checked refused unchecked
+    m=$(curl -fsS --max-time 5 "$url/metrics") || { fail "$sc/$target: GET /metrics failed"; return; }
+    checked=$(awk '/^ap_policy_admissions_total\{result="checked"\}/ { print $NF + 0 }' <<<"$m")
+    unchecked=$(awk '/^ap_policy_admissions_total\{result="unchecked"\}/ { n += $NF } END { print n + 0 }' <<<"$m")
+    refused=$(awk '/^ap_policy_refused_total/ { n += $NF } END { print n + 0 }' <<<"$m")
+    ((${checked:-0} >= ${SERVED:-0})) ||
+        fail "$sc/$target: only ${checked:-0} admissions checked by Redis for ${SERVED:-0} requests served"
+    ((refused == 0 && unchecked == 0)) || fail "$sc/$target: $refused refused, $unchecked admitted unchecked"
+    POLICY_NOTES+=("$sc/$target: ${checked:-0} admissions checked by Redis (every request), none refused")
+}
+
 # ------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------
@@ -1196,6 +1223,7 @@ print_report() {
         "$(proxy_version)"
     printf '  api-proxy: LOG_LEVEL=%s, usage accounting on, real key; its figures include its redis-server\n' "$PROXY_LOG_LEVEL"
     printf '  api-proxy+fallback: three-tier chain on, poller every %ss on the mock'"'"'s /health (same core, not in the figures);\n' "$POLL_INTERVAL"
+    printf '  api-proxy+policy: the key has rpm, tpm and a daily token budget (never reached): one admission per request in Redis\n'
     printf '  api-proxy+convert: OpenAI client (POST /v1/chat/completions) converted to the mock'"'"'s Anthropic /v1/messages and back\n'
     printf '  openai, openai-stream: OpenAI client on an OpenAI upstream (UPSTREAM_FORMAT=openai, same-format pass-through)\n'
     printf '  (x) = api-proxy / nginx.  CPU %% = target CPU time / wall time.  busy: cores %s/%s busy %%;\n' "$LOAD_CPU" "$PROXY_CPU"
@@ -1236,7 +1264,7 @@ print_report() {
             printf fmt, "scenario", "target", "req/s", "p50 ms", "p99 ms", "peak RSS MB", "CPU us/req", "CPU %", "requests", "busy", "other"
             printf fmt, "--------", "------", "-----", "------", "------", "-----------", "----------", "-----", "--------", "----", "-----"
             n = split(scen, scs, " "); noisy = 0
-            nt = split("mock nginx api-proxy api-proxy+fallback api-proxy+convert", ts, " ")
+            nt = split("mock nginx api-proxy api-proxy+fallback api-proxy+policy api-proxy+convert", ts, " ")
             for (k = 1; k <= n; k++) {
                 sc = scs[k]
                 for (j = 1; j <= nt; j++) {
@@ -1263,6 +1291,7 @@ print_report() {
                     printf "\n"
                 }
                 vs(sc, "api-proxy+fallback", "fallback")
+                vs(sc, "api-proxy+policy", "policy")
                 vs(sc, "api-proxy+convert", "convert")
                 s = ""
                 for (j = 3; j <= nt; j++) {
@@ -1286,6 +1315,7 @@ print_report() {
     local n
     for n in "${USAGE_NOTES[@]}"; do printf '  %s\n' "$n"; done
     for n in "${FALLBACK_NOTES[@]}"; do printf '  %s\n' "$n"; done
+    for n in "${POLICY_NOTES[@]}"; do printf '  %s\n' "$n"; done
     local k
     for k in "${!CMD_TOP[@]}"; do printf '  Redis commands per request, %s: %s\n' "${k/ //}" "${CMD_TOP[$k]}"; done | sort
     printf '  (Redis 7 counts the commands a Lua script runs in INFO commandstats too, beside the EVAL/EVALSHA itself.)\n'
@@ -1609,6 +1639,7 @@ print_fleet_report() {
     local n
     for n in "${USAGE_NOTES[@]}"; do printf '  %s\n' "$n"; done
     for n in "${FALLBACK_NOTES[@]}"; do printf '  %s\n' "$n"; done
+    for n in "${POLICY_NOTES[@]}"; do printf '  %s\n' "$n"; done
 }
 
 fleet_main() {
@@ -1928,6 +1959,7 @@ run_api_proxy() {
         [[ $variant == api-proxy+fallback ]] && check_fallback "$sc" "$variant" "$TARGET_URL"
         # shellcheck disable=SC2086
         if [[ $PERF == 1 && $variant == api-proxy ]] && in_list "$sc" $PERF_SCENARIOS; then perf_profile "$sc"; fi
+        [[ $variant == api-proxy+policy ]] && check_policy "$sc" "$variant" "$TARGET_URL"
     fi
     stop_proc "$TARGET_PID"
     ((STOP_RC == 0)) || fail "$sc/$variant: exited with status $STOP_RC on SIGTERM (log: $TMP/$variant-$sc.log)"
@@ -1956,8 +1988,8 @@ main() {
     ((CONNS >= THREADS)) || die "BENCH_CONNECTIONS ($CONNS) must be at least BENCH_THREADS ($THREADS)"
     [[ $POLL_INTERVAL =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "BENCH_POLL_INTERVAL must be a number of seconds"
     local sc n
-    for sc in $SCENARIOS $FALLBACK_SCENARIOS $CONVERT_SCENARIOS $PERF_SCENARIOS; do scenario_env "$sc"; done
-    for sc in $FALLBACK_SCENARIOS $CONVERT_SCENARIOS; do
+    for sc in $SCENARIOS $FALLBACK_SCENARIOS $CONVERT_SCENARIOS $POLICY_SCENARIOS $PERF_SCENARIOS; do scenario_env "$sc"; done
+    for sc in $FALLBACK_SCENARIOS $CONVERT_SCENARIOS $POLICY_SCENARIOS; do
         # shellcheck disable=SC2086
         in_list "$sc" $ANTHROPIC_SCENARIOS ||
             die "BENCH_FALLBACK_SCENARIOS and BENCH_CONVERT_SCENARIOS take Anthropic scenarios ($ANTHROPIC_SCENARIOS), not $sc"
@@ -1988,6 +2020,7 @@ main() {
     RESULTS=()
     USAGE_NOTES=()
     FALLBACK_NOTES=()
+    POLICY_NOTES=()
     declare -gA CMD_TOP=() IDLE_RATE=() IDLE_TOP=() PERF_TOP=() PERF_SAMPLES=() CONC=()
     AUX_PIDS="" LB_PIDS="" POLLER_URL="" ADMIN_URL="" REDIS_PORT="" AP_UPSTREAM="" STREAMS_NOTE=""
     AP_EXTRA_ENV=()
@@ -2013,6 +2046,8 @@ main() {
             run_api_proxy "$sc" api-proxy
             # shellcheck disable=SC2086
             if in_list "$sc" $FALLBACK_SCENARIOS; then run_api_proxy "$sc" api-proxy+fallback; fi
+            # shellcheck disable=SC2086
+            if in_list "$sc" $POLICY_SCENARIOS; then run_api_proxy "$sc" api-proxy+policy; fi
             # shellcheck disable=SC2086
             if in_list "$sc" $CONVERT_SCENARIOS; then run_api_proxy "$sc" api-proxy+convert; fi
         done

@@ -17,7 +17,10 @@ Control API (for tests):
   GET  /_requests           {"requests": [...]} (last 1000, arrival order)
   DELETE /_requests         clear the request log and the stats
   GET  /_stats              {"by_model": {M: n}, "total": n, "aborted_streams": n,
-                             "abandoned": n (hanging answers whose peer left)}
+                             "abandoned": n (hanging answers whose peer left),
+                             "inflight": n, "inflight_max": n, "inflight_max_by_model": {M: n}}
+                            (inflight: LLM requests being answered now; the maxima are high-water
+                            marks since the last reset or DELETE /_requests)
 
 Deterministic numbers, so tests can check the proxy's accounting:
   T (reply text) = "Hello from the mock upstream. You said: " + last user text[:200]
@@ -208,6 +211,9 @@ class State:
             self.total = 0
             self.aborted = 0
             self.abandoned = 0
+            self.inflight = collections.Counter()
+            self.inflight_max = 0
+            self.inflight_max_by_model = collections.Counter()
 
     def clear_requests(self):
         with self.lock:
@@ -216,6 +222,21 @@ class State:
             self.total = 0
             self.aborted = 0
             self.abandoned = 0
+            self.inflight_max = sum(self.inflight.values())
+            self.inflight_max_by_model = collections.Counter(
+                {m: n for m, n in self.inflight.items() if n})
+
+    def enter(self, model):
+        """An LLM request starts being answered: the in-flight high-water marks."""
+        with self.lock:
+            self.inflight[model] += 1
+            self.inflight_max = max(self.inflight_max, sum(self.inflight.values()))
+            self.inflight_max_by_model[model] = max(self.inflight_max_by_model[model],
+                                                    self.inflight[model])
+
+    def leave(self, model):
+        with self.lock:
+            self.inflight[model] -= 1
 
     def take_behaviour(self, model):
         """The behaviour for `model` (specific wins over "*"), consuming one use of `count`."""
@@ -510,6 +531,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, str(v))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.leave_inflight()
         if self.command != "HEAD":
             self.wfile.write(body)
 
@@ -527,7 +549,16 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def end_stream(self):
+        self.leave_inflight()
         self.wfile.write(b"0\r\n\r\n")
+
+    def leave_inflight(self):
+        """Just before an LLM answer's last bytes: the client cannot have seen its end before
+        the in-flight count dropped, so the high-water marks never miss an overlap."""
+        model = getattr(self, "inflight_model", None)
+        if model is not None:
+            self.inflight_model = None
+            self.state.leave(model)
 
     def sleep(self, ms):
         # Interruptible by server shutdown.
@@ -695,7 +726,10 @@ class Handler(BaseHTTPRequestHandler):
     def get_stats(self, body, query):
         with self.state.lock:
             out = {"by_model": dict(self.state.by_model), "total": self.state.total,
-                   "aborted_streams": self.state.aborted, "abandoned": self.state.abandoned}
+                   "aborted_streams": self.state.aborted, "abandoned": self.state.abandoned,
+                   "inflight": sum(self.state.inflight.values()),
+                   "inflight_max": self.state.inflight_max,
+                   "inflight_max_by_model": dict(self.state.inflight_max_by_model)}
         self.send_json(200, out)
 
     # ---------- upstream API ----------
@@ -732,6 +766,14 @@ class Handler(BaseHTTPRequestHandler):
         if "messages" in req and not isinstance(req["messages"], list):
             raise BadRequest("messages must be a list")
         model = req.get("model") if isinstance(req.get("model"), str) else "unknown"
+        self.state.enter(model)
+        self.inflight_model = model
+        try:
+            self.llm_answer(req, body, model, openai)
+        finally:
+            self.leave_inflight()
+
+    def llm_answer(self, req, body, model, openai):
         beh = self.state.take_behaviour(model)
         mode = beh.get("mode", "normal")
         stream = req.get("stream") is True
@@ -788,6 +830,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, str(v))
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
+        self.leave_inflight()
         self.wfile.write(raw)
 
     # ---------- streaming ----------

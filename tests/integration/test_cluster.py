@@ -22,59 +22,21 @@ Every measured figure is printed with ">>> MEASURED". Skipped only when haproxy 
 import http.client
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import unittest
-from pathlib import Path
 
+from lib import fleet
 from lib import harness as h
+from lib.fleet import CLUSTER_SH, INTERVAL, PREFIX, REPLICAS, banner, find_haproxy, note
 
-ROOT = h.ROOT
-CLUSTER_SH = ROOT / "tests" / "cluster" / "cluster.sh"
 
 OPUS = "claude-opus-4-6-thinking"
 GEMINI = "gemini-3-pro-high"
 SONNET = "claude-sonnet-4-5"     # served by the mock, not in the chain (passes through)
 MODELS = (SONNET, OPUS, GEMINI)
-INTERVAL = 0.5                   # poll interval of the fleet's chain
 REQUESTS = int(os.environ.get("CLUSTER_REQUESTS", "20000"))
 CONCURRENCY = int(os.environ.get("CLUSTER_CONCURRENCY", "64"))
-PREFIX = "ap:"
-REPLICAS = ("proxy1", "proxy2", "proxy3")
-
-# The product's own settings: not inherited from the developer's shell (hermetic fleet).
-PRODUCT_VARS = (
-    "ADMIN_KEY", "CLIENT_TIMEOUT_SECONDS", "FALLBACK_CONFIG", "INSTANCE_ID", "KEYS_FILE",
-    "LOG_LEVEL", "MAX_BODY_BYTES", "MAX_HEADER_BYTES", "POLLER_BIND", "POLLER_PORT",
-    "POLL_INTERVAL_SECONDS", "PROXY_BIND", "PROXY_PORT", "REDIS_PREFIX", "REDIS_URL",
-    "REQUEST_READ_TIMEOUT_SECONDS", "SHUTDOWN_GRACE_SECONDS", "STREAM_BUFFER_BYTES",
-    "UPSTREAM_API_KEY", "UPSTREAM_CONNECT_TIMEOUT_MS", "UPSTREAM_FORMAT",
-    "UPSTREAM_READ_TIMEOUT_SECONDS", "UPSTREAM_URL", "USAGE_DURABLE", "USAGE_FLUSH_MS",
-    "USAGE_TZ")
-
-
-def find_haproxy():
-    found = shutil.which("haproxy")
-    if found:
-        return found
-    for d in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
-        if os.access(os.path.join(d, "haproxy"), os.X_OK):
-            return os.path.join(d, "haproxy")
-    return None
-
-
-def banner(text):
-    print("\n  >>> MEASURED: %s" % text, flush=True)
-
-
-def note(text):
-    print("  >>> %s" % text, flush=True)
-
-
 def tier_of(doc, model):
     for t in doc["tiers"]:
         if t["model"] == model:
@@ -587,29 +549,6 @@ class Fleet:
         for t in ths:
             t.start()
         return ths, seen
-
-    # ---- usage: settle and compare ----
-    def live_replicas(self):
-        out = []
-        for n in REPLICAS:
-            try:
-                self.pid(n)
-                r = h.request("GET", self.replica_url[n] + "/health", timeout=5)
-                if r.status == 200:
-                    out.append(n)
-            except (OSError, ValueError, http.client.HTTPException):
-                pass
-        return out
-
-    def settle(self, replicas=REPLICAS):
-        """Wait until no replica holds usage not yet written to Redis."""
-        def flushed():
-            for n in replicas:
-                r = h.request("GET", self.replica_url[n] + "/health", timeout=5)
-                if r.status != 200 or r.json().get("usage_pending", 1) != 0:
-                    return False
-            return True
-        h.wait_until(flushed, 30, interval=0.05, message="usage_pending 0 on every replica")
 
     def usage_snapshot(self, name="proxy1"):
         base = self.replica_url[name]

@@ -100,9 +100,9 @@ static void check_head(const struct ap_batch *b, const char *key, const char *na
     char hash[AP_SHA256_HEX], masked[AP_MASK_LEN];
     ap_sha256_hex(key, strlen(key), hash);
     ap_key_mask(key, masked, sizeof(masked));
-    assert_int_equal(b->nhead, 11);
-    assert_true(b->argc >= 11);
-    assert_int_equal((size_t)b->argc, 11 + 4 * b->nops);
+    assert_int_equal(b->nhead, 12);
+    assert_true(b->argc >= 12);
+    assert_int_equal((size_t)b->argc, 12 + 4 * b->nops);
     assert_string_equal(b->argv[0], "EVAL");
     assert_string_equal(b->argv[1], ap_script_import_key);
     assert_string_equal(b->argv[2], "0");
@@ -114,6 +114,7 @@ static void check_head(const struct ap_batch *b, const char *key, const char *na
     assert_string_equal(b->argv[8], created);
     assert_string_equal(b->argv[9], masked);
     assert_string_equal(b->argv[10], created_ms);
+    assert_string_equal(b->argv[11], ""); /* no policy in the original's files */
     for (int i = 0; i < b->argc; i++)
         assert_int_equal(b->lens[i], strlen(b->argv[i]));
     /* The full key never appears in the command. */
@@ -323,7 +324,45 @@ static void test_import_file(void **state)
 }
 
 /* One group, so that TAP output has a single plan. */
+/* Our own export: hashed keys keep their hash, id, masked form and policy; costs come back too. */
+static void test_import_export_entries(void **state)
+{
+    (void)state;
+    struct ap_import imp;
+    char err[200] = "";
+    const char *H = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char doc[2048];
+    snprintf(doc, sizeof(doc),
+             "{'format':'api-proxy-export','keys':{"
+             "'sha256:%s':{'id':'00000000000000aa','name':'n','enabled':true,'masked':'sk-abcde...wxyz',"
+             "'policy':{'rpm':10,'daily_usd':1.5},'usage':{'total_input':1,'total_output':2,'total_requests':1,"
+             "'cost_usd':0.000123,'daily':{'2026-02-11':{'input':1,'output':2,'requests':1,'cost_usd':0.000123,"
+             "'by_model':{'m':{'total':3,'requests':1,'cost_usd':0.000123}}}}}},"
+             "'sha256:%s':{'name':'bad','policy':{'rpm':-1}},"
+             "'sha256:nothex':{'name':'plain key that looks odd'}}}", H, "1111111111111111111111111111111111111111111111111111111111111111");
+    assert_int_equal(parse(doc, &imp, err, sizeof(err)), 0);
+    assert_int_equal(imp.ncmds, 2);  /* the bad policy is skipped, with the reason */
+    assert_int_equal(imp.skipped, 1);
+    assert_non_null(strstr(imp.problem, "rpm: must be an integer"));
+    const struct ap_batch *b = imp.cmds[0];
+    assert_string_equal(b->argv[4], H);                 /* the hash as is */
+    assert_string_equal(b->argv[5], "00000000000000aa"); /* the id kept */
+    assert_string_equal(b->argv[9], "sk-abcde...wxyz");
+    assert_string_equal(b->argv[11], "{\"rpm\":10,\"daily_usd\":1.5}");
+    const char *v = NULL;
+    assert_int_equal(count_quad(b, "i", P "u:kd:00000000000000aa:2026-02-11", "cost", &v), 1);
+    assert_string_equal(v, "123000");
+    assert_int_equal(count_quad(b, "i", P "u:all", "cost", &v), 1);
+    assert_int_equal(count_quad(b, "i", P "u:kd:00000000000000aa:2026-02-11", "m:m:cost", &v), 1);
+    /* "sha256:nothex" is not a hash: an ordinary (odd) key, hashed */
+    char hash[AP_SHA256_HEX];
+    ap_sha256_hex("sha256:nothex", 13, hash);
+    assert_string_equal(imp.cmds[1]->argv[4], hash);
+    ap_import_free(&imp);
+}
+
 static const struct CMUnitTest tests[] = {
+    {"export entries: hash, id, policy, costs", test_import_export_entries, imp_setup, imp_teardown, NULL},
     {"heads: names, enabled 1/true/false/missing/0, created, masked, order", test_import_heads, imp_setup,
      imp_teardown, NULL},
     {"usage: exact quads of a key with daily, hourly, total_by_model", test_import_usage_quads, imp_setup,

@@ -40,7 +40,7 @@ static void check_batch_shape(const struct ap_batch *b)
     for (int i = b->nhead; i + 3 < b->argc; i += 4) {
         const char *op = b->argv[i];
         assert_int_equal(strlen(op), 1);
-        assert_true(op[0] == 'i' || op[0] == 'm' || op[0] == 's');
+        assert_true(op[0] == 'i' || op[0] == 'm' || op[0] == 's' || op[0] == 'p');
         char *end;
         strtoll(b->argv[i + 3], &end, 10);
         assert_true(b->argv[i + 3][0] != '\0' && *end == '\0');
@@ -478,6 +478,67 @@ static void test_record_failed(void **state)
     ap_delta_free(d);
 }
 
+static void test_record_cost(void **state)
+{
+    (void)state;
+    /* A priced request: its cost (nano-dollars) beside every token figure, per key, day, hour and model. */
+    struct ap_delta *d = ap_delta_new();
+    struct ap_usage_rec r = {.key_id = ID, .model = "m", .when_ms = WHEN_MS, .tz_offset = 8 * 3600, .ok = AP_REC_OK,
+                             .cost_nano = 4500};
+    r.usage.input = 1;
+    assert_int_equal(ap_store_record(d, &r), 0);
+    struct ap_batch *b = take_all(d);
+    check_batch_shape(b);
+    const char *const totals[] = {P "u:all", P "u:k:" ID, P "u:kd:" ID ":" DAY, P "u:kh:" ID ":" HOUR,
+                                  P "u:d:" DAY, P "u:h:" HOUR};
+    for (size_t i = 0; i < sizeof(totals) / sizeof(totals[0]); i++)
+        assert_quad(b, "i", totals[i], "cost", "4500");
+    const char *const models[] = {P "u:kd:" ID ":" DAY, P "u:kh:" ID ":" HOUR, P "u:km:" ID, P "u:d:" DAY,
+                                  P "u:h:" HOUR};
+    for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++)
+        assert_quad(b, "i", models[i], "m:m:cost", "4500");
+    assert_quad(b, "i", P "u:d:" DAY, "k:" ID ":cost", "4500");
+    assert_quad(b, "i", P "u:d:" DAY, "k:" ID ":m:m:cost", "4500");
+    assert_quad(b, "i", P "u:h:" HOUR, "k:" ID ":m:m:cost", "4500");
+    ap_batch_free(b);
+    ap_delta_free(d);
+}
+
+static void test_record_refused(void **state)
+{
+    (void)state;
+    struct ap_delta *d = record("claude-x", AP_REC_REFUSED, 0, 0, 0, 0);
+    struct ap_batch *b = take_all(d);
+    const struct quad want[] = {
+        {"i", P "u:all", "refused", "1"},
+        {"i", P "u:k:" ID, "refused", "1"},
+        {"i", P "u:kd:" ID ":" DAY, "refused", "1"},
+        {"i", P "u:d:" DAY, "refused", "1"},
+    };
+    /* Neither a request nor an error. */
+    assert_batch_exactly(b, want, sizeof(want) / sizeof(want[0]));
+    ap_batch_free(b);
+    ap_delta_free(d);
+}
+
+static void test_delta_settle(void **state)
+{
+    (void)state;
+    struct ap_delta *d = ap_delta_new();
+    assert_int_equal(ap_delta_settle(d, "t:pl:k1:", "a.1", 120), 0);
+    assert_int_equal(ap_delta_settle(d, "t:pl:k1:", "a.2", 0), 0);
+    assert_int_equal(ap_delta_settle(d, "t:pl:k1:", "a.1", -1), 0); /* the last word counts */
+    assert_int_equal(ap_delta_count(d), 2);
+    struct ap_batch *b = take_all(d);
+    const struct quad want[] = {{"p", "t:pl:k1:", "a.1", "-1"}, {"p", "t:pl:k1:", "a.2", "0"}};
+    assert_batch_exactly(b, want, 2);
+    /* A batch put back keeps its settlements. */
+    assert_int_equal(ap_delta_put_back(d, b), 0);
+    assert_int_equal(ap_delta_count(d), 2);
+    ap_batch_free(b);
+    ap_delta_free(d);
+}
+
 static void test_record_zero_usage_ok(void **state)
 {
     (void)state;
@@ -651,6 +712,9 @@ static const struct CMUnitTest tests[] = {
     {"record: one ok request, exact counters", test_record_ok, store_setup, store_teardown, NULL},
     {"record: two requests merge", test_record_two_requests_merge, store_setup, store_teardown, NULL},
     {"record: failed request counts only errors", test_record_failed, store_setup, store_teardown, NULL},
+    {"record: refused request counts only refused", test_record_refused, store_setup, store_teardown, NULL},
+    {"record: cost beside every token figure", test_record_cost, store_setup, store_teardown, NULL},
+    {"delta: policy settlements, last word wins", test_delta_settle, NULL, NULL, NULL},
     {"record: ok without usage, no model -> unknown", test_record_zero_usage_ok, store_setup, store_teardown, NULL},
     {"record: buckets follow tz_offset (UTC)", test_record_utc_buckets, store_setup, store_teardown, NULL},
     {"record: control characters in the model sanitized", test_record_model_sanitized, store_setup, store_teardown,

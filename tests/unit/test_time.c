@@ -190,7 +190,45 @@ static void test_clocks(void **state)
 }
 
 /* One group, so that TAP output has a single plan. */
+/* ---- milliseconds, months, period ends ---- */
+
+static void test_iso_ms(void **state)
+{
+    (void)state;
+    int64_t ms;
+    char out[40];
+    assert_int_equal(ap_time_parse_iso_ms("2024-02-29T00:00:00.123Z", &ms), 0);
+    assert_int_equal(ms, 1709164800123LL);
+    assert_int_equal(ap_time_parse_iso_ms("2024-02-29T08:00:00.5+08:00", &ms), 0);
+    assert_int_equal(ms, 1709164800500LL);
+    assert_int_equal(ap_time_parse_iso_ms("2024-02-29T00:00:00.123456789Z", &ms), 0);
+    assert_int_equal(ms, 1709164800123LL);
+    assert_int_equal(ap_time_parse_iso_ms("2024-02-29T00:00:00.Z", &ms), -1);
+    ap_time_iso_ms_utc(1709164800123LL, out, sizeof(out));
+    assert_string_equal(out, "2024-02-29T00:00:00.123Z");
+    ap_time_iso_ms_utc(1709164800000LL, out, sizeof(out));
+    assert_string_equal(out, "2024-02-29T00:00:00Z");
+    /* before 1970, fractions round down like the seconds */
+    time_t t;
+    assert_int_equal(ap_time_parse_iso("1969-12-31T23:59:59.5Z", &t), 0);
+    assert_int_equal((long long)t, -1);
+}
+
+static void test_period_ends(void **state)
+{
+    (void)state;
+    int64_t now = 1709224200000LL;
+    assert_int_equal(ap_time_next_day_ms(now, 0), 1709251200000LL);       /* 2024-03-01T00:00Z */
+    assert_int_equal(ap_time_next_day_ms(now, H8), 1709308800000LL);      /* 2024-03-02T00:00+08:00 */
+    assert_int_equal(ap_time_next_month_ms(now, 0), 1709251200000LL);     /* 2024-03-01T00:00Z */
+    assert_int_equal(ap_time_next_month_ms(now, H8), 1711900800000LL);    /* 2024-04-01T00:00+08:00 */
+    assert_int_equal(ap_time_next_month_ms(1733011200000LL, 0), 1735689600000LL); /* 2024-12-01 -> 2025-01-01 */
+    assert_int_equal(ap_time_next_day_ms(1709251200000LL, 0), 1709337600000LL);   /* midnight itself: the next */
+}
+
 static const struct CMUnitTest tests[] = {
+    {"iso: milliseconds", test_iso_ms, NULL, NULL, NULL},
+    {"the ends of days and months", test_period_ends, NULL, NULL, NULL},
     /* UTC */
     BUCKET("bucket +00:00 last second before leap day", 1709164799, 0, "2024-02-28", "2024-02-28 23:00"),
     BUCKET("bucket +00:00 leap day midnight", 1709164800, 0, "2024-02-29", "2024-02-29 00:00"),

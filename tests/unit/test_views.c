@@ -134,7 +134,12 @@ static redisReply *reply(const char *sq)
 static void assert_json(const cJSON *got, const char *want_sq)
 {
     cJSON *want = json(want_sq);
-    int same = cJSON_Compare(got, want, 1);
+    /* Printed and read back: exact decimals (cost_usd) are raw text until printed. */
+    char *text = cJSON_PrintUnformatted(got);
+    cJSON *norm = text ? cJSON_Parse(text) : NULL;
+    cJSON_free(text);
+    int same = cJSON_Compare(norm, want, 1);
+    cJSON_Delete(norm);
     if (!same) {
         char *g = cJSON_PrintUnformatted(got);
         char *w = cJSON_PrintUnformatted(want);
@@ -203,10 +208,10 @@ static void test_keys_list(void **state)
                 "{'key':'sk-abcde...wxyz','id':'aaaaaaaaaaaaaaaa','name':'alice','enabled':true,"
                 "'created':'2026-02-11T10:00:00+08:00','total_input':100,'total_output':50,'total_requests':7,"
                 "'last_used':'2024-02-29T08:00:00+08:00','total_cache_creation':5,'total_cache_read':6,"
-                "'total_errors':2},"
+                "'total_errors':2,'total_refused':0,'cost_usd':0,'policy':{}},"
                 "{'key':'sk-12345...6789','id':'bbbbbbbbbbbbbbbb','name':'bob','enabled':false,"
                 "'created':'2026-02-12T00:00:00+08:00','total_input':0,'total_output':0,'total_requests':0,"
-                "'last_used':null,'total_cache_creation':0,'total_cache_read':0,'total_errors':0}]}");
+                "'last_used':null,'total_cache_creation':0,'total_cache_read':0,'total_errors':0,'total_refused':0,'cost_usd':0,'policy':{}}]}");
     assert_order(at(got, "keys"), "name", "alice,bob"); /* creation order kept */
     /* Never the full key: no value longer than a masked key under "key". */
     assert_true(cJSON_IsBool(at(got, "keys.0.enabled")));
@@ -224,7 +229,7 @@ static void test_keys_list_defaults(void **state)
     assert_json(got,
                 "{'keys':[{'key':'***','id':'cccccccccccccccc','name':'','enabled':false,'created':null,"
                 "'total_input':0,'total_output':0,'total_requests':0,'last_used':'1970-01-01T00:00:00+00:00',"
-                "'total_cache_creation':0,'total_cache_read':0,'total_errors':0}]}");
+                "'total_cache_creation':0,'total_cache_read':0,'total_errors':0,'total_refused':0,'cost_usd':0,'policy':{}}]}");
     cJSON_Delete(got);
     freeReplyObject(rep);
 
@@ -258,20 +263,20 @@ static void test_key_usage(void **state)
     assert_json(got,
                 "{'name':'alice','id':'aaaaaaaaaaaaaaaa','enabled':true,'usage':{"
                 "'total_input':100,'total_output':50,'total_requests':7,'last_used':'2024-02-29T00:00:00+00:00',"
-                "'total_cache_creation':5,'total_cache_read':6,'total_errors':2,"
+                "'total_cache_creation':5,'total_cache_read':6,'total_errors':2,'total_refused':0,'cost_usd':0,"
                 "'daily':{"
-                "'2024-02-29':{'input':100,'output':40,'requests':3,'cache_creation':0,'cache_read':9,'by_model':{"
-                "'gpt-4o':{'total':110,'requests':2},'org/model:v1':{'total':50,'requests':1},"
-                "'claude-x':{'total':30,'requests':1,'input':20,'output':10}}},"
-                "'2024-03-01':{'input':0,'output':0,'requests':0,'cache_creation':0,'cache_read':0,'by_model':{}},"
-                "'2024-03-02':{'input':1,'output':1,'requests':1,'cache_creation':0,'cache_read':0,'by_model':{"
-                "'claude-x':{'total':2,'requests':1}}}},"
+                "'2024-02-29':{'input':100,'output':40,'requests':3,'cache_creation':0,'cache_read':9,'errors':0,'refused':0,'cost_usd':0,'by_model':{"
+                "'gpt-4o':{'total':110,'requests':2,'cost_usd':0},'org/model:v1':{'total':50,'requests':1,'cost_usd':0},"
+                "'claude-x':{'total':30,'requests':1,'input':20,'output':10,'cost_usd':0}}},"
+                "'2024-03-01':{'input':0,'output':0,'requests':0,'cache_creation':0,'cache_read':0,'errors':0,'refused':0,'cost_usd':0,'by_model':{}},"
+                "'2024-03-02':{'input':1,'output':1,'requests':1,'cache_creation':0,'cache_read':0,'errors':0,'refused':0,'cost_usd':0,'by_model':{"
+                "'claude-x':{'total':2,'requests':1,'cost_usd':0}}}},"
                 "'hourly':{"
-                "'2024-02-29 09:00':{'by_model':{'gpt-4o':{'total':1,'requests':1}}},"
-                "'2024-02-29 10:00':{'by_model':{'gpt-4o':{'total':110,'requests':2},"
-                "'claude-x':{'total':30,'requests':1}}}},"
-                "'total_by_model':{'gpt-4o':{'total':110,'requests':2},'claude-x':{'total':32,'requests':2},"
-                "'small':{'total':5,'requests':9}}}}");
+                "'2024-02-29 09:00':{'cost_usd':0,'by_model':{'gpt-4o':{'total':1,'requests':1,'cost_usd':0}}},"
+                "'2024-02-29 10:00':{'cost_usd':0,'by_model':{'gpt-4o':{'total':110,'requests':2,'cost_usd':0},"
+                "'claude-x':{'total':30,'requests':1,'cost_usd':0}}}},"
+                "'total_by_model':{'gpt-4o':{'total':110,'requests':2,'cost_usd':0},'claude-x':{'total':32,'requests':2,'cost_usd':0},"
+                "'small':{'total':5,'requests':9,'cost_usd':0}}},'policy':{}}");
     assert_order(at(got, "usage.daily"), NULL, "2024-02-29,2024-03-01,2024-03-02");
     assert_order(at(got, "usage.daily.2024-02-29.by_model"), NULL, "gpt-4o,org/model:v1,claude-x");
     assert_order(at(got, "usage.hourly"), NULL, "2024-02-29 09:00,2024-02-29 10:00");
@@ -289,7 +294,7 @@ static void test_key_usage_empty(void **state)
     assert_json(got,
                 "{'name':'bob','id':'bbbbbbbbbbbbbbbb','enabled':false,'usage':{'total_input':0,'total_output':0,"
                 "'total_requests':0,'last_used':null,'total_cache_creation':0,'total_cache_read':0,'total_errors':0,"
-                "'daily':{},'hourly':{},'total_by_model':{}}}");
+                "'total_refused':0,'cost_usd':0,'daily':{},'hourly':{},'total_by_model':{}},'policy':{}}");
     cJSON_Delete(got);
     freeReplyObject(rep);
 }
@@ -303,14 +308,14 @@ static void test_usage_total(void **state)
                             "'errors','5'],3,2]");
     cJSON *got = ap_view_usage_total(rep);
     assert_json(got, "{'total_input_tokens':1000,'total_output_tokens':500,'total_requests':42,'total_keys':3,"
-                     "'active_keys':2,'total_cache_creation_tokens':3,'total_cache_read_tokens':4,'total_errors':5}");
+                     "'active_keys':2,'total_cache_creation_tokens':3,'total_cache_read_tokens':4,'total_errors':5,'total_refused':0,'cost_usd':0}");
     cJSON_Delete(got);
     freeReplyObject(rep);
 
     rep = reply("[[],0,0]");
     got = ap_view_usage_total(rep);
     assert_json(got, "{'total_input_tokens':0,'total_output_tokens':0,'total_requests':0,'total_keys':0,"
-                     "'active_keys':0,'total_cache_creation_tokens':0,'total_cache_read_tokens':0,'total_errors':0}");
+                     "'active_keys':0,'total_cache_creation_tokens':0,'total_cache_read_tokens':0,'total_errors':0,'total_refused':0,'cost_usd':0}");
     cJSON_Delete(got);
     freeReplyObject(rep);
 }
@@ -337,18 +342,19 @@ static void test_usage_daily(void **state)
     assert_json(got,
                 "{'days':["
                 "{'date':'2024-03-01','total_input':130,'total_output':70,'total_requests':4,"
-                "'total_cache_creation':0,'total_cache_read':0,'total_errors':2,"
-                "'by_model':{'claude-x':{'total':150,'requests':3},'gpt-4o':{'total':50,'requests':1}},"
-                "'by_tenant':{'alice':{'gpt-4o':{'total':50,'requests':1}},'bob':{'claude-x':{'total':150,'requests':3}}},"
-                "'keys':[{'name':'bob','input':100,'output':50,'requests':3,'id':'bbbbbbbbbbbbbbbb',"
-                "'by_model':{'claude-x':{'total':150,'requests':3}}},"
-                "{'name':'alice','input':30,'output':20,'requests':1,'id':'aaaaaaaaaaaaaaaa',"
-                "'by_model':{'gpt-4o':{'total':50,'requests':1}}}]},"
+                "'total_cache_creation':0,'total_cache_read':0,'total_errors':2,'total_refused':0,'cost_usd':0,"
+                "'by_model':{'claude-x':{'total':150,'requests':3,'cost_usd':0},'gpt-4o':{'total':50,'requests':1,'cost_usd':0}},"
+                "'by_tenant':{'alice':{'gpt-4o':{'total':50,'requests':1,'cost_usd':0}},'bob':{'claude-x':{'total':150,'requests':3,'cost_usd':0}}},"
+                "'keys':[{'name':'bob','input':100,'output':50,'requests':3,'id':'bbbbbbbbbbbbbbbb','cost_usd':0,"
+                "'by_model':{'claude-x':{'total':150,'requests':3,'cost_usd':0}}},"
+                "{'name':'alice','input':30,'output':20,'requests':1,'id':'aaaaaaaaaaaaaaaa','cost_usd':0,"
+                "'by_model':{'gpt-4o':{'total':50,'requests':1,'cost_usd':0}}}]},"
                 "{'date':'2024-03-02','total_input':5,'total_output':5,'total_requests':1,"
-                "'total_cache_creation':0,'total_cache_read':0,'total_errors':0,'by_model':{'m1':{'total':10,'requests':1}},"
-                "'by_tenant':{'ffffffffffffffff':{'m1':{'total':10,'requests':1}}},"
-                "'keys':[{'name':'ffffffffffffffff','input':5,'output':5,'requests':1,'id':'ffffffffffffffff',"
-                "'by_model':{'m1':{'total':10,'requests':1}}}]}]}");
+                "'total_cache_creation':0,'total_cache_read':0,'total_errors':0,'total_refused':0,'cost_usd':0,"
+                "'by_model':{'m1':{'total':10,'requests':1,'cost_usd':0}},"
+                "'by_tenant':{'ffffffffffffffff':{'m1':{'total':10,'requests':1,'cost_usd':0}}},"
+                "'keys':[{'name':'ffffffffffffffff','input':5,'output':5,'requests':1,'id':'ffffffffffffffff','cost_usd':0,"
+                "'by_model':{'m1':{'total':10,'requests':1,'cost_usd':0}}}]}]}");
     assert_order(at(got, "days"), "date", "2024-03-01,2024-03-02");
     assert_order(at(got, "days.0.keys"), "name", "bob,alice");
     assert_order(at(got, "days.0.by_model"), NULL, "claude-x,gpt-4o");
@@ -392,8 +398,8 @@ static void test_usage_daily_shared_name(void **state)
         const char *id = cJSON_GetObjectItemCaseSensitive(k, "id")->valuestring;
         const cJSON *bm = cJSON_GetObjectItemCaseSensitive(k, "by_model");
         char *s = cJSON_PrintUnformatted(bm);
-        const char *want = strcmp(id, "aaaaaaaaaaaaaaaa") == 0 ? "{\"m-one\":{\"total\":10,\"requests\":1}}"
-                                                               : "{\"m-two\":{\"total\":99,\"requests\":2}}";
+        const char *want = strcmp(id, "aaaaaaaaaaaaaaaa") == 0 ? "{\"m-one\":{\"total\":10,\"requests\":1,\"cost_usd\":0}}"
+                                                               : "{\"m-two\":{\"total\":99,\"requests\":2,\"cost_usd\":0}}";
         int same = strcmp(s, want) == 0;
         if (!same)
             print_error("key %s by_model: got %s, want %s\n", id, s, want);
@@ -404,6 +410,101 @@ static void test_usage_daily_shared_name(void **state)
             fail_msg("a key's by_model shows another key's models (keys that share a name)");
         }
     }
+    cJSON_Delete(got);
+    freeReplyObject(rep);
+}
+
+/* Costs are nano-dollars in Redis and exact decimals of USD in every view; refusals and policies are shown. */
+static void test_costs_refused_policy(void **state)
+{
+    (void)state;
+    /* keys list: policy from the record, refused and cost from the totals */
+    redisReply *rep = reply("[[['id','aaaaaaaaaaaaaaaa','policy','{\\\"rpm\\\":5,\\\"daily_usd\\\":2.5}'],"
+                            "['requests','1','refused','3','cost','1234500']]]");
+    cJSON *got = ap_view_keys_list(rep, 0);
+    const cJSON *k = at(got, "keys.0");
+    char *s = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(k, "cost_usd"));
+    assert_string_equal(s, "0.0012345"); /* exact decimal text, not a binary double */
+    cJSON_free(s);
+    assert_int_equal(at(got, "keys.0.total_refused")->valueint, 3);
+    assert_int_equal(at(got, "keys.0.policy.rpm")->valueint, 5);
+    s = cJSON_PrintUnformatted(at(got, "keys.0.policy.daily_usd"));
+    assert_string_equal(s, "2.5");
+    cJSON_free(s);
+    cJSON_Delete(got);
+    freeReplyObject(rep);
+
+    /* daily: per day, per model (summed over hashes exactly), per key */
+    rep = reply("[['k1','alice'],['2024-03-01',['requests','2','refused','1','cost','300000075',"
+                "'m:a:total','3','m:a:requests','2','m:a:cost','300000075',"
+                "'k:k1:input','1','k:k1:output','2','k:k1:requests','2','k:k1:cost','300000075',"
+                "'k:k1:m:a:total','3','k:k1:m:a:requests','2','k:k1:m:a:cost','300000075']]]");
+    got = ap_view_usage_daily(rep);
+    assert_json(got, "{'days':[{'date':'2024-03-01','total_input':0,'total_output':0,'total_requests':2,"
+                     "'total_cache_creation':0,'total_cache_read':0,'total_errors':0,'total_refused':1,"
+                     "'cost_usd':0.300000075,'by_model':{'a':{'total':3,'requests':2,'cost_usd':0.300000075}},"
+                     "'by_tenant':{'alice':{'a':{'total':3,'requests':2,'cost_usd':0.300000075}}},"
+                     "'keys':[{'name':'alice','input':1,'output':2,'requests':2,'id':'k1','cost_usd':0.300000075,"
+                     "'by_model':{'a':{'total':3,'requests':2,'cost_usd':0.300000075}}}]}]}");
+    s = cJSON_PrintUnformatted(at(got, "days.0.cost_usd"));
+    assert_string_equal(s, "0.300000075");
+    cJSON_free(s);
+    cJSON_Delete(got);
+    freeReplyObject(rep);
+
+    /* totals */
+    rep = reply("[['requests','1','cost','7000000000000','refused','9'],1,1]");
+    got = ap_view_usage_total(rep);
+    s = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(got, "cost_usd"));
+    assert_string_equal(s, "7000");
+    cJSON_free(s);
+    assert_int_equal(at(got, "total_refused")->valueint, 9);
+    cJSON_Delete(got);
+    freeReplyObject(rep);
+}
+
+static void test_key_policy(void **state)
+{
+    (void)state;
+    redisReply *rep = reply("[['id','x','policy','{\\\"rpm\\\":7}']]"); /* ap_script_key_get */
+    cJSON *got = ap_view_key_policy(rep);
+    assert_json(got, "{'rpm':7}");
+    cJSON_Delete(got);
+    freeReplyObject(rep);
+    rep = reply("[['id','x']]");
+    got = ap_view_key_policy(rep);
+    assert_json(got, "{}");
+    cJSON_Delete(got);
+    freeReplyObject(rep);
+    rep = reply("['x','name','{\\\"tpm\\\":9}']"); /* ap_script_key_set_policy */
+    got = ap_view_key_policy(rep);
+    assert_json(got, "{'tpm':9}");
+    cJSON_Delete(got);
+    freeReplyObject(rep);
+    rep = reply("7");
+    assert_null(ap_view_key_policy(rep));
+    freeReplyObject(rep);
+}
+
+static void test_export(void **state)
+{
+    (void)state;
+    /* {sha256, record, totals, days, hours, by_model}: the key-usage document plus created and masked */
+    redisReply *rep = reply("[['abc',['id','aaaaaaaaaaaaaaaa','name','alice','enabled','1','created','2026-01-01T00:00:00Z',"
+                            "'masked','sk-abcde...wxyz','policy','{\\\"rpm\\\":1}'],['requests','2'],"
+                            "['2026-01-01',['requests','2','m:a:total','5','m:a:requests','2']],[],"
+                            "['m:a:total','5','m:a:requests','2']],'junk']");
+    cJSON *got = ap_view_export(rep, 0, 1767225600000LL);
+    assert_string_equal(at(got, "format")->valuestring, "api-proxy-export");
+    assert_string_equal(at(got, "exported_at")->valuestring, "2026-01-01T00:00:00+00:00");
+    const cJSON *keys = at(got, "keys");
+    assert_int_equal(cJSON_GetArraySize(keys), 1);
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(keys, "sha256:abc");
+    assert_non_null(k);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(k, "masked")->valuestring, "sk-abcde...wxyz");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(k, "created")->valuestring, "2026-01-01T00:00:00Z");
+    assert_int_equal(at(got, "keys.sha256:abc.policy.rpm")->valueint, 1);
+    assert_int_equal(at(got, "keys.sha256:abc.usage.daily.2026-01-01.requests")->valueint, 2);
     cJSON_Delete(got);
     freeReplyObject(rep);
 }
@@ -432,14 +533,16 @@ static void test_usage_hourly(void **state)
     assert_non_null(got);
     assert_json(got,
                 "{'hours':["
-                "{'hour':'2024-03-01 09:00','by_model':{'m2':{'total':7,'requests':1}},'by_tenant':{},'keys':[],"
-                "'total_input':0,'total_output':0,'total_requests':1},"
-                "{'hour':'2024-03-01 10:00','by_model':{'m1':{'total':5,'requests':1},'m2':{'total':2,'requests':1}},"
-                "'by_tenant':{'alice':{'m1':{'total':5,'requests':1}},'bob':{'m2':{'total':2,'requests':1}}},"
+                "{'hour':'2024-03-01 09:00','by_model':{'m2':{'total':7,'requests':1,'cost_usd':0}},'by_tenant':{},'keys':[],"
+                "'total_input':0,'total_output':0,'total_requests':1,'cost_usd':0},"
+                "{'hour':'2024-03-01 10:00','by_model':{'m1':{'total':5,'requests':1,'cost_usd':0},"
+                "'m2':{'total':2,'requests':1,'cost_usd':0}},"
+                "'by_tenant':{'alice':{'m1':{'total':5,'requests':1,'cost_usd':0}},'bob':{'m2':{'total':2,'requests':1,'cost_usd':0}}},"
                 /* An hour's rollup has no per-key totals: requests and total come from the key's models. */
-                "'keys':[{'name':'alice','requests':1,'total':5,'id':'aaaaaaaaaaaaaaaa','by_model':{'m1':{'total':5,'requests':1}}},"
-                "{'name':'bob','requests':1,'total':2,'id':'bbbbbbbbbbbbbbbb','by_model':{'m2':{'total':2,'requests':1}}}],"
-                "'total_input':3,'total_output':4,'total_requests':2}]}");
+                "'keys':[{'name':'alice','requests':1,'total':5,'id':'aaaaaaaaaaaaaaaa',"
+                "'by_model':{'m1':{'total':5,'requests':1,'cost_usd':0}}},"
+                "{'name':'bob','requests':1,'total':2,'id':'bbbbbbbbbbbbbbbb','by_model':{'m2':{'total':2,'requests':1,'cost_usd':0}}}],"
+                "'total_input':3,'total_output':4,'total_requests':2,'cost_usd':0}]}");
     assert_order(at(got, "hours"), "hour", "2024-03-01 09:00,2024-03-01 10:00");
     assert_order(at(got, "hours.1.keys"), "name", "alice,bob");
     assert_order(at(got, "hours.1.by_model"), NULL, "m1,m2");
@@ -538,6 +641,9 @@ static const struct CMUnitTest tests[] = {
     {"daily: days ascending, keys and by_model by total", test_usage_daily, NULL, NULL, NULL},
     {"daily: five days and three keys sorted", test_usage_daily_many_sorted, NULL, NULL, NULL},
     {"daily: keys sharing a name keep their own by_model", test_usage_daily_shared_name, NULL, NULL, NULL},
+    {"costs in USD exactly, refused, policy", test_costs_refused_policy, NULL, NULL, NULL},
+    {"key policy: get and set replies", test_key_policy, NULL, NULL, NULL},
+    {"export: every key, hashed, with its history", test_export, NULL, NULL, NULL},
     {"daily: empty", test_usage_daily_empty, NULL, NULL, NULL},
     {"hourly: hours ascending, by_model, by_tenant", test_usage_hourly, NULL, NULL, NULL},
     BAD("keys list: nil", keys_list0, "null"),
