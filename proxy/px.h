@@ -295,10 +295,6 @@ void px_metrics_upstream(const char *tier, double total_s, double ttfb_s);
 void px_metrics_tokens(const struct ap_usage *u);
 /* kind: "proactive" or "reactive". */
 void px_metrics_switch(const char *kind);
-/* A request refused by its key's policy (reason: ap_refusal_fmt.reason). */
-void px_metrics_refused(const char *reason);
-/* An admission of a limited key: "checked" (by Redis) or "unchecked" (POLICY_FAIL_MODE=open). */
-void px_metrics_admission(const char *kind);
 void px_metrics_handle(struct px_ctx *ctx, struct px_hreq *req);
 
 /* ---- the fleet (px_fleet.c) ---- */

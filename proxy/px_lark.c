@@ -76,6 +76,7 @@ struct lark_call {
     char action[128];
     char code[512];                 /* GET: the authorization code */
     char app_token[1024];
+    int file_failed;                /* LARK_TOKEN_FILE could not be written */
 };
 
 static void OPENSSL_cleanse_str(char *s)
@@ -436,6 +437,22 @@ static void lark_page(struct px_hreq *req, int status, const char *msg, const ch
     free(esc);
 }
 
+/* Redis answered the token's EVAL (NULL reply: not sent, or Redis went away). */
+static void lark_on_stored(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct lark_call *c = priv;
+    (void)ac;
+    if (ap_reply_ok(reply) && !c->file_failed) {
+        ap_info(NULL, "lark: user access token stored");
+        lark_page(c->req, 200,
+                  "&#9989; Authorization successful! Calendar access has been granted. You can close this page now.",
+                  NULL);
+    } else {
+        lark_page(c->req, 503, "&#10060; Authorization failed:", "the token could not be stored");
+    }
+    lark_call_done(c);
+}
+
 static void lark_on_user_token(void *arg, int status, const char *body, size_t len, const char *err)
 {
     struct lark_call *c = arg;
@@ -454,25 +471,21 @@ static void lark_on_user_token(void *arg, int status, const char *body, size_t l
     char key[128], channel[128];
     ap_store_key(key, sizeof(key), "lark:user_token");
     ap_store_key(channel, sizeof(channel), "events");
-    /* The event wakes the active poller: a token stored already due is refreshed at once. */
-    const char *argv[] = {"EVAL", ap_script_set_publish, "0", key, text, channel, "{\"type\":\"lark_token\"}"};
-    int stored = text != NULL && ap_redis_argv(l->ctx->redis, NULL, NULL, 7, argv, NULL) == 0;
     /* A few hundred bytes once per authorization: written in place, atomically, mode 0600. */
     if (text != NULL && l->token_file != NULL && ap_file_write_atomic(l->token_file, text, 0600) < 0) {
         ap_error(NULL, "lark: cannot write LARK_TOKEN_FILE: %s", strerror(errno));
-        stored = 0;
+        c->file_failed = 1;
     }
+    /* The event wakes the active poller: a token stored already due is refreshed at once. The page
+     * waits for Redis' answer: "successful" means every replica and the poller can read the token. */
+    const char *argv[] = {"EVAL", ap_script_set_publish, "0", key, text, channel, "{\"type\":\"lark_token\"}"};
+    int queued = text != NULL && ap_redis_argv(l->ctx->redis, lark_on_stored, c, 7, argv, NULL) == 0;
+    if (text != NULL)
+        OPENSSL_cleanse_str(text);
     cJSON_free(text);
     cJSON_Delete(j);
-    if (stored) {
-        ap_info(NULL, "lark: user access token stored");
-        lark_page(c->req, 200,
-                  "&#9989; Authorization successful! Calendar access has been granted. You can close this page now.",
-                  NULL);
-    } else {
-        lark_page(c->req, 503, "&#10060; Authorization failed:", "the token could not be stored");
-    }
-    lark_call_done(c);
+    if (!queued)
+        lark_on_stored(NULL, NULL, c);
 }
 
 static void lark_on_app_token(void *arg, int status, const char *body, size_t len, const char *err)

@@ -94,18 +94,22 @@ void px_metrics_switch(const char *kind)
     ap_metrics_add(metrics, "ap_fallback_switches_total", labels, 1);
 }
 
-void px_metrics_refused(const char *reason)
+/* Policy counters live in px_policy (it must not depend on us); rendered from its stats here. */
+static void metrics_policy(const struct px_policy_stats *ps)
 {
     char labels[64];
-    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
-    ap_metrics_add(metrics, "ap_policy_refused_total", labels, 1);
-}
-
-void px_metrics_admission(const char *kind)
-{
-    char labels[64];
-    snprintf(labels, sizeof(labels), "result=\"%s\"", kind);
-    ap_metrics_add(metrics, "ap_policy_admissions_total", labels, 1);
+    for (int r = AP_REFUSE_NONE + 1; r < AP_REFUSE_COUNT; r++) {
+        struct ap_refusal_fmt f;
+        ap_policy_refusal((enum ap_refusal)r, 0, &f);
+        if (ps->refused[r] == 0)
+            continue; /* only reasons that happened, as before */
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", f.reason);
+        ap_metrics_set(metrics, "ap_policy_refused_total", labels, (double)ps->refused[r]);
+    }
+    ap_metrics_set(metrics, "ap_policy_admissions_total", "result=\"checked\"", (double)ps->checked);
+    if (ps->unchecked)
+        ap_metrics_set(metrics, "ap_policy_admissions_total", "result=\"unchecked\"", (double)ps->unchecked);
+    ap_metrics_set(metrics, "ap_policy_leases", "", (double)ps->leases);
 }
 
 void px_metrics_handle(struct px_ctx *ctx, struct px_hreq *req)
@@ -123,7 +127,7 @@ void px_metrics_handle(struct px_ctx *ctx, struct px_hreq *req)
     ap_metrics_set(metrics, "ap_upstream_errors_total", "", (double)ctx->stats.upstream_errors);
     ap_metrics_set(metrics, "ap_client_connections", "", (double)px_http_connections(ctx));
     ap_metrics_set(metrics, "ap_connections_refused_total", "", (double)px_http_refused(ctx));
-    ap_metrics_set(metrics, "ap_policy_leases", "", (double)px_policy_stats(ctx->policy)->leases);
+    metrics_policy(px_policy_stats(ctx->policy));
     ap_metrics_set(metrics, "ap_policy_fail_mode", "mode=\"open\"", ctx->cfg.policy_fail_open);
     ap_metrics_set(metrics, "ap_policy_fail_mode", "mode=\"closed\"", !ctx->cfg.policy_fail_open);
     struct evbuffer *b = evbuffer_new();

@@ -215,7 +215,6 @@ static void policy_refuse(struct px_admission *a, const struct ap_admit_result *
                          : ap_policy_retry_after(a->policy, res, need, ap_now_ms(), ctx->cfg.tz_offset);
     ap_policy_message(a->policy, res, a->model, need, v->message, sizeof(v->message));
     a->pol->stats.refused[res->refusal]++;
-    px_metrics_refused(f.reason);
     static const struct ap_usage none;
     px_usage_record(ctx->usage, a->key_id, a->model[0] ? a->model : NULL, &none, AP_REC_REFUSED);
     /* Debug: a flood of refusals would double the log; the access log has the status, metrics the reason. */
@@ -232,7 +231,6 @@ static void policy_fail(struct px_admission *a, struct px_admit_verdict *v)
                 pol->ctx->cfg.policy_fail_open ? "open" : "closed");
     if (pol->ctx->cfg.policy_fail_open) {
         pol->stats.unchecked++;
-        px_metrics_admission("unchecked");
         if (a->state == ADM_UNKNOWN && a->settle)
             policy_live_add(a); /* it may have been recorded: keep its lease alive until it is settled */
         return;
@@ -249,7 +247,6 @@ static void policy_admitted(struct px_admission *a, const struct ap_admit_result
     a->rpm_left = res->rpm_remaining;
     a->tpm_left = res->tpm_remaining;
     a->pol->stats.checked++;
-    px_metrics_admission("checked");
     if (a->settle)
         policy_live_add(a);
 }
@@ -314,8 +311,7 @@ static void policy_on_reply(redisAsyncContext *ac, void *reply, void *priv)
             int usd = res.refusal == AP_REFUSE_DAILY_USD || res.refusal == AP_REFUSE_MONTHLY_USD;
             a->state = ADM_NONE; /* a refusal records nothing */
             a->pol->stats.checked++;
-            px_metrics_admission("checked");
-            policy_refuse(a, &res, usd ? a->need_nano : a->need_tokens, &v);
+                    policy_refuse(a, &res, usd ? a->need_nano : a->need_tokens, &v);
         }
     } else {
         if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
@@ -380,7 +376,7 @@ static int policy_send(struct px_admission *a, struct admit_call *call)
     };
     int64_t now = ap_now_ms();
     ap_time_day((time_t)(now / 1000), ctx->cfg.tz_offset, q.day);
-    struct ap_admit_args args;
+    struct ap_admit_args args = {0};
     ap_policy_admit_args(p, &q, call->by_text ? ap_script_policy_admit : a->pol->admit_sha, !call->by_text, &args);
     return ap_redis_argv(ctx->redis, policy_on_reply, call, AP_ADMIT_ARGC, args.argv, NULL);
 }

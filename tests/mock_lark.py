@@ -24,6 +24,7 @@ Card webhook (any path starting with /webhook):
 
 Control API (JSON):
   POST /_control           merge settings: app_id, app_secret, expires_in, refresh_expires_in,
+                           exchange_delay_ms (the code exchange answers that much later),
                            fail: {"app_token"|"exchange"|"refresh": {"status": N, "body": TEXT,
                                   "count": K (optional: the next K calls only)}} (null removes),
                            webhook: {"status": N, "body": JSON value or "body_text": raw text,
@@ -56,6 +57,7 @@ DEFAULTS = {
     "app_secret": "mock-app-secret",
     "expires_in": 7200,
     "refresh_expires_in": 2592000,
+    "exchange_delay_ms": 0,
     "fail": {},
     "webhook": {"status": 200, "body": {"ok": True}, "delay_ms": 0},
 }
@@ -215,6 +217,9 @@ class Handler(BaseHTTPRequestHandler):
                 return
             st.used_codes.add(code)
             data = self._user_token_data()
+            delay = st.settings.get("exchange_delay_ms", 0) / 1000.0
+        if delay:
+            st.stopping.wait(delay)
         self._send(200, {"code": 0, "msg": "success", "data": data})
 
     def oidc_refresh(self, raw):

@@ -177,7 +177,7 @@ export function mount(root, app) {
     const q = filter.value.trim().toLowerCase();
     const shown = keys.filter((k) => !q || k.name.toLowerCase().includes(q) || k.id.includes(q) || k.key.toLowerCase().includes(q));
     const showPolicy = keys.some((k) => k.policy !== undefined);
-    const showCost = keys.some((k) => costOf(k) !== null);
+    const showCost = keys.some((k) => costOf(k) > 0); // cost_usd is always given; 0 everywhere = nothing priced
     count.textContent = `${keys.length} key${keys.length === 1 ? '' : 's'}, ${keys.filter((k) => k.enabled).length} enabled`;
     if (!keys.length) {
       fill(table, h('p', {class: 'muted', text: 'No keys yet: create one above.'}));

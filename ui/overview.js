@@ -42,8 +42,9 @@ function renderCards(el, daily) {
     card('tokens', 'Tokens today', inp + out, `in ${compact(inp)} · out ${compact(out)} · cache read ${compact(d.total_cache_read)}`),
     card('errors', 'Errors today', err, `answered with an error${rate}`),
   ];
-  // Shown only when the gateway prices usage (PRICES_CONFIG): the API then adds cost_usd.
-  if (typeof d.cost_usd === 'number' || daily.days.some((x) => typeof x.cost_usd === 'number')) {
+  // The API always gives cost_usd (0 for models PRICES_CONFIG does not price); the card
+  // is shown only once something was priced in the window, so an unpriced gateway shows no "$0".
+  if (daily.days.some((x) => Number(x.cost_usd) > 0)) {
     const cost = Number(d.cost_usd) || 0;
     const range = daily.days.reduce((t, x) => t + (Number(x.cost_usd) || 0), 0);
     cards.push(card('cost', 'Cost today', cost, `${usd(range)} over 14 days`, usd(cost)));

@@ -156,7 +156,7 @@ export function mount(root, app) {
     const labels = labelsOf(qq);
     const req = rows.reduce((t, r) => t + r.requests, 0);
     const tok = rows.reduce((t, r) => t + r.total, 0);
-    const hasCost = rows.some((r) => r.cost !== null);
+    const hasCost = rows.some((r) => r.cost > 0); // cost_usd is always given; 0 everywhere = nothing priced
     summary.className = 'meta';
     summary.textContent = `${num(req)} requests · ${num(tok)} tokens · ${qq.from} to ${qq.to} (USAGE_TZ)`;
     summary.dataset.requests = req;
@@ -193,7 +193,7 @@ export function mount(root, app) {
   function exportCsv() {
     if (!shown) return;
     const {q: qq, rows} = shown;
-    const hasCost = rows.some((r) => r.cost !== null);
+    const hasCost = rows.some((r) => r.cost > 0); // cost_usd is always given; 0 everywhere = nothing priced
     const header = [qq.g === 'hour' ? 'hour' : 'date', 'model', 'key_id', 'key_name', 'requests', 'input_tokens', 'output_tokens',
       'total_tokens', ...(hasCost ? ['cost_usd'] : [])];
     const text = csv(header, rows.map((r) => [r.bucket, r.model, r.keyId, r.keyName, r.requests, r.input, r.output, r.total,

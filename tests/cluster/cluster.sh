@@ -526,13 +526,15 @@ launch() {
     case $name in
         redis|redis2)
             # The node that was the master at start comes back as one; the sentinels
-            # demote it if another was promoted meanwhile.
+            # demote it if another was promoted meanwhile. The one replica syncs at once
+            # (Redis otherwise waits 5 s for more replicas before a full sync).
             local role=()
             [ "$CLUSTER_SENTINEL" = 0 ] || [ "$port" = "$CLUSTER_REDIS_MASTER_PORT" ] ||
                 role=(--replicaof 127.0.0.1 "$CLUSTER_REDIS_MASTER_PORT")
             mkdir -p "$DIR/$name"
             spawn "$name" "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --dir "$DIR/$name" \
                 --appendonly yes --appendfsync "$CLUSTER_REDIS_FSYNC" --save "" \
+                --repl-diskless-sync-delay 0 \
                 --daemonize no --logfile "" ${role[@]+"${role[@]}"} ;;
         sentinel1|sentinel2|sentinel3)
             spawn "$name" "$REDIS_SENTINEL" "$DIR/sentinel/$name.conf" ;;

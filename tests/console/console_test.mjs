@@ -162,7 +162,7 @@ s('overview: cards, charts, tiers and every replica', async () => {
     return REPLICAS.every((id) => got.includes(id)) && got;
   }, `replicas ${REPLICAS}`);
   results.replicas_shown = ids;
-  // No prices configured: no cost card (it appears only when the API gives cost_usd).
+  // No prices configured: no cost card (cost_usd is 0 everywhere, nothing was priced).
   check(!(await page.$('#cards .card[data-metric="cost"]')), 'no cost card without prices');
   await shot('overview');
 });

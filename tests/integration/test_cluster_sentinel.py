@@ -59,7 +59,7 @@ def info_fields(text):
 @unittest.skipIf(tc.find_haproxy() is None or find_sentinel() is None,
                  "haproxy and redis-sentinel are needed (Debian: apt-get install haproxy "
                  "redis-sentinel; scripts/deps.sh test installs them)")
-class SentinelClusterTest(tc.Fleet, h.TestCase):
+class SentinelClusterTest(tc.Fleet):
     START_ARGS = ("--sentinel",)
     EXTRA_PORTS = ("CLUSTER_REDIS2_PORT", "CLUSTER_SENTINEL1_PORT", "CLUSTER_SENTINEL2_PORT",
                    "CLUSTER_SENTINEL3_PORT")
@@ -111,6 +111,17 @@ class SentinelClusterTest(tc.Fleet, h.TestCase):
         except (OSError, h.RedisError):
             return None
 
+    def wait_in_sync(self, master, replica):
+        """Until `replica` has synced with `master` and holds every write it acknowledged (a
+        master killed before its replica's first sync loses everything, by design of Redis)."""
+        def synced():
+            with self.node(master) as m:
+                offset = m.cmd("ROLE")[1]
+            with self.node(replica) as r:
+                role = r.cmd("ROLE")
+            return role[0] == "slave" and role[3] == "connected" and role[4] >= offset
+        h.wait_until(synced, 30, interval=0.02, message="%s in sync with %s" % (replica, master))
+
     def health(self, name):
         url = self.replica_url.get(name) or self.poller_url[name]
         return h.request("GET", url + "/health", timeout=5).json()
@@ -126,6 +137,7 @@ class SentinelClusterTest(tc.Fleet, h.TestCase):
         new = next(n for n in NODES if n != old)
         new_addr = "127.0.0.1:%d" % self.node_port[new]
         self.assertEqual(self.role(new), "slave", "%s must be the replica before the failover" % new)
+        self.wait_in_sync(old, new)
         t0 = time.monotonic()
         ths, seen = self.watch_replicas(lambda d: self.on_master(d, new_addr), t0, timeout=30,
                                         names=COMPONENTS, path="/health")

@@ -1022,6 +1022,26 @@ class LarkOAuthTest(LarkMixin, h.TestCase):
         self.assertEqual(self.lark.requests(), [])
         self.assertEqual(self.rc.cmd("GET", PREFIX + "lark:user_token"), first)
 
+    def test_success_page_only_once_the_token_is_stored(self):
+        # Regression: the page said "successful" as soon as the write was queued, so a reader
+        # right after it (another replica, the poller) could still find no token. While Lark
+        # answers the code exchange (held 300 ms), Redis starts holding writes for 800 ms
+        # (CLIENT PAUSE WRITE lets reads through): the page must wait for the write.
+        self.lark.control(exchange_delay_ms=300)
+        state = self.mint_state()["state"]
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=self.callback(self.code(), state)))
+        t.start()
+        h.wait_until(lambda: any(q["path"].endswith("/oidc/access_token") for q in self.lark.requests()),
+                     5, interval=0.005, message="the code exchange reached Lark")
+        self.rc.cmd("CLIENT", "PAUSE", "800", "WRITE")
+        t.join(30 * SLOW)
+        r = out["r"]
+        self.assertEqual(r.status, 200, r.text)
+        self.assertIn("successful", r.text)
+        self.assertIsNotNone(self.rc.cmd("GET", PREFIX + "lark:user_token"),
+                             "the page was answered with the token not yet in Redis")
+
     def test_bad_state(self):
         cases = [("good-x", "never-minted-" + secrets.token_hex(4)),
                  ("good-x", None),

@@ -74,7 +74,7 @@ class UsageRangeTest(h.TestCase):
             self.assertEqual(d, everything[d["date"]])
         nine = doc["days"][0]
         self.assertEqual((nine["total_input"], nine["total_output"], nine["total_requests"]), (205, 25, 4))
-        self.assertEqual(nine["by_model"][OPUS], {"total": 160, "requests": 3})
+        self.assertEqual(nine["by_model"][OPUS], {"total": 160, "requests": 3, "cost_usd": 0})
         self.assertEqual([(k["name"], k["id"], k["requests"]) for k in nine["keys"]],
                          [("Ann", self.ids["Ann"], 3), ("Bob", self.ids["Bob"], 1)])
         self.assertEqual(nine["total_errors"], 0)
@@ -97,8 +97,8 @@ class UsageRangeTest(h.TestCase):
         # Hours carry each key's requests and tokens (summed over its models), biggest first.
         self.assertEqual([(k["name"], k["id"], k["requests"], k["total"]) for k in ten["keys"]],
                          [("Ann", self.ids["Ann"], 2, 150), ("Bob", self.ids["Bob"], 1, 10)])
-        self.assertEqual(ten["keys"][1]["by_model"], {OPUS: {"total": 10, "requests": 1}})
-        self.assertEqual(ten["by_model"][OPUS], {"total": 160, "requests": 3})
+        self.assertEqual(ten["keys"][1]["by_model"], {OPUS: {"total": 10, "requests": 1, "cost_usd": 0}})
+        self.assertEqual(ten["by_model"][OPUS], {"total": 160, "requests": 3, "cost_usd": 0})
         # The same hours as the original's ?date= view of each day, keys included.
         by_date = self.get("/admin/usage/hourly?date=2026-02-09")["hours"]
         self.assertEqual(doc["hours"][:2], by_date)

@@ -2,7 +2,8 @@
 replicas, HAProxy) as a test fixture: FleetCase starts it once per class on free ports and
 stops it after, and gives the helpers every fleet test needs (admin calls through the load
 balancer or one replica, the mock, HAProxy's view, SIGKILL of a component, waiting for usage
-to be written). A subclass's fleet_env() adds settings of its own (e.g. PRICES_CONFIG).
+to be written). A subclass's fleet_env() (or EXTRA_ENV) adds settings of its own (e.g.
+PRICES_CONFIG); START_ARGS and EXTRA_PORTS start a variant (e.g. cluster.sh --sentinel).
 """
 
 import http.client
@@ -56,6 +57,10 @@ def note(text):
 class FleetCase(h.TestCase):
     """Base class of the fleet tests (no tests of its own)."""
 
+    START_ARGS = ()    # extra arguments of `cluster.sh start`
+    EXTRA_PORTS = ()   # more CLUSTER_*_PORT variables to give free ports
+    EXTRA_ENV = {}     # more settings for cluster.sh and the replicas
+
     @classmethod
     def fleet_env(cls):
         """Settings of the subclass's own for the replicas (called once the workdir exists)."""
@@ -65,11 +70,10 @@ class FleetCase(h.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.dir = cls.workdir / "cluster"
-        ports = {"CLUSTER_LB_PORT": h.free_port(), "CLUSTER_LB_STATS_PORT": h.free_port(),
-                 "CLUSTER_REDIS_PORT": h.free_port(), "CLUSTER_UPSTREAM_PORT": h.free_port(),
-                 "CLUSTER_PROXY1_PORT": h.free_port(), "CLUSTER_PROXY2_PORT": h.free_port(),
-                 "CLUSTER_PROXY3_PORT": h.free_port(), "CLUSTER_POLLER1_PORT": h.free_port(),
-                 "CLUSTER_POLLER2_PORT": h.free_port()}
+        names = ("CLUSTER_LB_PORT", "CLUSTER_LB_STATS_PORT", "CLUSTER_REDIS_PORT",
+                 "CLUSTER_UPSTREAM_PORT", "CLUSTER_PROXY1_PORT", "CLUSTER_PROXY2_PORT",
+                 "CLUSTER_PROXY3_PORT", "CLUSTER_POLLER1_PORT", "CLUSTER_POLLER2_PORT")
+        ports = {n: h.free_port() for n in names + tuple(cls.EXTRA_PORTS)}
         if len(set(ports.values())) != len(ports):
             raise RuntimeError("free_port() gave the same port twice: %r" % ports)
         env = {k: v for k, v in os.environ.items()
@@ -85,11 +89,12 @@ class FleetCase(h.TestCase):
             "LOG_LEVEL": "info",
             "SHUTDOWN_GRACE_SECONDS": "5",
         })
+        env.update(cls.EXTRA_ENV)
         env.update(cls.fleet_env())
         cls.env = env
         cls.addClassCleanup(cls.stop_fleet)
         t0 = time.monotonic()
-        out = cls.cluster("start")
+        out = cls.cluster("start", *cls.START_ARGS)
         banner("cluster.sh start: fleet ready in %.2f s" % (time.monotonic() - t0))
         print("\n".join("  | " + line for line in out.splitlines()), flush=True)
         cls.info = json.loads((cls.dir / "cluster.json").read_text())
@@ -156,10 +161,10 @@ class FleetCase(h.TestCase):
     def pid(self, name):
         return int((self.dir / "pids" / ("%s.pid" % name)).read_text())
 
-    def sigkill(self, name):
+    def sigkill(self, name, expect="api-"):
         pid = self.pid(name)
         cmdline = Path("/proc/%d/cmdline" % pid).read_bytes().replace(b"\0", b" ").decode()
-        self.assertIn("api-", cmdline, "pid %d is not %s any more" % (pid, name))
+        self.assertIn(expect, cmdline, "pid %d is not %s any more" % (pid, name))
         os.kill(pid, signal.SIGKILL)
         return pid
 
