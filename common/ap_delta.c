@@ -114,8 +114,7 @@ void ap_batch_free(struct ap_batch *b)
 {
     if (b == NULL)
         return;
-    for (int i = 0; i < b->argc; i++)
-        free(b->argv[i]);
+    free(b->arena);
     free(b->argv);
     free(b->lens);
     free(b);
@@ -133,30 +132,20 @@ static void delta_collect(const void *node, VISIT which, void *arg)
         w->items[w->n++] = *(struct delta_entry *const *)node;
 }
 
-static int batch_set(struct ap_batch *b, int i, const char *s, size_t len)
+/* Places one string in the batch's arena. */
+static void batch_set(struct ap_batch *b, char **at, int i, const char *s, size_t len)
 {
-    b->argv[i] = malloc(len + 1);
-    if (b->argv[i] == NULL)
-        return -1;
-    memcpy(b->argv[i], s, len);
-    b->argv[i][len] = '\0';
+    memcpy(*at, s, len);
+    (*at)[len] = '\0';
+    b->argv[i] = *at;
     b->lens[i] = len;
-    return 0;
+    *at += len + 1;
 }
 
-/* Appends one entry as op, key, field, value. */
-static int batch_add_entry(struct ap_batch *b, int *i, const struct delta_entry *e)
-{
-    const char *k = e->id + 2;
-    const char *sep = strchr(k, '\x1f');
-    char num[24];
-    int nl = snprintf(num, sizeof(num), "%lld", (long long)e->v);
-    if (batch_set(b, (*i)++, e->id, 1) < 0 || batch_set(b, (*i)++, k, (size_t)(sep - k)) < 0 ||
-        batch_set(b, (*i)++, sep + 1, strlen(sep + 1)) < 0 || batch_set(b, (*i)++, num, (size_t)nl) < 0)
-        return -1;
-    return 0;
-}
-
+/*
+ * A batch is taken every few milliseconds under load with ~50 updates of 4
+ * strings each: sized first, then laid out in one block.
+ */
 struct ap_batch *ap_delta_take(struct ap_delta *d, size_t max_ops, const char *const *head, int nhead)
 {
     struct delta_walk w = {calloc(d->count ? d->count : 1, sizeof(*w.items)), 0};
@@ -171,18 +160,31 @@ struct ap_batch *ap_delta_take(struct ap_delta *d, size_t max_ops, const char *c
         goto fail;
     twalk_r(d->root, delta_collect, &w);
 
+    /* An entry's id is "<op>\x1f<key>\x1f<field>": op, key and field with their NULs take its length + 1. */
+    size_t size = 0;
+    for (int i = 0; i < nhead; i++)
+        size += strlen(head[i]) + 1;
+    for (size_t k = 0; k < take; k++)
+        size += strlen(w.items[k]->id) + 1 + 21;
+    if ((b->arena = malloc(size ? size : 1)) == NULL)
+        goto fail;
+    char *at = b->arena;
     int i = 0;
-    for (; i < nhead; i++) {
-        if (batch_set(b, i, head[i], strlen(head[i])) < 0)
-            goto fail;
-        b->argc = i + 1;
-    }
+    for (; i < nhead; i++)
+        batch_set(b, &at, i, head[i], strlen(head[i]));
     b->nhead = nhead;
     for (size_t k = 0; k < take; k++) {
-        if (batch_add_entry(b, &i, w.items[k]) < 0)
-            goto fail;
-        b->argc = i;
+        const struct delta_entry *e = w.items[k];
+        const char *key = e->id + 2;
+        const char *sep = strchr(key, '\x1f');
+        char num[21];
+        int nl = snprintf(num, sizeof(num), "%lld", (long long)e->v);
+        batch_set(b, &at, i++, e->id, 1);
+        batch_set(b, &at, i++, key, (size_t)(sep - key));
+        batch_set(b, &at, i++, sep + 1, strlen(sep + 1));
+        batch_set(b, &at, i++, num, (size_t)nl);
     }
+    b->argc = i;
     b->nops = take;
     /* Only now, with the batch complete, remove its entries from the tree. */
     for (size_t k = 0; k < take; k++) {

@@ -417,6 +417,9 @@ static int jscan_top_member(struct jscan *s, const unsigned char *d, size_t dlen
     enum ap_jtype *slot = jscan_is(d, dlen, "model")            ? &top->model
                           : jscan_is(d, dlen, "stream")         ? &top->stream
                           : jscan_is(d, dlen, "stream_options") ? &top->stream_options
+                          : jscan_is(d, dlen, "content")        ? &top->content
+                          : jscan_is(d, dlen, "choices")        ? &top->choices
+                          : jscan_is(d, dlen, "usage")          ? &top->usage
                                                                 : NULL;
     struct ap_jnum *num = jscan_is(d, dlen, "max_tokens")              ? &top->max_tokens
                           : jscan_is(d, dlen, "max_completion_tokens") ? &top->max_completion_tokens
@@ -441,6 +444,10 @@ static int jscan_top_member(struct jscan *s, const unsigned char *d, size_t dlen
     }
     if (slot != NULL)
         *slot = *t;
+    if (slot == &top->usage) {
+        top->usage_raw = (const char *)b;
+        top->usage_len = (size_t)(s->p - b);
+    }
     if (num != NULL) {
         num->type = *t;
         if (*t == AP_J_NUMBER)

@@ -17,8 +17,9 @@ struct ap_delta;
 
 struct ap_batch {
     int argc;      /* the caller's head arguments, then op/key/field/value quads */
-    char **argv;   /* owned, each string owned */
+    char **argv;   /* owned; the strings point into `arena` */
     size_t *lens;  /* owned */
+    char *arena;   /* owned: every string, NUL-terminated (one allocation, not four per update) */
     int nhead;     /* arguments before the first quad */
     size_t nops;
 };

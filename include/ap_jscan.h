@@ -73,6 +73,12 @@ struct ap_jscan {
     enum ap_jtype stream;               /* of top-level "stream" */
     enum ap_jtype stream_options;       /* of top-level "stream_options" */
     enum ap_jtype include_usage;        /* of stream_options.include_usage */
+    /* An upstream's answer (read with the same scan: its usage without a tree of the whole answer). */
+    enum ap_jtype content;              /* of top-level "content" (Anthropic answer) */
+    enum ap_jtype choices;              /* of top-level "choices" (OpenAI answer) */
+    enum ap_jtype usage;                /* of top-level "usage" */
+    const char *usage_raw;              /* its raw JSON text (points into the input) */
+    size_t usage_len;
     struct ap_jnum max_tokens;          /* top-level "max_tokens" */
     struct ap_jnum max_completion_tokens; /* top-level "max_completion_tokens" */
     int has_nul;                        /* a string value holds U+0000 (a cJSON tree would cut it) */

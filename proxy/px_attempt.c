@@ -23,6 +23,7 @@
 #include "ap_fallback.h"
 #include "ap_http1.h"
 #include "ap_json.h"
+#include "ap_jscan.h"
 #include "ap_log.h"
 #include "ap_sse.h"
 #include "ap_stream.h"
@@ -311,16 +312,30 @@ static size_t attempt_on_body(void *arg, const char *data, size_t len)
 
 /*
  * 1 when a 2xx body of a Messages / Chat Completions call is an answer of the
- * target's format; its usage is taken on the way (one parse for both).
+ * target's format; its usage is taken on the way. One scan, no tree of the
+ * whole answer (that parse was ~4% of a small request's CPU): only the usage
+ * object is parsed. A body the scan does not pass (malformed, or a name given
+ * twice) is read by cJSON as before, which decides as it always did.
  */
 static int attempt_body_is_answer(struct px_attempt *a)
 {
     size_t blen = evbuffer_get_length(a->body);
-    cJSON *j = blen ? cJSON_ParseWithLength((const char *)evbuffer_pullup(a->body, -1), blen) : NULL;
+    const char *b = blen ? (const char *)evbuffer_pullup(a->body, -1) : "";
     int openai = a->s.target.fmt == AP_FMT_OPENAI;
-    int ok = cJSON_IsObject(j) && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, openai ? "choices" : "content"));
+    struct ap_jscan js;
+    cJSON *j = NULL;
+    const cJSON *u = NULL;
+    int ok;
+    if (ap_jscan(b, blen, &js) == AP_JSCAN_OK) {
+        ok = js.root == AP_J_OBJECT && (openai ? js.choices : js.content) == AP_J_ARRAY;
+        if (ok && js.usage == AP_J_OBJECT)
+            u = j = cJSON_ParseWithLength(js.usage_raw, js.usage_len);
+    } else {
+        j = blen ? cJSON_ParseWithLength(b, blen) : NULL;
+        ok = cJSON_IsObject(j) && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, openai ? "choices" : "content"));
+        u = ok ? cJSON_GetObjectItemCaseSensitive(j, "usage") : NULL;
+    }
     if (ok) {
-        const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "usage");
         if (openai)
             ap_usage_merge_openai(a->s.usage, u);
         else

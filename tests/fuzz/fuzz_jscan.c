@@ -4,7 +4,7 @@
  *   - scan accepts (or refuses only for a duplicate or a U+0000 name)
  *       => cJSON parses the same bytes to the end;
  *   - scan accepts => no object of cJSON's tree names a member twice, and the
- *       captured members (model, stream, stream_options.include_usage,
+ *       captured members (model, stream, stream_options.include_usage, content, choices, usage,
  *       max_tokens, max_completion_tokens) are cJSON's;
  *   - scan says duplicate => cJSON's tree has a duplicated name;
  *   - cJSON accepts anything => what cJSON prints (RFC 8259 JSON) is never
@@ -93,6 +93,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (js.include_usage !=
                 (cJSON_IsObject(opts) ? fz_type(cJSON_GetObjectItemCaseSensitive(opts, "include_usage")) : AP_J_ABSENT))
                 abort();
+            const cJSON *usage = cJSON_GetObjectItemCaseSensitive(j, "usage");
+            if (js.content != fz_type(cJSON_GetObjectItemCaseSensitive(j, "content")) ||
+                js.choices != fz_type(cJSON_GetObjectItemCaseSensitive(j, "choices")) || js.usage != fz_type(usage))
+                abort();
+            if (usage != NULL) { /* the raw span parses alone into the same value */
+                cJSON *alone = cJSON_ParseWithLength(js.usage_raw, js.usage_len);
+                if (alone == NULL || !cJSON_Compare(alone, usage, 1))
+                    abort();
+                cJSON_Delete(alone);
+            }
             fz_check_num(&js.max_tokens, cJSON_GetObjectItemCaseSensitive(j, "max_tokens"));
             fz_check_num(&js.max_completion_tokens, cJSON_GetObjectItemCaseSensitive(j, "max_completion_tokens"));
             if (cJSON_IsString(model) && !js.model_nul &&

@@ -413,6 +413,32 @@ static void test_wide_object_scales(void **state)
     free(big);
 }
 
+/* An upstream's answer: is it one (content / choices), and where is its usage. */
+static void test_answer_members(void **state)
+{
+    (void)state;
+    struct ap_jscan js;
+    const char *a = "{\"id\":\"msg_1\",\"content\":[{\"type\":\"text\",\"text\":\"hi\",\"usage\":1}],"
+                    "\"usage\": {\"input_tokens\":3,\"output_tokens\":{\"x\":[1,2]}} ,\"stop_reason\":null}";
+    assert_int_equal(ap_jscan(a, strlen(a), &js), AP_JSCAN_OK);
+    assert_int_equal(js.content, AP_J_ARRAY);
+    assert_int_equal(js.choices, AP_J_ABSENT);
+    assert_int_equal(js.usage, AP_J_OBJECT); /* the top-level one, not the nested "usage":1 */
+    assert_int_equal(js.usage_len, strlen("{\"input_tokens\":3,\"output_tokens\":{\"x\":[1,2]}}"));
+    assert_memory_equal(js.usage_raw, "{\"input_tokens\":3,\"output_tokens\":{\"x\":[1,2]}}", js.usage_len);
+
+    const char *o = "{\"choices\":[{\"message\":{\"content\":\"x\"}}],\"usage\":null}";
+    assert_int_equal(ap_jscan(o, strlen(o), &js), AP_JSCAN_OK);
+    assert_int_equal(js.choices, AP_J_ARRAY);
+    assert_int_equal(js.content, AP_J_ABSENT); /* only message.content, nested */
+    assert_int_equal(js.usage, AP_J_NULL);
+
+    const char *e = "{\"c\\u006fntent\":\"text\",\"usage\":[]}"; /* escaped name, wrong types */
+    assert_int_equal(ap_jscan(e, strlen(e), &js), AP_JSCAN_OK);
+    assert_int_equal(js.content, AP_J_STRING);
+    assert_int_equal(js.usage, AP_J_ARRAY);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -424,7 +450,7 @@ int main(void)
         cmocka_unit_test(test_model_cut_and_nul), cmocka_unit_test(test_nul_in_names_and_values),
         cmocka_unit_test(test_token_limits),    cmocka_unit_test(test_agrees_with_cjson),
         cmocka_unit_test(test_error_offset),    cmocka_unit_test(test_wide_object_scales),
-        cmocka_unit_test(test_malformed_wins_over_duplicate),
+        cmocka_unit_test(test_malformed_wins_over_duplicate), cmocka_unit_test(test_answer_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
