@@ -12,6 +12,7 @@
 # API reports, and stops run.sh as Ctrl-C would (it must stop everything and exit 0).
 #
 #   --tests   run the README's second command instead: `scripts/test.sh --quick`
+#   --tests-full  the same, whole: `scripts/test.sh` (sanitizers, valgrind, fuzzing too)
 #   --rev     test another commit (e.g. one from before a fix, to see the check fail)
 #   --keep    leave the root in place afterwards (its path is printed)
 #
@@ -23,14 +24,16 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 REV=HEAD
 MODE=run
+FULL=0
 KEEP=0
 TIMEOUT=${AP_FRESH_TIMEOUT:-900} # seconds for run.sh to install, build and come up
 while [ $# -gt 0 ]; do
     case "$1" in
     --rev) REV=$2; shift 2 ;;
     --tests) MODE=tests; shift ;;
+    --tests-full) MODE=tests; FULL=1; shift ;;
     --keep) KEEP=1; shift ;;
-    *) echo "usage: $0 [--rev REV] [--tests] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--rev REV] [--tests|--tests-full] [--keep]" >&2; exit 2 ;;
     esac
 done
 
@@ -102,6 +105,8 @@ as_user=(setpriv --reuid=dev --regid=dev --init-groups
          PATH=/usr/local/bin:/usr/bin:/bin)
 if [ "$MODE" = run ]; then
     cmd=(env PROXY_PORT="$proxy_port" AP_REDIS_PORT="$redis_port" AP_DEMO_PORT="$demo_port" scripts/run.sh)
+elif [ "$FULL" = 1 ]; then
+    cmd=(scripts/test.sh)
 else
     cmd=(scripts/test.sh --quick)
 fi
@@ -144,7 +149,7 @@ if [ "$MODE" = tests ]; then
     rc=$?
     ns_pid=
     show_log 12
-    log "scripts/test.sh --quick exited $rc after $(( $(date +%s) - t_run ))s"
+    log "${cmd[*]} exited $rc after $(( $(date +%s) - t_run ))s"
     [ "$rc" -eq 0 ] || die "the README's test command failed in a fresh root"
     log "PASS in $(( $(date +%s) - start ))s"
     exit 0
