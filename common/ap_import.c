@@ -64,6 +64,20 @@ static void imp_models(struct ap_delta *d, const char *key, const char *pre, con
     }
 }
 
+/*
+ * The counters our own export adds beside the original's (absent there: 0, nothing added),
+ * under their names in a view (`pre` "total_" for a key's totals, "" for a day).
+ */
+static void imp_extras(struct ap_delta *d, const char *key, const cJSON *obj, const char *pre)
+{
+    static const char *const fields[] = {"cache_creation", "cache_read", "errors", "refused"};
+    char name[40];
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        snprintf(name, sizeof(name), "%s%s", pre, fields[i]);
+        ap_delta_incr(d, key, fields[i], imp_num(obj, name));
+    }
+}
+
 static int imp_is_day(const char *s)
 {
     int y, m, dd, n = 0;
@@ -92,12 +106,14 @@ static void imp_daily(struct ap_delta *d, const char *id, const cJSON *daily)
         ap_delta_incr(d, k, "output", out);
         ap_delta_incr(d, k, "requests", req);
         ap_delta_incr(d, k, "cost", cost);
+        imp_extras(d, k, day, "");
         imp_models(d, k, "", bm);
         ap_store_key(k, sizeof(k), "u:d:%s", day->string);
         ap_delta_incr(d, k, "input", in);
         ap_delta_incr(d, k, "output", out);
         ap_delta_incr(d, k, "requests", req);
         ap_delta_incr(d, k, "cost", cost);
+        imp_extras(d, k, day, "");
         imp_models(d, k, "", bm);
         imp_models(d, k, pre, bm);
         snprintf(f, sizeof(f), "k:%s:input", id);
@@ -122,13 +138,24 @@ static void imp_hourly(struct ap_delta *d, const char *id, const cJSON *hourly)
         if (!cJSON_IsObject(hour) || hour->string == NULL || !imp_is_hour(hour->string))
             continue;
         const cJSON *bm = cJSON_GetObjectItemCaseSensitive(hour, "by_model");
-        int64_t req = 0;
-        cJSON_ArrayForEach(m, bm) req += imp_num(m, "requests");
+        /* A key's hour is shown as its models (ours give input/output each) and its cost. */
+        int64_t req = 0, in = 0, out = 0, cost = imp_cost(hour);
+        cJSON_ArrayForEach(m, bm) {
+            req += imp_num(m, "requests");
+            in += imp_num(m, "input");
+            out += imp_num(m, "output");
+        }
         ap_store_key(k, sizeof(k), "u:kh:%s:%s", id, hour->string);
         ap_delta_incr(d, k, "requests", req);
+        ap_delta_incr(d, k, "input", in);
+        ap_delta_incr(d, k, "output", out);
+        ap_delta_incr(d, k, "cost", cost);
         imp_models(d, k, "", bm);
         ap_store_key(k, sizeof(k), "u:h:%s", hour->string);
         ap_delta_incr(d, k, "requests", req);
+        ap_delta_incr(d, k, "input", in);
+        ap_delta_incr(d, k, "output", out);
+        ap_delta_incr(d, k, "cost", cost);
         imp_models(d, k, "", bm);
         imp_models(d, k, pre, bm);
         ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:khours:%s", id), hour->string);
@@ -148,6 +175,7 @@ static void imp_usage(struct ap_delta *d, const char *id, const cJSON *usage)
         ap_delta_incr(d, key, "output", out);
         ap_delta_incr(d, key, "requests", req);
         ap_delta_incr(d, key, "cost", cost);
+        imp_extras(d, key, usage, "total_");
     }
     const cJSON *lu = cJSON_GetObjectItemCaseSensitive(usage, "last_used");
     time_t t;

@@ -216,7 +216,8 @@ void px_import_free(struct px_import *im);
 /* How one run of an import went. */
 struct px_import_result {
     size_t keys;         /* commands of the run (one per key) */
-    size_t imported;     /* keys newly imported (the others were already present) */
+    size_t imported;     /* keys newly imported */
+    size_t id_taken;     /* keys not imported: their id belongs to another key there */
     size_t refused;      /* commands Redis answered with an error */
     size_t lost;         /* commands whose connection went away before the reply */
     size_t unsent;       /* commands that could not be sent (Redis down) */

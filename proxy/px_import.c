@@ -48,6 +48,8 @@ static void import_on_reply(redisAsyncContext *ac, void *reply, void *priv)
             snprintf(run->res.error, sizeof(run->res.error), "%s", rep->str ? rep->str : "error");
     } else if (rep->integer == 1) {
         run->res.imported++;
+    } else if (rep->integer == -1) {
+        run->res.id_taken++;
     }
     if (--run->pending == 0 && !run->sending)
         import_run_end(run);
@@ -115,8 +117,8 @@ static void import_file_done(void *arg, const struct px_import_result *res)
     im->running = 0;
     if (res->refused + res->lost + res->unsent == 0) {
         im->done = 1;
-        ap_info(NULL, "KEYS_FILE: import complete (%zu keys newly imported, %zu already present)", res->imported,
-                res->keys - res->imported);
+        ap_info(NULL, "KEYS_FILE: import complete (%zu keys newly imported, %zu already present, %zu with an id taken "
+                "by another key)", res->imported, res->keys - res->imported - res->id_taken, res->id_taken);
         return;
     }
     ap_error(NULL, "KEYS_FILE: %zu of %zu keys not imported (%zu refused%s%s, %zu lost, %zu unsent); "

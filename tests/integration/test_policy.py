@@ -343,8 +343,15 @@ class PolicyTest(h.TestCase):
     def test_export_then_import_into_a_fresh_redis_keeps_keys_policies_and_history(self):
         doc = self.create({"rpm": 50, "models": [SONNET]}, name="moving")
         k = doc["api_key"]
+        # Every counter an export carries: cache tokens, an error, a refusal, costs.
+        self.mock.behaviour(SONNET, count=2, usage={"input_tokens": 11, "output_tokens": 7,
+                                                    "cache_creation_input_tokens": 5,
+                                                    "cache_read_input_tokens": 3})
         for _ in range(2):
             self.assertEqual(self.send(k).status, 200)
+        self.mock.behaviour(SONNET, count=1, status=400)
+        self.assertEqual(self.send(k).status, 400)
+        self.assertEqual(self.send(k, body(GEMINI)).status, 403)
         self.settle()
         st, exp = self.proxy.admin("GET", "/admin/export")
         self.assertEqual(st, 200)
@@ -352,7 +359,9 @@ class PolicyTest(h.TestCase):
         self.assertNotIn(k, json.dumps(exp))  # never a full key
         entry = exp["keys"]["sha256:" + h_hash(k)]
         self.assertEqual(entry["policy"], {"models": [SONNET], "rpm": 50})
-        self.assertEqual(entry["usage"]["total_requests"], 2)
+        u = entry["usage"]
+        self.assertEqual((u["total_requests"], u["total_cache_creation"], u["total_cache_read"],
+                          u["total_errors"], u["total_refused"]), (2, 10, 6, 1, 1), u)
         cli = admin_cli(self.redis, "export")
         self.assertEqual(cli.returncode, 0, cli.stderr)
         self.assertEqual(json.loads(cli.stdout)["keys"]["sha256:" + h_hash(k)]["policy"], entry["policy"])
@@ -365,11 +374,19 @@ class PolicyTest(h.TestCase):
         self.assertEqual(p.admin("GET", "/admin/keys/%s/policy" % doc["id"]), (200, entry["policy"]))
         u = p.admin("GET", "/admin/keys/%s/usage" % doc["id"])[1]["usage"]
         self.assertEqual((u["total_requests"], u["total_input"]), (2, entry["usage"]["total_input"]))
+        # The whole history came across: the new deployment exports the same entry.
+        again = p.admin("GET", "/admin/export")[1]["keys"]["sha256:" + h_hash(k)]
+        self.assertEqual(again, entry)
         # The same secret works there, under the same policy.
         self.assertEqual(self.send(k, proxy=p).status, 200)
         self.assertEqual(self.send(k, body(GEMINI), proxy=p).status, 403)
         # Importing again changes nothing.
-        self.assertEqual(p.admin("POST", "/admin/import", exp)[1]["imported"], 0)
+        st, res = p.admin("POST", "/admin/import", exp)
+        self.assertEqual((res["imported"], res["already_present"], res["id_taken"]),
+                         (0, len(exp["keys"]), 0), res)
+        # Another secret claiming that id is reported, not imported.
+        st, res = p.admin("POST", "/admin/import", dict(exp, keys={"sha256:" + "0" * 64: entry}))
+        self.assertEqual((st, res["imported"], res["already_present"], res["id_taken"]), (200, 0, 0, 1), res)
         # The command line imports the same file.
         f = h.write_json(self.workdir / "export.json", exp)
         fresh2 = self.start_redis(name="fresh2")
