@@ -46,6 +46,8 @@ struct ap_policy;
     "    redis.call('HDEL', b..'adm', id)\n"                                   \
     "  end\n"                                                                  \
     "  redis.call('ZREM', b..'live', id)\n"                                    \
+    /* Nothing in flight: nothing held; no hash of zeros left behind per key. */ \
+    "  if redis.call('EXISTS', b..'live') == 0 then redis.call('DEL', b..'r') end\n" \
     "end\n"                                                                    \
     "local function pl_settle(b, id, v)\n"                                     \
     "  pl_release(b, id)\n"                                                    \

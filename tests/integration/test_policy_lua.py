@@ -299,6 +299,8 @@ class PolicyScriptProperties(h.TestCase):
             st = self.state(key)
             self.assertEqual(st["live"], {}, key)
             self.assertEqual((int(st["r"].get("t", 0)), int(st["r"].get("n", 0))), (0, 0), key)
+            # Nothing in flight leaves no per-key state behind but the window (61 s TTL).
+            self.assertEqual(self.rc.cmd("EXISTS", key.base + "r", key.base + "adm", key.base + "live"), 0, key)
         print("  >>> %r" % counts, flush=True)
         self.assertGreater(counts["admitted"], 20)
         self.assertGreater(counts["refused"], 5)
