@@ -404,14 +404,18 @@ static void view_tenants(const redisReply *hash, const redisReply *names, cJSON 
             cJSON_AddNumberToObject(e, "requests", cJSON_GetObjectItemCaseSensitive(k, "requests")->valuedouble);
             cJSON_AddNumberToObject(e, "cost_nano", cJSON_GetObjectItemCaseSensitive(k, "cost_nano")->valuedouble);
         } else {
-            double req = 0, total = 0;
-            const cJSON *m;
+            /* An hour keeps no per-key totals: the key's models add up to them (integers, exact). */
+            double req = 0, total = 0, cost = 0;
+            const cJSON *m, *c;
             cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(k, "by_model")) {
                 req += cJSON_GetObjectItemCaseSensitive(m, "requests")->valuedouble;
                 total += cJSON_GetObjectItemCaseSensitive(m, "total")->valuedouble;
+                if ((c = cJSON_GetObjectItemCaseSensitive(m, "cost_nano")) != NULL)
+                    cost += c->valuedouble;
             }
             cJSON_AddNumberToObject(e, "requests", req);
             cJSON_AddNumberToObject(e, "total", total);
+            cJSON_AddNumberToObject(e, "cost_nano", cost);
         }
         cJSON_AddStringToObject(e, "id", k->string);
         cJSON_AddItemToObject(e, "by_model", cJSON_DetachItemFromObjectCaseSensitive(k, "by_model"));

@@ -162,8 +162,8 @@ s('overview: cards, charts, tiers and every replica', async () => {
     return REPLICAS.every((id) => got.includes(id)) && got;
   }, `replicas ${REPLICAS}`);
   results.replicas_shown = ids;
-  // No prices configured: no cost card (cost_usd is 0 everywhere, nothing was priced).
-  check(!(await page.$('#cards .card[data-metric="cost"]')), 'no cost card without prices');
+  // Prices are configured, but the imported history was never priced: no cost card yet.
+  check(!(await page.$('#cards .card[data-metric="cost"]')), 'no cost card while nothing was priced');
   await shot('overview');
 });
 
@@ -241,6 +241,13 @@ s('requests with the key move the numbers and the chart', async () => {
   // The requests chart counts the same requests.
   await page.click('.segmented button:has-text("requests")');
   await until(async () => (await chartTotal('chart-hourly')) >= REQUESTS, 'the requests chart');
+  // The fleet prices MODEL: the cost card appears, with today's cost as the API gives it.
+  const cost = await until(async () => {
+    const api = Number((await admin('GET', 'usage/daily?days=1')).doc.days.at(-1).cost_usd);
+    return api > 0 && (await cardValue('cost')) === api && api;
+  }, 'the cost card with today\'s cost');
+  check(/\$/.test(await page.textContent('#cards .card[data-metric="cost"] .card-value')), 'shown in USD');
+  results.cost_today = cost;
   results.tokens_added = after.tokens - before.tokens;
   results.overview_before = before;
   results.overview_after = after;
@@ -270,6 +277,8 @@ s('keys list shows the key\'s totals', async () => {
   }, 'the key\'s requests in the list');
   check(n === served, 'requests');
   check(!/never/.test(await page.$eval(keyRow(results.key_id), (el) => el.textContent)), 'last used set');
+  const cost = await page.$eval(`${keyRow(results.key_id)} td[data-label="Cost"]`, (el) => el.textContent);
+  check(/\$[\d.,]*[1-9]/.test(cost), `the key's cost shown: ${cost}`);
 });
 
 s('usage explorer: by key, hourly, table, chart and CSV', async () => {
@@ -299,9 +308,12 @@ s('usage explorer: by key, hourly, table, chart and CSV', async () => {
   const file = path.join(ARTIFACTS, 'usage.csv');
   await download.saveAs(file);
   const lines = fs.readFileSync(file, 'utf8').trim().split('\r\n');
-  check(lines[0] === 'hour,model,key_id,key_name,requests,input_tokens,output_tokens,total_tokens', `header ${lines[0]}`);
+  check(lines[0] === 'hour,model,key_id,key_name,requests,input_tokens,output_tokens,total_tokens,cost_usd', `header ${lines[0]}`);
   const mine = lines.filter((l) => l.split(',')[2] === results.key_id);
   check(mine.reduce((t, l) => t + Number(l.split(',')[4]), 0) === served, `CSV rows of the key: ${mine}`);
+  const keyCost = (await admin('GET', 'keys')).doc.keys.find((k) => k.id === results.key_id).cost_usd;
+  const csvCost = mine.reduce((t, l) => t + Number(l.split(',')[8]), 0);
+  check(keyCost > 0 && Math.abs(csvCost - keyCost) < 1e-9, `CSV cost of the key ${csvCost} = its cost ${keyCost}`);
   check(lines.length - 1 === await page.$$eval('#usage-rows tbody tr', (t) => t.length), 'the CSV has what is shown');
   results.csv_lines = lines.length - 1;
   // Daily, by model, last 7 days: the seeded history is there too.

@@ -35,6 +35,9 @@ MODELS = ("claude-opus-4-6-thinking", "gemini-3-pro-high", "kimi-k2.5")
 # What the browser's requests use: the chain's first tier, so the charts show it beside the
 # history, and the tier a request for the second one falls back to.
 MODEL = "claude-opus-4-6-thinking"
+# PRICES_CONFIG of the fleet: MODEL is priced (list prices, USD per million tokens), the
+# imported history is not, so the cost card appears only once the browser's requests ran.
+PRICES = {MODEL: {"input": 15, "output": 75, "cache_read": 1.5, "cache_write": 18.75}}
 
 
 def artifact_dir():
@@ -131,6 +134,7 @@ class ConsoleBrowserTest(h.TestCase):
                     "USAGE_TZ": "+00:00", "FLEET_HEARTBEAT_MS": "1000"})
         if os.path.exists("/usr/sbin/haproxy") and shutil.which("haproxy") is None:
             env["HAPROXY"] = "/usr/sbin/haproxy"
+        env["PRICES_CONFIG"] = str(h.write_json(cls.workdir / "prices.json", PRICES))
         cls.env = env
         cls.addClassCleanup(cls.stop_fleet)
         cls.cluster("start")
@@ -210,5 +214,8 @@ class ConsoleBrowserTest(h.TestCase):
         mine = [k for k in day["keys"] if k["id"] == res["key_id"]]
         self.assertEqual([k["requests"] for k in mine], [res["served"]], day["keys"])
         self.assertEqual(mine[0]["by_model"][MODEL]["requests"], res["served"])
+        # The cost card showed today's cost, which is this key's requests (the rest is unpriced).
+        self.assertGreater(res["cost_today"], 0)
+        self.assertLessEqual(res["cost_today"], mine[0]["cost_usd"])
         for name in ("signin", "overview", "keys", "usage", "phone-overview", "phone-keys", "phone-usage"):
             self.assertTrue(os.path.getsize(os.path.join(out_dir, name + ".png")) > 10000, name)

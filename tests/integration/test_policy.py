@@ -320,6 +320,9 @@ class PolicyTest(h.TestCase):
         hourly = self.proxy.admin("GET", "/admin/usage/hourly")[1]["hours"]
         self.assertTrue(any(hh["by_tenant"].get("cost", {}).get(SONNET, {}).get("cost_usd")
                             == float(usd_text(3 * one_sonnet)) for hh in hourly))
+        # An hour's key entries carry their own cost (the sum of their models).
+        hourkeys = [x for hh in hourly for x in hh["keys"] if x["id"] == kid]
+        self.assertEqual(sum(x["cost_usd"] for x in hourkeys), float(usd_text(total)), hourkeys)
         self.assertGreaterEqual(self.proxy.admin("GET", "/admin/usage")[1]["cost_usd"],
                                 float(usd_text(total)))
 

@@ -527,7 +527,8 @@ static void test_usage_hourly(void **state)
     redisReply *rep = reply(
         "[" NAMES ",['2024-03-01 10:00',['input','3','output','4','requests','2','m:m1:total','5','m:m1:requests','1',"
         "'m:m2:total','2','m:m2:requests','1','k:aaaaaaaaaaaaaaaa:m:m1:total','5','k:aaaaaaaaaaaaaaaa:m:m1:requests','1',"
-        "'k:bbbbbbbbbbbbbbbb:m:m2:total','2','k:bbbbbbbbbbbbbbbb:m:m2:requests','1'],"
+        "'k:bbbbbbbbbbbbbbbb:m:m2:total','2','k:bbbbbbbbbbbbbbbb:m:m2:requests','1','m:m1:cost','1500000',"
+        "'k:aaaaaaaaaaaaaaaa:m:m1:cost','1500000','cost','1500000'],"
         "'2024-03-01 09:00',['requests','1','m:m2:total','7','m:m2:requests','1']]]");
     cJSON *got = ap_view_usage_hourly(rep);
     assert_non_null(got);
@@ -535,14 +536,14 @@ static void test_usage_hourly(void **state)
                 "{'hours':["
                 "{'hour':'2024-03-01 09:00','by_model':{'m2':{'total':7,'requests':1,'cost_usd':0}},'by_tenant':{},'keys':[],"
                 "'total_input':0,'total_output':0,'total_requests':1,'cost_usd':0},"
-                "{'hour':'2024-03-01 10:00','by_model':{'m1':{'total':5,'requests':1,'cost_usd':0},"
+                "{'hour':'2024-03-01 10:00','by_model':{'m1':{'total':5,'requests':1,'cost_usd':0.0015},"
                 "'m2':{'total':2,'requests':1,'cost_usd':0}},"
-                "'by_tenant':{'alice':{'m1':{'total':5,'requests':1,'cost_usd':0}},'bob':{'m2':{'total':2,'requests':1,'cost_usd':0}}},"
-                /* An hour's rollup has no per-key totals: requests and total come from the key's models. */
-                "'keys':[{'name':'alice','requests':1,'total':5,'id':'aaaaaaaaaaaaaaaa',"
-                "'by_model':{'m1':{'total':5,'requests':1,'cost_usd':0}}},"
-                "{'name':'bob','requests':1,'total':2,'id':'bbbbbbbbbbbbbbbb','by_model':{'m2':{'total':2,'requests':1,'cost_usd':0}}}],"
-                "'total_input':3,'total_output':4,'total_requests':2,'cost_usd':0}]}");
+                "'by_tenant':{'alice':{'m1':{'total':5,'requests':1,'cost_usd':0.0015}},'bob':{'m2':{'total':2,'requests':1,'cost_usd':0}}},"
+                /* An hour's rollup has no per-key totals: requests, total and cost come from the key's models. */
+                "'keys':[{'name':'alice','requests':1,'total':5,'cost_usd':0.0015,'id':'aaaaaaaaaaaaaaaa',"
+                "'by_model':{'m1':{'total':5,'requests':1,'cost_usd':0.0015}}},"
+                "{'name':'bob','requests':1,'total':2,'cost_usd':0,'id':'bbbbbbbbbbbbbbbb','by_model':{'m2':{'total':2,'requests':1,'cost_usd':0}}}],"
+                "'total_input':3,'total_output':4,'total_requests':2,'cost_usd':0.0015}]}");
     assert_order(at(got, "hours"), "hour", "2024-03-01 09:00,2024-03-01 10:00");
     assert_order(at(got, "hours.1.keys"), "name", "alice,bob");
     assert_order(at(got, "hours.1.by_model"), NULL, "m1,m2");
