@@ -142,6 +142,9 @@ static void batch_set(struct ap_batch *b, char **at, int i, const char *s, size_
     *at += len + 1;
 }
 
+/* A value's decimal text with its NUL: "-9223372036854775808" and one. */
+#define DELTA_NUM_MAX 21
+
 /*
  * A batch is taken every few milliseconds under load with ~50 updates of 4
  * strings each: sized first, then laid out in one block.
@@ -165,7 +168,7 @@ struct ap_batch *ap_delta_take(struct ap_delta *d, size_t max_ops, const char *c
     for (int i = 0; i < nhead; i++)
         size += strlen(head[i]) + 1;
     for (size_t k = 0; k < take; k++)
-        size += strlen(w.items[k]->id) + 1 + 21;
+        size += strlen(w.items[k]->id) + 1 + DELTA_NUM_MAX;
     if ((b->arena = malloc(size ? size : 1)) == NULL)
         goto fail;
     char *at = b->arena;
@@ -177,7 +180,7 @@ struct ap_batch *ap_delta_take(struct ap_delta *d, size_t max_ops, const char *c
         const struct delta_entry *e = w.items[k];
         const char *key = e->id + 2;
         const char *sep = strchr(key, '\x1f');
-        char num[21];
+        char num[DELTA_NUM_MAX];
         int nl = snprintf(num, sizeof(num), "%lld", (long long)e->v);
         batch_set(b, &at, i++, e->id, 1);
         batch_set(b, &at, i++, key, (size_t)(sep - key));

@@ -64,9 +64,28 @@ static void imp_models(struct ap_delta *d, const char *key, const char *pre, con
     }
 }
 
+/* A bucket's input, output, request and cost counters. */
+struct imp_counts {
+    int64_t in, out, req, cost;
+};
+
+/* Adds them into hash `key` as "<pre>input", ... ("" or "k:<id>:"). */
+static void imp_totals(struct ap_delta *d, const char *key, const char *pre, const struct imp_counts *c)
+{
+    char f[80];
+    snprintf(f, sizeof(f), "%sinput", pre);
+    ap_delta_incr(d, key, f, c->in);
+    snprintf(f, sizeof(f), "%soutput", pre);
+    ap_delta_incr(d, key, f, c->out);
+    snprintf(f, sizeof(f), "%srequests", pre);
+    ap_delta_incr(d, key, f, c->req);
+    snprintf(f, sizeof(f), "%scost", pre);
+    ap_delta_incr(d, key, f, c->cost);
+}
+
 /*
- * The counters our own export adds beside the original's (absent there: 0, nothing added),
- * under their names in a view (`pre` "total_" for a key's totals, "" for a day).
+ * The counters our own export adds beside the original's (absent there, or `obj` NULL:
+ * nothing added), under their names in a view (`pre` "total_" for a key's totals, "" for a day).
  */
 static void imp_extras(struct ap_delta *d, const char *key, const cJSON *obj, const char *pre)
 {
@@ -76,6 +95,15 @@ static void imp_extras(struct ap_delta *d, const char *key, const cJSON *obj, co
         snprintf(name, sizeof(name), "%s%s", pre, fields[i]);
         ap_delta_incr(d, key, fields[i], imp_num(obj, name));
     }
+}
+
+/* One day or hour bucket (a key's, or the rollup): its counters and its models. */
+static void imp_bucket(struct ap_delta *d, const char *key, const struct imp_counts *c, const cJSON *extras,
+                       const cJSON *by_model)
+{
+    imp_totals(d, key, "", c);
+    imp_extras(d, key, extras, "");
+    imp_models(d, key, "", by_model);
 }
 
 static int imp_is_day(const char *s)
@@ -93,37 +121,18 @@ static int imp_is_hour(const char *s)
 static void imp_daily(struct ap_delta *d, const char *id, const cJSON *daily)
 {
     const cJSON *day;
-    char k[AP_STORE_KEY_MAX], pre[40], f[80];
+    char k[AP_STORE_KEY_MAX], pre[40];
     snprintf(pre, sizeof(pre), "k:%s:", id);
     cJSON_ArrayForEach(day, daily) {
         if (!cJSON_IsObject(day) || day->string == NULL || !imp_is_day(day->string))
             continue;
         const cJSON *bm = cJSON_GetObjectItemCaseSensitive(day, "by_model");
-        int64_t in = imp_num(day, "input"), out = imp_num(day, "output"), req = imp_num(day, "requests");
-        int64_t cost = imp_cost(day);
-        ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day->string);
-        ap_delta_incr(d, k, "input", in);
-        ap_delta_incr(d, k, "output", out);
-        ap_delta_incr(d, k, "requests", req);
-        ap_delta_incr(d, k, "cost", cost);
-        imp_extras(d, k, day, "");
-        imp_models(d, k, "", bm);
-        ap_store_key(k, sizeof(k), "u:d:%s", day->string);
-        ap_delta_incr(d, k, "input", in);
-        ap_delta_incr(d, k, "output", out);
-        ap_delta_incr(d, k, "requests", req);
-        ap_delta_incr(d, k, "cost", cost);
-        imp_extras(d, k, day, "");
-        imp_models(d, k, "", bm);
+        struct imp_counts c = {imp_num(day, "input"), imp_num(day, "output"), imp_num(day, "requests"),
+                               imp_cost(day)};
+        imp_bucket(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day->string), &c, day, bm);
+        imp_bucket(d, ap_store_key(k, sizeof(k), "u:d:%s", day->string), &c, day, bm);
         imp_models(d, k, pre, bm);
-        snprintf(f, sizeof(f), "k:%s:input", id);
-        ap_delta_incr(d, k, f, in);
-        snprintf(f, sizeof(f), "k:%s:output", id);
-        ap_delta_incr(d, k, f, out);
-        snprintf(f, sizeof(f), "k:%s:requests", id);
-        ap_delta_incr(d, k, f, req);
-        snprintf(f, sizeof(f), "k:%s:cost", id);
-        ap_delta_incr(d, k, f, cost);
+        imp_totals(d, k, pre, &c);
         ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:kdays:%s", id), day->string);
         ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:days"), day->string);
     }
@@ -139,24 +148,14 @@ static void imp_hourly(struct ap_delta *d, const char *id, const cJSON *hourly)
             continue;
         const cJSON *bm = cJSON_GetObjectItemCaseSensitive(hour, "by_model");
         /* A key's hour is shown as its models (ours give input/output each) and its cost. */
-        int64_t req = 0, in = 0, out = 0, cost = imp_cost(hour);
+        struct imp_counts c = {0, 0, 0, imp_cost(hour)};
         cJSON_ArrayForEach(m, bm) {
-            req += imp_num(m, "requests");
-            in += imp_num(m, "input");
-            out += imp_num(m, "output");
+            c.req += imp_num(m, "requests");
+            c.in += imp_num(m, "input");
+            c.out += imp_num(m, "output");
         }
-        ap_store_key(k, sizeof(k), "u:kh:%s:%s", id, hour->string);
-        ap_delta_incr(d, k, "requests", req);
-        ap_delta_incr(d, k, "input", in);
-        ap_delta_incr(d, k, "output", out);
-        ap_delta_incr(d, k, "cost", cost);
-        imp_models(d, k, "", bm);
-        ap_store_key(k, sizeof(k), "u:h:%s", hour->string);
-        ap_delta_incr(d, k, "requests", req);
-        ap_delta_incr(d, k, "input", in);
-        ap_delta_incr(d, k, "output", out);
-        ap_delta_incr(d, k, "cost", cost);
-        imp_models(d, k, "", bm);
+        imp_bucket(d, ap_store_key(k, sizeof(k), "u:kh:%s:%s", id, hour->string), &c, NULL, bm);
+        imp_bucket(d, ap_store_key(k, sizeof(k), "u:h:%s", hour->string), &c, NULL, bm);
         imp_models(d, k, pre, bm);
         ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:khours:%s", id), hour->string);
         ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:hours"), hour->string);
@@ -166,15 +165,11 @@ static void imp_hourly(struct ap_delta *d, const char *id, const cJSON *hourly)
 static void imp_usage(struct ap_delta *d, const char *id, const cJSON *usage)
 {
     char k[AP_STORE_KEY_MAX];
-    int64_t in = imp_num(usage, "total_input"), out = imp_num(usage, "total_output");
-    int64_t req = imp_num(usage, "total_requests"), cost = imp_cost(usage);
-    const char *keys[2] = {ap_store_key(k, sizeof(k), "u:k:%s", id), NULL};
+    struct imp_counts c = {imp_num(usage, "total_input"), imp_num(usage, "total_output"),
+                           imp_num(usage, "total_requests"), imp_cost(usage)};
     for (int i = 0; i < 2; i++) {
-        const char *key = i == 0 ? keys[0] : ap_store_key(k, sizeof(k), "u:all");
-        ap_delta_incr(d, key, "input", in);
-        ap_delta_incr(d, key, "output", out);
-        ap_delta_incr(d, key, "requests", req);
-        ap_delta_incr(d, key, "cost", cost);
+        const char *key = i == 0 ? ap_store_key(k, sizeof(k), "u:k:%s", id) : ap_store_key(k, sizeof(k), "u:all");
+        imp_totals(d, key, "", &c);
         imp_extras(d, key, usage, "total_");
     }
     const cJSON *lu = cJSON_GetObjectItemCaseSensitive(usage, "last_used");

@@ -197,7 +197,7 @@ static int cmd_import(redisContext *c, const char *path)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    size_t imported = 0, taken = 0;
+    size_t imported = 0, taken = 0, present = 0;
     int rc = 0;
     for (size_t i = 0; i < imp.ncmds; i++) {
         struct ap_batch *b = imp.cmds[i];
@@ -210,10 +210,11 @@ static int cmd_import(redisContext *c, const char *path)
         }
         imported += r->integer == 1;
         taken += r->integer == -1;
+        present += r->integer == 0;
         freeReplyObject(r);
     }
     printf("{\"keys\": %zu, \"imported\": %zu, \"already_present\": %zu, \"id_taken\": %zu, \"skipped\": %zu}\n",
-           imp.ncmds, imported, imp.ncmds - imported - taken, taken, imp.skipped);
+           imp.ncmds, imported, present, taken, imp.skipped);
     if (imp.problem[0] != '\0')
         fprintf(stderr, "skipped: %s\n", imp.problem);
     if (imp.admin_key != NULL)

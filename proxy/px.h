@@ -217,6 +217,7 @@ void px_import_free(struct px_import *im);
 struct px_import_result {
     size_t keys;         /* commands of the run (one per key) */
     size_t imported;     /* keys newly imported */
+    size_t present;      /* keys already there */
     size_t id_taken;     /* keys not imported: their id belongs to another key there */
     size_t refused;      /* commands Redis answered with an error */
     size_t lost;         /* commands whose connection went away before the reply */

@@ -276,7 +276,7 @@ static void admin_on_imported(void *arg, const struct px_import_result *res)
         cJSON_AddStringToObject(doc, "status", "ok");
         cJSON_AddNumberToObject(doc, "keys", (double)res->keys);
         cJSON_AddNumberToObject(doc, "imported", (double)res->imported);
-        cJSON_AddNumberToObject(doc, "already_present", (double)(res->keys - res->imported - res->id_taken));
+        cJSON_AddNumberToObject(doc, "already_present", (double)res->present);
         cJSON_AddNumberToObject(doc, "id_taken", (double)res->id_taken);
         cJSON_AddNumberToObject(doc, "skipped", (double)c->imp.skipped);
         px_reply_json(c->req, 200, doc);

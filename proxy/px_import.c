@@ -50,6 +50,8 @@ static void import_on_reply(redisAsyncContext *ac, void *reply, void *priv)
         run->res.imported++;
     } else if (rep->integer == -1) {
         run->res.id_taken++;
+    } else {
+        run->res.present++;
     }
     if (--run->pending == 0 && !run->sending)
         import_run_end(run);
@@ -118,7 +120,7 @@ static void import_file_done(void *arg, const struct px_import_result *res)
     if (res->refused + res->lost + res->unsent == 0) {
         im->done = 1;
         ap_info(NULL, "KEYS_FILE: import complete (%zu keys newly imported, %zu already present, %zu with an id taken "
-                "by another key)", res->imported, res->keys - res->imported - res->id_taken, res->id_taken);
+                "by another key)", res->imported, res->present, res->id_taken);
         return;
     }
     ap_error(NULL, "KEYS_FILE: %zu of %zu keys not imported (%zu refused%s%s, %zu lost, %zu unsent); "
