@@ -157,8 +157,12 @@ class SentinelTest(h.TestCase):
         env = dict(self.env, REDIS_SENTINELS="localhost:%d" % self.sentinels[-1].port)
         p = self.start_proxy(self.mock, "redis://127.0.0.1:1/0", env=env)
         m, _ = self.master()
-        h.wait_until(lambda: h.request("GET", p.url + "/health", timeout=5).json().get("redis_master")
-                     == "127.0.0.1:%d" % m.port, 10, message="the proxy on the master")
+        # redis_master is named as soon as the sentinel answers; "up" once the connection to it
+        # is verified (before that a key cannot be looked up: 503).
+        def on_master():
+            d = h.request("GET", p.url + "/health", timeout=5).json()
+            return d.get("redis_master") == "127.0.0.1:%d" % m.port and d.get("redis") == "up"
+        h.wait_until(on_master, 10, message="the proxy connected to the master")
         r = h.request("POST", p.url + "/v1/messages", headers={"x-api-key": self.key}, timeout=10,
                       body={"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]})
         self.assertEqual(r.status, 200, r.text)
