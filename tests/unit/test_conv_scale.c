@@ -25,6 +25,18 @@
 #define SMALL 10000
 #define RATIO 20.0
 
+/*
+ * Under ASan the ratio measures ASan's allocator (quarantine, stack depot),
+ * not the conversion: 20-22x seen for 10x the items where the plain build
+ * gives 10-13x. The sanitizer pass still runs every conversion for its
+ * memory checks; linearity is judged by the plain build's pass.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define RATIO_JUDGED 0
+#else
+#define RATIO_JUDGED 1
+#endif
+
 enum scale_kind { A2O_REQ, O2A_REQ, A2O_ASSISTANT_BLOCKS, A2O_RESULT_BLOCKS, O2A_SAME_ROLE, A2O_RESP, O2A_RESP,
                   A2O_STREAM, O2A_STREAM };
 
@@ -204,7 +216,7 @@ static void test_linear(void **state)
     print_message("%s: %d items %.2f ms, %d items %.2f ms (x%.1f)\n", names[k], SMALL, small * 1e3, SMALL * 10,
                   big * 1e3, big / (small > 0 ? small : 1e-9));
     /* the constant term keeps a case that takes microseconds from failing on noise */
-    if (big > RATIO * small + 0.002)
+    if (RATIO_JUDGED && big > RATIO * small + 0.002)
         fail_msg("%s: 10x the items cost %.1fx the time: not linear", names[k], big / small);
 }
 
