@@ -203,14 +203,28 @@ fail:
     return NULL;
 }
 
-struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *dedupe_key, long ttl)
+struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *dedupe_key, long ttl,
+                                     const char *prefix, const char *const *lines, size_t nlines)
 {
-    char ttls[24];
-    if (d->count == 0)
+    char ttls[24], nls[24];
+    if (d->count == 0 && nlines == 0)
         return NULL;
     snprintf(ttls, sizeof(ttls), "%ld", ttl);
-    const char *head[] = {"EVAL", ap_script_flush, "0", dedupe_key, ttls};
-    return ap_delta_take(d, max_ops, head, 5);
+    snprintf(nls, sizeof(nls), "%zu", nlines);
+    const char **head = malloc((7 + nlines) * sizeof(*head));
+    if (head == NULL)
+        return NULL;
+    const char *fixed[] = {"EVAL", ap_script_flush, "0", dedupe_key, ttls, prefix, nls};
+    memcpy(head, fixed, sizeof(fixed));
+    if (nlines > 0)
+        memcpy(head + 7, lines, nlines * sizeof(*head));
+    struct ap_batch *b = ap_delta_take(d, max_ops, head, (int)(7 + nlines));
+    free(head);
+    if (b != NULL) {
+        b->nops += nlines;
+        b->nlines = nlines;
+    }
+    return b;
 }
 
 int ap_delta_put_back(struct ap_delta *d, const struct ap_batch *b)

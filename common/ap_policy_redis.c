@@ -17,7 +17,9 @@
  * none), 13 tokens for the tpm window, 14 tokens and 15 nano-USD to reserve
  * against the budgets.
  * What a period used is read from the usage counters (u:kd:<id>:<day>; the
- * month: its days so far), so keys without a monthly budget pay nothing for it.
+ * month: its days so far), after folding the usage journal into them, so keys
+ * without a budget pay nothing for the fold, nor keys without a monthly budget
+ * for the month.
  *
  * Checks in order (the first that fails answers): rpm, tpm, concurrency,
  * daily tokens, monthly tokens, daily USD, monthly USD. Nothing is written
@@ -28,6 +30,7 @@
  */
 const char ap_script_policy_admit[] =
     AP_LUA_POLICY_SETTLE
+    AP_LUA_USAGE_FOLD
     "local p, kid, id = ARGV[1], ARGV[2], ARGV[3]\n"
     "local b = p..'pl:'..kid..':'\n"
     "local clock = redis.call('TIME')\n"
@@ -80,7 +83,8 @@ const char ap_script_policy_admit[] =
     "if lim[1] >= 0 or lim[2] >= 0 or lim[3] >= 0 or lim[4] >= 0 then\n"
     "  local r = redis.call('HMGET', b..'r', 't', 'n')\n"
     "  local held_t, held_n = tonumber(r[1] or '0'), tonumber(r[2] or '0')\n"
-    /* Only the periods that have a limit are read. */
+    /* Only the periods that have a limit are read, once the usage journal is in the counters. */
+    "  ap_fold(p)\n"
     "  local kd = p..'u:kd:'..kid..':'\n"
     "  local used = {0, 0, 0, 0}\n"
     "  if lim[1] >= 0 or lim[3] >= 0 then\n"

@@ -53,105 +53,18 @@ void ap_store_model_name(const char *model, char *out, size_t n)
     out[o] = '\0';
 }
 
-/* Token totals (and the request or error count) into one hash. */
-static int64_t record_count(const struct ap_usage_rec *r)
+int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r)
 {
-    return r->count > 0 ? r->count : 1;
-}
-
-static const char *record_outcome(const struct ap_usage_rec *r)
-{
-    return r->ok == AP_REC_OK ? "requests" : r->ok == AP_REC_REFUSED ? "refused" : "errors";
-}
-
-static int record_totals(struct ap_delta *d, const char *key, const struct ap_usage_rec *r)
-{
+    char hour[17], model[AP_MODEL_MAX];
     const struct ap_usage *u = &r->usage;
-    if (ap_delta_incr(d, key, record_outcome(r), record_count(r)) < 0 ||
-        ap_delta_incr(d, key, "input", u->input) < 0 || ap_delta_incr(d, key, "output", u->output) < 0 ||
-        ap_delta_incr(d, key, "cache_creation", u->cache_creation) < 0 ||
-        ap_delta_incr(d, key, "cache_read", u->cache_read) < 0 || ap_delta_incr(d, key, "cost", r->cost_nano) < 0)
-        return -1;
-    return 0;
-}
-
-/* Per-model counters "<pre>m:<model>:{total,requests,input,output}" into one hash. */
-static int record_model(struct ap_delta *d, const char *key, const char *pre, const char *model,
-                        const struct ap_usage_rec *r, int full)
-{
-    const struct ap_usage *u = &r->usage;
-    char f[AP_MODEL_MAX + 64];
-    snprintf(f, sizeof(f), "%sm:%s:total", pre, model);
-    if (ap_delta_incr(d, key, f, u->input + u->output) < 0)
-        return -1;
-    snprintf(f, sizeof(f), "%sm:%s:requests", pre, model);
-    if (ap_delta_incr(d, key, f, record_count(r)) < 0)
-        return -1;
-    if (r->cost_nano != 0) { /* no field name to build for unpriced models */
-        snprintf(f, sizeof(f), "%sm:%s:cost", pre, model);
-        if (ap_delta_incr(d, key, f, r->cost_nano) < 0)
-            return -1;
-    }
-    if (!full)
-        return 0;
-    snprintf(f, sizeof(f), "%sm:%s:input", pre, model);
-    if (ap_delta_incr(d, key, f, u->input) < 0)
-        return -1;
-    snprintf(f, sizeof(f), "%sm:%s:output", pre, model);
-    return ap_delta_incr(d, key, f, u->output);
-}
-
-int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r)
-{
-    char day[11], hour[17], model[AP_MODEL_MAX], k[AP_STORE_KEY_MAX], pre[64];
-    const char *id = r->key_id;
-    const struct ap_usage *u = &r->usage;
-    int64_t n = record_count(r);
-    time_t t = (time_t)(r->when_ms / 1000);
-
-    ap_time_day(t, r->tz_offset, day);
-    ap_time_hour(t, r->tz_offset, hour);
+    ap_time_hour((time_t)(r->when_ms / 1000), r->tz_offset, hour);
+    /* Control bytes (tab and newline among them) become '_': the line's separators stay unambiguous. */
     ap_store_model_name(r->model, model, sizeof(model));
-    snprintf(pre, sizeof(pre), "k:%s:", id);
-
-    int rc = 0;
-    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:all"), r);
-    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:k:%s", id), r);
-    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day), r);
-    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:d:%s", day), r);
-    if (r->ok != AP_REC_OK)
-        return rc < 0 ? -1 : 0;
-    /* As in the original, last_used moves only with a served request. */
-    rc |= ap_delta_max(d, ap_store_key(k, sizeof(k), "u:k:%s", id), "last_used_ms", r->when_ms);
-
-    rc |= record_model(d, ap_store_key(k, sizeof(k), "u:kd:%s:%s", id, day), "", model, r, 1);
-    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:kh:%s:%s", id, hour), r);
-    rc |= record_model(d, k, "", model, r, 1);
-    rc |= record_model(d, ap_store_key(k, sizeof(k), "u:km:%s", id), "", model, r, 1);
-    rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:kdays:%s", id), day);
-    rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:khours:%s", id), hour);
-
-    ap_store_key(k, sizeof(k), "u:d:%s", day);
-    rc |= record_model(d, k, "", model, r, 1);
-    rc |= record_model(d, k, pre, model, r, 0);
-    char f[96];
-    snprintf(f, sizeof(f), "k:%s:input", id);
-    rc |= ap_delta_incr(d, k, f, u->input);
-    snprintf(f, sizeof(f), "k:%s:output", id);
-    rc |= ap_delta_incr(d, k, f, u->output);
-    snprintf(f, sizeof(f), "k:%s:requests", id);
-    rc |= ap_delta_incr(d, k, f, n);
-    if (r->cost_nano != 0) {
-        snprintf(f, sizeof(f), "k:%s:cost", id);
-        rc |= ap_delta_incr(d, k, f, r->cost_nano);
-    }
-
-    rc |= record_totals(d, ap_store_key(k, sizeof(k), "u:h:%s", hour), r);
-    rc |= record_model(d, k, "", model, r, 1);
-    rc |= record_model(d, k, pre, model, r, 0);
-    rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:days"), day);
-    rc |= ap_delta_sadd(d, ap_store_key(k, sizeof(k), "u:hours"), hour);
-    return rc < 0 ? -1 : 0;
+    int len = snprintf(out, n, "%s\t%d\t%s\t%s\t%lld\t%lld\t%lld\t%lld\t%lld\t%lld\t%lld", r->key_id,
+                       r->ok, hour, model, (long long)(r->count > 0 ? r->count : 1), (long long)u->input,
+                       (long long)u->output, (long long)u->cache_creation, (long long)u->cache_read,
+                       (long long)r->cost_nano, (long long)r->when_ms);
+    return len < 0 || (size_t)len >= n ? -1 : len;
 }
 
 int ap_store_new_key(struct ap_new_key *k, const char *name, long tz_offset)
@@ -230,23 +143,43 @@ void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65])
     "id=rec[1], name=rec[2], enabled=(rec[3]=='1'), ver=tonumber(rec[4]), "    \
     "policy=(rec[5] or nil)" extra "}))\n"
 
+/* Turns a number into the decimal text AP_USAGE_FOLD_LINES is in C, for the script below. */
+#define STORE_STR(x) #x
+#define STORE_XSTR(x) STORE_STR(x)
+
 /*
- * ARGV: dedupe key, ttl, quads... Returns 1 if applied, 0 if this batch was
- * applied before. A batch applied before still writes (the mark's expiry):
- * WAIT vouches only for the writes of its own connection, and a rewrite on a
- * new connection must give it one. Besides counters, a batch settles the
- * policy admissions of the requests it counts (op p: base, admission id, real
- * tokens), so a budget reservation is released in the same atomic step that
- * adds the real usage.
+ * ARGV: dedupe key, ttl, prefix, n, n usage lines (ap_store_usage_line), then
+ * op/key/field/value quads. Returns 1 if applied, 0 if this batch was applied
+ * before. A batch applied before still writes (the mark's expiry): WAIT
+ * vouches only for the writes of its own connection, and a rewrite on a new
+ * connection must give it one.
+ * The lines are appended to the journal, which is folded into the counters
+ * once it holds AP_USAGE_FOLD_LINES lines (and by every reader): one batch
+ * costs Redis two writes, not the ~45 counter updates of each line.
+ * Besides counters, a batch settles the policy admissions of the requests it
+ * counts (op p: base, admission id, real tokens): the reservation is
+ * released in the same atomic step that adds the real usage to the journal,
+ * and the admission script folds the journal before it reads a budget.
  */
 const char ap_script_flush[] =
     AP_LUA_POLICY_SETTLE
+    AP_LUA_USAGE_FOLD
     "if not redis.call('SET', ARGV[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then\n"
     "  redis.call('EXPIRE', ARGV[1], tonumber(ARGV[2]))\n"
     "  return 0\n"
     "end\n"
-    LUA_APPLY_OPS("3", "  elseif op == 'p' then pl_settle(k, f, v)\n")
+    "local nl = tonumber(ARGV[4])\n"
+    "if nl > 0 and redis.call('RPUSH', ARGV[3]..'u:journal', unpack(ARGV, 5, 4 + nl)) >= "
+    STORE_XSTR(AP_USAGE_FOLD_LINES) " then\n"
+    "  ap_fold(ARGV[3])\n"
+    "end\n"
+    LUA_APPLY_OPS("5 + nl", "  elseif op == 'p' then pl_settle(k, f, v)\n")
     "return 1\n";
+
+/* ARGV: prefix. Folds the usage journal now; returns the number of lines folded. */
+const char ap_script_usage_fold[] =
+    AP_LUA_USAGE_FOLD
+    "return ap_fold(ARGV[1])\n";
 
 /*
  * ARGV: prefix, sha256, id, name, created (ISO), masked, created_ms, policy
@@ -301,6 +234,8 @@ const char ap_script_key_delete[] =
 
 /* ARGV: prefix. Returns {{record, totals}, ...} in creation order. */
 const char ap_script_keys_list[] =
+    AP_LUA_USAGE_FOLD
+    "ap_fold(ARGV[1])\n"
     "local p = ARGV[1]\n"
     "local out = {}\n"
     "for _, id in ipairs(redis.call('ZRANGE', p..'keys', 0, -1)) do\n"
@@ -313,6 +248,8 @@ const char ap_script_keys_list[] =
 
 /* ARGV: prefix, id, sha256. Returns {record, totals, {day, hash, ...}, {hour, hash, ...}, by_model} or nil. */
 const char ap_script_key_usage[] =
+    AP_LUA_USAGE_FOLD
+    "ap_fold(ARGV[1])\n"
     LUA_RESOLVE
     "local id = redis.call('HGET', rk, 'id')\n"
     "local function buckets(set, pre)\n"
@@ -332,6 +269,8 @@ const char ap_script_key_usage[] =
  * {{sha256, record, totals, {day, hash, ...}, {hour, hash, ...}, by_model}, ...}.
  */
 const char ap_script_export[] =
+    AP_LUA_USAGE_FOLD
+    "ap_fold(ARGV[1])\n"
     "local p = ARGV[1]\n"
     "local out = {}\n"
     "local function buckets(id, set, pre)\n"
@@ -354,6 +293,8 @@ const char ap_script_export[] =
 
 /* ARGV: prefix. Returns {totals, number of keys, number of enabled keys}. */
 const char ap_script_usage_total[] =
+    AP_LUA_USAGE_FOLD
+    "ap_fold(ARGV[1])\n"
     "local p = ARGV[1]\n"
     "local ids = redis.call('ZRANGE', p..'keys', 0, -1)\n"
     "local active = 0\n"
@@ -365,6 +306,8 @@ const char ap_script_usage_total[] =
 
 /* ARGV: prefix, day or ''. Returns {id->name, {day, hash, ...}}. */
 const char ap_script_usage_daily[] =
+    AP_LUA_USAGE_FOLD
+    "ap_fold(ARGV[1])\n"
     "local p = ARGV[1]\n"
     "local days = ARGV[2] ~= '' and {ARGV[2]} or redis.call('SMEMBERS', p..'u:days')\n"
     "local out = {}\n"
@@ -376,6 +319,8 @@ const char ap_script_usage_daily[] =
 
 /* ARGV: prefix, day prefix or ''. Returns {id->name, {hour, hash, ...}}. */
 const char ap_script_usage_hourly[] =
+    AP_LUA_USAGE_FOLD
+    "ap_fold(ARGV[1])\n"
     "local p, want = ARGV[1], ARGV[2]\n"
     "local out = {}\n"
     "for _, h in ipairs(redis.call('SMEMBERS', p..'u:hours')) do\n"
@@ -391,6 +336,8 @@ const char ap_script_usage_hourly[] =
  * the buckets that hold data.
  */
 const char ap_script_usage_buckets[] =
+    AP_LUA_USAGE_FOLD
+    "ap_fold(ARGV[1])\n"
     "local p = ARGV[1]\n"
     "local pre = p..(ARGV[2] == 'h' and 'u:h:' or 'u:d:')\n"
     "local out = {}\n"

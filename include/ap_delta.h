@@ -21,7 +21,8 @@ struct ap_batch {
     size_t *lens;  /* owned */
     char *arena;   /* owned: every string, NUL-terminated (one allocation, not four per update) */
     int nhead;     /* arguments before the first quad */
-    size_t nops;
+    size_t nops;   /* updates it carries: quads, and the flush batch's journal lines */
+    size_t nlines; /* of which journal lines (in the head arguments) */
 };
 
 struct ap_delta *ap_delta_new(void);
@@ -51,8 +52,14 @@ size_t ap_delta_count(const struct ap_delta *d);
  */
 struct ap_batch *ap_delta_take(struct ap_delta *d, size_t max_ops, const char *const *head, int nhead);
 
-/* The usage flush batch: ap_script_flush with `dedupe_key` kept `ttl` seconds; NULL when nothing is pending. */
-struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *dedupe_key, long ttl);
+/*
+ * The usage flush batch: ap_script_flush with `dedupe_key` kept `ttl` seconds,
+ * the `nlines` usage journal lines (copied; ap_store_usage_line) under key
+ * prefix `prefix`, then up to max_ops pending operations. `nops` counts lines
+ * and operations. NULL when there is neither (or no memory).
+ */
+struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *dedupe_key, long ttl,
+                                     const char *prefix, const char *const *lines, size_t nlines);
 
 /* Adds a batch's operations back (used when a batch cannot be sent as is). */
 int ap_delta_put_back(struct ap_delta *d, const struct ap_batch *b);

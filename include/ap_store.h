@@ -21,6 +21,7 @@
  *                                   + k:<id>:m:<model>:{total,requests,cost}
  *   {p}u:h:<hour>             HASH  totals + m:<model>:... + k:<id>:m:<model>:...
  *   {p}u:days / u:hours       SET   buckets with usage
+ *   {p}u:journal              LIST  usage lines not yet folded into the counters above (ap_fold)
  *   {p}flush:<batch id>       STR   idempotency mark of an applied usage batch
  *   {p}pl:<id>:...            per-key limits in flight (ap_policy_redis.h)
  *   {p}fallback:config        STR   the tier chain (FALLBACK_CONFIG as loaded by the active poller)
@@ -76,8 +77,100 @@ struct ap_usage_rec {
     int64_t count;         /* requests this record stands for (0 means 1); usage is their sum */
 };
 
-/* Expands finished requests (one, or `count` of one key/model/hour) into their counter updates. 0 or -1. */
-int ap_store_record(struct ap_delta *d, const struct ap_usage_rec *r);
+/*
+ * The usage journal line of finished requests (one, or `count` of one
+ * key/model/outcome/hour): "<id> <ok> <hour> <model> <count> <input> <output>
+ * <cache_creation> <cache_read> <cost> <when_ms>", tab-separated. Returns its
+ * length, or -1 when it does not fit in n.
+ */
+int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r);
+
+/* Longest journal line: id, outcome, hour, model and seven numbers, tabs and NUL. */
+#define AP_STORE_LINE_MAX (16 + 2 + 17 + AP_MODEL_MAX + 7 * 21 + 16)
+
+/*
+ * Journal lines a usage batch appends before the script folds the journal
+ * into the counters (ap_fold): the cost of a fold (~45 counter updates per
+ * distinct key/model/outcome/hour) is shared by up to this many requests.
+ */
+#define AP_USAGE_FOLD_LINES 128
+
+/*
+ * Lua: `ap_fold(p)` folds the usage journal ({p}u:journal) into the usage
+ * counters and returns the number of lines folded. Lines of the same key,
+ * model, outcome and hour are summed first, so the counters of a key that
+ * served a thousand requests since the last fold are updated once. Every
+ * script that reads usage counters calls it first, so what it reads is exact.
+ * The counters each line expands into (docs/redis.md):
+ *   u:all, u:k:<id>, u:kd:<id>:<day>, u:d:<day>: the outcome's count, input,
+ *     output, cache_creation, cache_read, cost;
+ *   served requests only: u:k:<id> last_used_ms (max); m:<model>:{total,
+ *     requests,cost,input,output} in u:kd, u:kh (with totals), u:km, u:d and
+ *     u:h (with totals); k:<id>:m:<model>:{total,requests,cost} in u:d and
+ *     u:h; k:<id>:{input,output,requests,cost} in u:d; the bucket sets.
+ * Increments of 0 are not written.
+ */
+#define AP_LUA_USAGE_FOLD                                                      \
+    "local function ap_expand(p, a)\n"                                         \
+    "  local id, hour, model = a.id, a.hour, a.model\n"                        \
+    "  local day = string.sub(hour, 1, 10)\n"                                  \
+    "  local n, inp, out, cc, cr, cost = a[1], a[2], a[3], a[4], a[5], a[6]\n" \
+    "  local what = a.ok == '1' and 'requests' or (a.ok == '2' and 'refused' or 'errors')\n" \
+    "  local function incr(k, f, v)\n"                                         \
+    "    if v ~= 0 then redis.call('HINCRBY', k, f, string.format('%d', v)) end\n" \
+    "  end\n"                                                                  \
+    "  local function totals(k)\n"                                             \
+    "    incr(k, what, n); incr(k, 'input', inp); incr(k, 'output', out)\n"   \
+    "    incr(k, 'cache_creation', cc); incr(k, 'cache_read', cr); incr(k, 'cost', cost)\n" \
+    "  end\n"                                                                  \
+    "  local function per_model(k, pre, full)\n"                               \
+    "    local f = pre..'m:'..model..':'\n"                                    \
+    "    incr(k, f..'total', inp + out); incr(k, f..'requests', n); incr(k, f..'cost', cost)\n" \
+    "    if full then incr(k, f..'input', inp); incr(k, f..'output', out) end\n" \
+    "  end\n"                                                                  \
+    "  local kk, kd, d = p..'u:k:'..id, p..'u:kd:'..id..':'..day, p..'u:d:'..day\n" \
+    "  totals(p..'u:all'); totals(kk); totals(kd); totals(d)\n"                \
+    "  if a.ok ~= '1' then return end\n"                                       \
+    "  local last = tonumber(redis.call('HGET', kk, 'last_used_ms') or '0') or 0\n" \
+    "  if a[7] > last then redis.call('HSET', kk, 'last_used_ms', string.format('%d', a[7])) end\n" \
+    "  per_model(kd, '', true)\n"                                              \
+    "  local kh = p..'u:kh:'..id..':'..hour\n"                                 \
+    "  totals(kh); per_model(kh, '', true)\n"                                  \
+    "  per_model(p..'u:km:'..id, '', true)\n"                                  \
+    "  redis.call('SADD', p..'u:kdays:'..id, day)\n"                           \
+    "  redis.call('SADD', p..'u:khours:'..id, hour)\n"                         \
+    "  local kp = 'k:'..id..':'\n"                                             \
+    "  per_model(d, '', true); per_model(d, kp, false)\n"                      \
+    "  incr(d, kp..'input', inp); incr(d, kp..'output', out); incr(d, kp..'requests', n); incr(d, kp..'cost', cost)\n" \
+    "  local h = p..'u:h:'..hour\n"                                            \
+    "  totals(h); per_model(h, '', true); per_model(h, kp, false)\n"           \
+    "  redis.call('SADD', p..'u:days', day)\n"                                 \
+    "  redis.call('SADD', p..'u:hours', hour)\n"                               \
+    "end\n"                                                                    \
+    "local function ap_fold(p)\n"                                              \
+    "  local j = p..'u:journal'\n"                                             \
+    "  local lines = redis.call('LRANGE', j, 0, -1)\n"                         \
+    "  if #lines == 0 then return 0 end\n"                                     \
+    "  redis.call('DEL', j)\n"                                                 \
+    "  local acc, order = {}, {}\n"                                            \
+    "  for _, l in ipairs(lines) do\n"                                         \
+    "    local id, ok, hour, model, n, i, o, cc, cr, c, w = string.match(l,\n" \
+    "      '^([^\t]+)\t([^\t]+)\t([^\t]+)\t([^\t]+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)$')\n" \
+    "    if id then\n"                                                         \
+    "      local k = id..'\t'..ok..'\t'..hour..'\t'..model\n"                 \
+    "      local a = acc[k]\n"                                                 \
+    "      if not a then\n"                                                    \
+    "        a = {0, 0, 0, 0, 0, 0, 0, id = id, ok = ok, hour = hour, model = model}\n" \
+    "        acc[k] = a; order[#order + 1] = a\n"                              \
+    "      end\n"                                                              \
+    "      a[1] = a[1] + tonumber(n); a[2] = a[2] + tonumber(i); a[3] = a[3] + tonumber(o)\n" \
+    "      a[4] = a[4] + tonumber(cc); a[5] = a[5] + tonumber(cr); a[6] = a[6] + tonumber(c)\n" \
+    "      if tonumber(w) > a[7] then a[7] = tonumber(w) end\n"                \
+    "    end\n"                                                                \
+    "  end\n"                                                                  \
+    "  for _, a in ipairs(order) do ap_expand(p, a) end\n"                     \
+    "  return #lines\n"                                                        \
+    "end\n"
 
 /* Makes a model name safe to use inside field names: bounded, no control characters. */
 void ap_store_model_name(const char *model, char *out, size_t n);
@@ -107,6 +200,7 @@ void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65]);
 
 /* Lua scripts (EVAL with 0 keys; ARGV described in ap_store.c). */
 extern const char ap_script_flush[];
+extern const char ap_script_usage_fold[];
 extern const char ap_script_key_create[];
 extern const char ap_script_key_set_enabled[];
 extern const char ap_script_key_delete[];

@@ -43,7 +43,7 @@ static const char usage_text[] =
     "  daily [YYYY-MM-DD]        daily usage with model and key breakdown\n"
     "  hourly [YYYY-MM-DD]       hourly usage\n"
     "  enable|disable|delete KEY-OR-ID\n"
-    "  script NAME               print a Lua script the proxies run (admit, renew, flush), e.g. to\n"
+    "  script NAME               print a Lua script the proxies run (admit, renew, flush, fold), e.g. to\n"
     "                            inspect or test it against a Redis\n"
     "\n"
     "Environment: REDIS_URL (redis://127.0.0.1:6379/0), REDIS_PREFIX (ap:), USAGE_TZ (+00:00);\n"
@@ -386,13 +386,14 @@ static int cmd_script(const char *name)
         {"admit", ap_script_policy_admit},
         {"renew", ap_script_policy_renew},
         {"flush", ap_script_flush},
+        {"fold", ap_script_usage_fold},
     };
     for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++)
         if (strcmp(name, scripts[i].name) == 0) {
             fputs(scripts[i].text, stdout);
             return 0;
         }
-    fprintf(stderr, "unknown script %s (admit, renew, flush)\n", name);
+    fprintf(stderr, "unknown script %s (admit, renew, flush, fold)\n", name);
     return 2;
 }
 

@@ -1,20 +1,27 @@
 /*
- * Usage accounting: finished requests become counter deltas in memory
- * (ap_delta) and a timer writes them to Redis in batches, one EVAL per
- * batch, one command in flight at a time.
+ * Usage accounting: finished requests are merged in memory and a timer
+ * writes them to Redis in batches, one EVAL per batch, one command in flight
+ * at a time.
  *
- *   record ─▶ pending ──take──▶ queue (ap_ackq) ──EVAL──▶ master ──WAIT──▶ acknowledged: freed
+ *   record ─▶ tuples ──take──▶ queue (ap_ackq) ──EVAL──▶ master ──WAIT──▶ acknowledged: freed
  *                                  ▲                         │ reply lost, reconnected,
  *                                  └──── rewritten ──────────┘ failover (same batch id)
  *
  * A request costs one tree lookup: it is merged into a tuple per (key,
- * model, outcome, hour), and tuples are expanded into Redis counter updates
- * (about 45 per tuple) only when a batch is prepared.
+ * model, outcome, hour). A batch carries each tuple as one usage line, which
+ * the flush script appends to the usage journal in Redis ({p}u:journal);
+ * Redis folds the journal into the ~45 counters of each line once it holds
+ * AP_USAGE_FOLD_LINES lines, summing the lines of the same tuple first, and
+ * every script that reads usage folds it before reading (ap_store.h). So a
+ * batch costs Redis two writes whatever it carries, and the counter updates
+ * are made once for many batches: with one client, a request is a batch.
+ * A replica that wrote lines folds the journal within USAGE_FOLD_MS, so the
+ * counters in Redis itself are never further behind.
  *
  * A batch keeps its id until it is acknowledged, and the flush script
  * applies a given id at most once, so a batch can be written again after a
  * lost reply, a reconnect or a failover without counting twice. While Redis
- * is down deltas keep merging in `pending`; nothing counted is dropped.
+ * is down tuples keep merging; nothing counted is dropped.
  *
  * Replica acknowledgement (REDIS_MIN_REPLICAS_ACK > 0, the default with
  * Sentinel): a written batch is acknowledged only once WAIT says that many
@@ -49,8 +56,12 @@
 #include <string.h>
 
 #define USAGE_BATCH_MAX_OPS 4000
+/* Journal lines per batch: a fold's work stays bounded (each line may become ~45 counter updates). */
+#define USAGE_BATCH_MAX_LINES 64
 #define USAGE_DEDUPE_TTL_S 86400
 #define WAIT_RETRY_MS 1000
+/* A replica that appended to the usage journal folds it within this time, so the counters in Redis lag by no more. */
+#define USAGE_FOLD_MS 1000
 /* Written batches kept for replicas that do not answer, at most (about 230 bytes an update: ~45 MB). */
 #define USAGE_RETAIN_MAX_OPS 200000
 
@@ -76,7 +87,7 @@ struct px_usage {
     struct usage_waiter *w_next; /* owned: their usage is not in a batch yet */
     void *tuples;               /* owned: tsearch tree of usage_tuple */
     size_t ntuples;
-    struct ap_delta *pending;   /* owned: expanded counter updates */
+    struct ap_delta *pending;   /* owned: policy settlements */
     struct ap_ackq q;           /* owned: batches taken, not yet acknowledged (each with its waiters) */
     struct ap_ackq_item *sent;  /* borrowed from q: its EVAL awaits a reply */
     char boot[17];              /* random per process: batch ids never repeat across restarts */
@@ -92,6 +103,8 @@ struct px_usage {
     struct event *commit;       /* owned: the end of the commit window (USAGE_COMMIT_WINDOW_US) */
     int64_t last_take_us;       /* monotonic: when the last batch was taken */
     unsigned urgent:1;          /* pending settlements free concurrency slots: send without waiting for the timer */
+    unsigned unfolded:1;        /* journal lines written since the last fold this replica asked for */
+    int64_t last_fold_ms;       /* monotonic: when it last asked */
 };
 
 static int64_t usage_now_us(void)
@@ -140,36 +153,57 @@ static void usage_tuple_free(void *p)
     free(t);
 }
 
-static void usage_expand_one(const void *node, VISIT which, void *arg)
+struct usage_lines {
+    struct usage_tuple **items; /* owned array, borrowed tuples */
+    size_t n, cap;
+};
+
+static void usage_collect(const void *node, VISIT which, void *arg)
 {
-    struct px_usage *u = arg;
-    if (which != postorder && which != leaf)
-        return;
-    const struct usage_tuple *t = *(const struct usage_tuple *const *)node;
-    struct ap_usage_rec r = {
-        .key_id = t->key_id,
-        .model = t->model,
-        .usage = t->sum,
-        /* Prices are linear: the cost of a sum is the sum of the costs, exactly. */
-        .cost_nano = ap_price_cost(ap_prices_find(u->ctx->prices, t->model), &t->sum),
-        .when_ms = t->last_ms,
-        .tz_offset = u->ctx->cfg.tz_offset,
-        .ok = t->ok,
-        .count = t->count,
-    };
-    if (ap_store_record(u->pending, &r) < 0)
-        ap_error(NULL, "usage: out of memory expanding the usage of key %s", t->key_id);
+    struct usage_lines *l = arg;
+    if ((which == postorder || which == leaf) && l->n < l->cap)
+        l->items[l->n++] = *(struct usage_tuple *const *)node;
 }
 
-/* Turns the tuples into counter updates (only when a batch is about to be made). */
-static void usage_expand(struct px_usage *u)
+/*
+ * Writes up to USAGE_BATCH_MAX_LINES tuples as journal lines into `buf`
+ * (AP_STORE_LINE_MAX each) and `lines`; `taken` gets the tuples, which stay
+ * in the tree until usage_drop (once the batch holds its copy of the lines).
+ */
+static size_t usage_lines(struct px_usage *u, char *buf, const char **lines, struct usage_tuple **taken)
 {
+    struct usage_lines l = {taken, 0, USAGE_BATCH_MAX_LINES};
     if (u->ntuples == 0)
-        return;
-    twalk_r(u->tuples, usage_expand_one, u);
-    tdestroy(u->tuples, usage_tuple_free);
-    u->tuples = NULL;
-    u->ntuples = 0;
+        return 0;
+    twalk_r(u->tuples, usage_collect, &l);
+    for (size_t k = 0; k < l.n; k++) {
+        const struct usage_tuple *t = l.items[k];
+        struct ap_usage_rec r = {
+            .key_id = t->key_id,
+            .model = t->model,
+            .usage = t->sum,
+            /* Prices are linear: the cost of a sum is the sum of the costs, exactly. */
+            .cost_nano = ap_price_cost(ap_prices_find(u->ctx->prices, t->model), &t->sum),
+            .when_ms = t->last_ms,
+            .tz_offset = u->ctx->cfg.tz_offset,
+            .ok = t->ok,
+            .count = t->count,
+        };
+        lines[k] = buf + k * AP_STORE_LINE_MAX;
+        /* Every field is bounded: a line always fits (ap_store_usage_line truncates nothing). */
+        ap_store_usage_line(buf + k * AP_STORE_LINE_MAX, AP_STORE_LINE_MAX, &r);
+    }
+    return l.n;
+}
+
+/* Removes tuples now in a batch from the tree. */
+static void usage_drop(struct px_usage *u, struct usage_tuple **taken, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        tdelete(taken[k], &u->tuples, usage_tuple_cmp);
+        usage_tuple_free(taken[k]);
+        u->ntuples--;
+    }
 }
 
 /* Runs and frees a list of waiters (detached first: a callback may add new ones). */
@@ -237,10 +271,20 @@ static void usage_attach(struct px_usage *u, struct usage_waiter *w)
 static int usage_take(struct px_usage *u)
 {
     char id[160];
-    usage_expand(u);
+    static char buf[USAGE_BATCH_MAX_LINES * AP_STORE_LINE_MAX]; /* the lines, until the batch holds its copy */
+    const char *lines[USAGE_BATCH_MAX_LINES];
+    struct usage_tuple *taken[USAGE_BATCH_MAX_LINES];
+    size_t nlines = usage_lines(u, buf, lines, taken);
     /* INSTANCE_ID may be reused by a restarted replica; the boot nonce keeps ids unique. */
     ap_store_key(id, sizeof(id), "flush:%s:%s:%llu", u->ctx->cfg.instance_id, u->boot, (unsigned long long)(u->seq + 1));
-    struct ap_batch *b = ap_delta_take_flush(u->pending, USAGE_BATCH_MAX_OPS, id, USAGE_DEDUPE_TTL_S);
+    /* A settlement never goes before the usage of the request it settles: none while tuples stay behind. */
+    size_t max_ops = u->ntuples > nlines ? 0 : USAGE_BATCH_MAX_OPS;
+    struct ap_batch *b = ap_delta_take_flush(u->pending, max_ops, id, USAGE_DEDUPE_TTL_S, ap_store_prefix(), lines,
+                                             nlines);
+    if (b != NULL)
+        usage_drop(u, taken, nlines);
+    else if (nlines > 0)
+        return -1; /* out of memory: everything stays pending for the next try */
     if (b == NULL) {
         struct usage_waiter *w = u->w_next;
         u->w_next = NULL;
@@ -250,7 +294,7 @@ static int usage_take(struct px_usage *u)
     u->seq++;
     /* Waiters ride on the batch that holds everything recorded before they asked. */
     struct usage_waiter *w = NULL;
-    if (ap_delta_count(u->pending) == 0) {
+    if (ap_delta_count(u->pending) == 0 && u->ntuples == 0) {
         w = u->w_next;
         u->w_next = NULL;
     }
@@ -338,7 +382,8 @@ static void usage_continue(struct px_usage *u)
     int waiters = u->w_next != NULL;
     for (const struct ap_ackq_item *it = u->q.head; it != NULL && !waiters; it = it->next)
         waiters = it->waiters != NULL;
-    int full = ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS || (left > 0 && (u->ctx->draining || u->urgent));
+    int full = ap_delta_count(u->pending) >= USAGE_BATCH_MAX_OPS || u->ntuples >= USAGE_BATCH_MAX_LINES ||
+               (left > 0 && (u->ctx->draining || u->urgent));
     usage_send(u, full || (waiters && !usage_commit_later(u)));
 }
 
@@ -378,8 +423,10 @@ static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     u->use_eval = 0;
+    if (it->batch->nlines > 0)
+        u->unfolded = 1;
     uint64_t gen = usage_gen(u);
-    ap_debug(NULL, "usage: batch %s %s (%zu counters)", it->id, rep->integer == 1 ? "applied" : "was already applied",
+    ap_debug(NULL, "usage: batch %s %s (%zu updates)", it->id, rep->integer == 1 ? "applied" : "was already applied",
              it->batch->nops);
     ap_ackq_written(it, gen);
     if (u->ctx->cfg.redis_min_acks == 0)
@@ -420,10 +467,38 @@ static void usage_on_wait(redisAsyncContext *ac, void *reply, void *priv)
     usage_continue(u);
 }
 
+static void usage_on_fold(redisAsyncContext *ac, void *reply, void *priv)
+{
+    const redisReply *rep = reply;
+    (void)ac;
+    (void)priv;
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+        ap_warn(NULL, "usage: folding the usage journal failed (the next reader or batch folds it): %s", rep->str);
+}
+
+/*
+ * Batches fold the journal once it is long enough, and every reader folds it
+ * first; this keeps the counters in Redis itself within USAGE_FOLD_MS of the
+ * journal when traffic stops short of that, for whoever reads them directly.
+ */
+static void usage_fold(struct px_usage *u)
+{
+    int64_t now = ap_mono_ms();
+    if (!u->unfolded || now - u->last_fold_ms < USAGE_FOLD_MS || !ap_redis_up(u->ctx->redis))
+        return;
+    const char *argv[] = {"EVAL", ap_script_usage_fold, "0", ap_store_prefix()};
+    /* No private pointer: the reply may come after this struct is gone. */
+    if (ap_redis_argv(u->ctx->redis, usage_on_fold, NULL, 4, argv, NULL) == 0) {
+        u->unfolded = 0;
+        u->last_fold_ms = now;
+    }
+}
+
 static void usage_on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
+    usage_fold(arg);
     usage_send(arg, 1);
 }
 

@@ -268,6 +268,7 @@ class PolicyFleetTest(fleet.FleetCase):
         key, kid, out = self.budget_run({"monthly_usd": limit}, "claude-usd-test", 400)
         ok = out.status.get(200, 0)
         one = 30 * 3000 + 90 * 15000  # nano-dollars at 3 / 15 USD per million tokens
+        self.rc.cmd("EVAL", h.admin_script("fold"), 0, PREFIX)  # the usage journal into the counters read below
         days = self.rc.cmd("SMEMBERS", PREFIX + "u:kdays:" + kid)
         spent = sum(int(self.rc.cmd("HGET", PREFIX + "u:kd:%s:%s" % (kid, d), "cost") or 0) for d in days)
         views = [self.usage_of(kid, n)["cost_usd"] for n in REPLICAS]

@@ -296,6 +296,29 @@ class UsageCasesTest(h.TestCase):
                 self.assertEqual((u["total_requests"], u["total_input"], u["total_output"]),
                                  (2, 246, 90))
 
+    def test_views_are_exact_at_once_and_redis_counters_within_a_second(self):
+        """Usage reaches Redis as journal lines; every view folds the journal before it reads,
+        and a replica that wrote lines folds them within a second even if nobody reads."""
+        key = self.a.create_key("journal")
+        status, doc = self.a.admin("GET", "/admin/keys/%s/usage" % key)
+        self.assertEqual(status, 200, doc)
+        kid = doc["id"]
+        for i in range(3):
+            r = h.request("POST", self.a.url + "/v1/messages", headers={"x-api-key": key},
+                          body=body_for("/v1/messages", MODELS[0], False, "journal %d" % i))
+            self.assertEqual(r.status, 200, r.text)
+        # The reply waited for its usage to be in Redis: a view read right after shows it.
+        status, doc = self.oa.admin("GET", "/admin/keys/%s/usage" % key)  # another replica
+        self.assertEqual(status, 200, doc)
+        self.assertEqual(doc["usage"]["total_requests"], 3, doc)
+        # Without any reader, the counters themselves follow within USAGE_FOLD_MS (1 s).
+        r = h.request("POST", self.a.url + "/v1/messages", headers={"x-api-key": key},
+                      body=body_for("/v1/messages", MODELS[0], False, "journal 4"))
+        self.assertEqual(r.status, 200, r.text)
+        rc = self.redis.client()
+        h.wait_until(lambda: rc.cmd("HGET", "ap:u:k:" + kid, "requests") == "4", 3 * self.a.slow,
+                     message="the counters in Redis never caught up with the journal")
+
     def test_model_names_are_kept_exactly(self):
         key = self.a.create_key("odd-models")
         models = ["org:team/model-1.5", "mod\u00e8le \u00e9t\u00e9", "a:b:c", "with \"quotes\""]

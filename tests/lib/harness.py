@@ -49,6 +49,15 @@ def bin_dir():
     return Path(os.path.abspath(os.environ.get("AP_BIN") or ROOT / "bin"))
 
 
+def admin_script(name):
+    """A Lua script the proxies run, as `api-proxy-admin script NAME` prints it."""
+    r = subprocess.run([str(bin_dir() / "api-proxy-admin"), "script", name], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=10)
+    if r.returncode != 0:
+        raise AssertionError("api-proxy-admin script %s: %s" % (name, r.stderr))
+    return r.stdout
+
+
 def under_valgrind():
     return os.environ.get("AP_VALGRIND") == "1"
 

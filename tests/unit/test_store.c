@@ -1,10 +1,11 @@
 /*
  * ap_delta (the usage delta accumulator and its batches) and ap_store's pure
- * parts: the counter expansion of one finished request (ap_store_record),
- * model name sanitising, key references, new keys and key names.
+ * parts: the usage journal line of finished requests (ap_store_usage_line),
+ * model name sanitising, key references, new keys and key names. What a line
+ * becomes in Redis (the fold) is tested against a real redis-server:
+ * tests/integration/test_usage_fold.py.
  *
- * Batches are checked by scanning their argv for op/key/field/value quads;
- * ap_store_record is compared against its complete expected list of counters.
+ * Batches are checked by scanning their argv for op/key/field/value quads.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,7 +33,7 @@ struct quad {
 /* Checks the batch's invariants: argc, lens, one-char ops, numeric values. */
 static void check_batch_shape(const struct ap_batch *b)
 {
-    assert_int_equal((size_t)b->argc, (size_t)b->nhead + 4 * b->nops);
+    assert_int_equal((size_t)b->argc, (size_t)b->nhead + 4 * (b->nops - b->nlines));
     for (int i = 0; i < b->argc; i++) {
         assert_non_null(b->argv[i]);
         assert_int_equal(b->lens[i], strlen(b->argv[i]));
@@ -79,7 +80,7 @@ static void assert_batch_exactly(const struct ap_batch *b, const struct quad *wa
     check_batch_shape(b);
     for (size_t i = 0; i < n; i++)
         assert_quad(b, want[i].op, want[i].key, want[i].field, want[i].value);
-    if (b->nops != n) {
+    if (b->nops - b->nlines != n) {
         for (int i = b->nhead; i + 3 < b->argc; i += 4) {
             int expected = 0;
             for (size_t k = 0; k < n && !expected; k++)
@@ -89,7 +90,7 @@ static void assert_batch_exactly(const struct ap_batch *b, const struct quad *wa
                 print_error("unexpected quad: %s | %s | %s | %s\n", b->argv[i], b->argv[i + 1], b->argv[i + 2],
                             b->argv[i + 3]);
         }
-        fail_msg("batch has %zu operations, want %zu", b->nops, n);
+        fail_msg("batch has %zu operations, want %zu", b->nops - b->nlines, n);
     }
 }
 
@@ -275,23 +276,34 @@ static void test_delta_take_flush(void **state)
 {
     (void)state;
     struct ap_delta *d = ap_delta_new();
-    assert_null(ap_delta_take_flush(d, 100, "ap:flush:abc", 86400));
+    assert_null(ap_delta_take_flush(d, 100, "ap:flush:abc", 86400, "ap:", NULL, 0));
 
-    ap_delta_incr(d, "ap:u:all", "requests", 1);
-    ap_delta_sadd(d, "ap:u:days", "2024-02-29");
-    struct ap_batch *b = ap_delta_take_flush(d, 100, "ap:flush:abc", 86400);
+    ap_delta_settle(d, "ap:pl:k:", "a.1", 12);
+    const char *lines[] = {"line one", "line two"};
+    struct ap_batch *b = ap_delta_take_flush(d, 100, "ap:flush:abc", 86400, "ap:", lines, 2);
     assert_non_null(b);
     check_batch_shape(b);
-    assert_int_equal(b->nhead, 5);
-    assert_string_equal(b->argv[0], "EVAL");
-    assert_string_equal(b->argv[1], ap_script_flush);
-    assert_string_equal(b->argv[2], "0");
-    assert_string_equal(b->argv[3], "ap:flush:abc");
-    assert_string_equal(b->argv[4], "86400");
-    const struct quad want[] = {{"i", "ap:u:all", "requests", "1"}, {"s", "ap:u:days", "2024-02-29", "0"}};
-    assert_batch_exactly(b, want, 2);
+    assert_int_equal(b->nhead, 9);
+    const char *head[] = {"EVAL", ap_script_flush, "0", "ap:flush:abc", "86400", "ap:", "2", "line one", "line two"};
+    for (int i = 0; i < 9; i++)
+        assert_string_equal(b->argv[i], head[i]);
+    assert_true(b->argv[7] != lines[0]); /* copied: the caller's buffer may go */
+    const struct quad want[] = {{"p", "ap:pl:k:", "a.1", "12"}};
+    assert_batch_exactly(b, want, 1);
+    assert_int_equal(b->nops, 3); /* two lines and a settlement */
+    assert_int_equal(b->nlines, 2);
     assert_int_equal(ap_delta_count(d), 0);
-    assert_null(ap_delta_take_flush(d, 100, "ap:flush:def", 86400));
+    assert_null(ap_delta_take_flush(d, 100, "ap:flush:def", 86400, "ap:", NULL, 0));
+    ap_batch_free(b);
+
+    /* Lines alone make a batch; max_ops 0 leaves the settlements for the next one. */
+    ap_delta_settle(d, "ap:pl:k:", "a.2", 5);
+    b = ap_delta_take_flush(d, 0, "ap:flush:ghi", 60, "ap:", lines, 1);
+    assert_non_null(b);
+    assert_int_equal(b->argc, 8);
+    assert_string_equal(b->argv[6], "1");
+    assert_int_equal(b->nops, 1);
+    assert_int_equal(ap_delta_count(d), 1);
     ap_batch_free(b);
     ap_delta_free(d);
 }
@@ -343,7 +355,7 @@ static void test_delta_free_null(void **state)
     ap_delta_free(d);
 }
 
-/* ---- ap_store_record ---- */
+/* ---- usage journal lines ---- */
 
 #define ID "0123456789abcdef"
 #define DAY "2024-03-01"
@@ -351,24 +363,6 @@ static void test_delta_free_null(void **state)
 /* 2024-02-29T16:30:00Z: in +08:00 that is 2024-03-01 00:30, so the day and hour depend on the offset. */
 #define WHEN_MS 1709224200000LL
 #define P "t:"
-
-static struct ap_delta *record(const char *model, int ok, int64_t in, int64_t out, int64_t cc, int64_t cr)
-{
-    struct ap_delta *d = ap_delta_new();
-    struct ap_usage_rec r = {0};
-    r.key_id = ID;
-    r.model = model;
-    r.usage.input = in;
-    r.usage.output = out;
-    r.usage.cache_creation = cc;
-    r.usage.cache_read = cr;
-    r.usage.seen = 1;
-    r.when_ms = WHEN_MS;
-    r.tz_offset = 8 * 3600;
-    r.ok = ok;
-    assert_int_equal(ap_store_record(d, &r), 0);
-    return d;
-}
 
 static int store_setup(void **state)
 {
@@ -384,141 +378,85 @@ static int store_teardown(void **state)
     return 0;
 }
 
-#define TOT(key, req) \
-    {"i", key, req, "1"}, {"i", key, "input", "100"}, {"i", key, "output", "50"}, \
-    {"i", key, "cache_creation", "10"}, {"i", key, "cache_read", "20"}
-#define MOD(key, pre, m) \
-    {"i", key, pre "m:" m ":total", "150"}, {"i", key, pre "m:" m ":requests", "1"}, \
-    {"i", key, pre "m:" m ":input", "100"}, {"i", key, pre "m:" m ":output", "50"}
-#define MOD2(key, pre, m) {"i", key, pre "m:" m ":total", "150"}, {"i", key, pre "m:" m ":requests", "1"}
-
-static void test_record_ok(void **state)
+/* Line fields by position: 0 id, 1 outcome, 2 hour, 3 model, 4 count, 5 input, 6 output, 7 cache_creation,
+ * 8 cache_read, 9 cost, 10 when_ms. */
+static struct ap_usage_rec rec(const char *model, int ok, int64_t in, int64_t out, int64_t cc, int64_t cr)
 {
-    (void)state;
-    struct ap_delta *d = record("claude-x", 1, 100, 50, 10, 20);
-    struct ap_batch *b = take_all(d);
-    const struct quad want[] = {
-        TOT(P "u:all", "requests"),
-        TOT(P "u:k:" ID, "requests"),
-        {"m", P "u:k:" ID, "last_used_ms", "1709224200000"},
-        TOT(P "u:kd:" ID ":" DAY, "requests"),
-        MOD(P "u:kd:" ID ":" DAY, "", "claude-x"),
-        TOT(P "u:kh:" ID ":" HOUR, "requests"),
-        MOD(P "u:kh:" ID ":" HOUR, "", "claude-x"),
-        MOD(P "u:km:" ID, "", "claude-x"),
-        {"s", P "u:kdays:" ID, DAY, "0"},
-        {"s", P "u:khours:" ID, HOUR, "0"},
-        TOT(P "u:d:" DAY, "requests"),
-        MOD(P "u:d:" DAY, "", "claude-x"),
-        MOD2(P "u:d:" DAY, "k:" ID ":", "claude-x"),
-        {"i", P "u:d:" DAY, "k:" ID ":input", "100"},
-        {"i", P "u:d:" DAY, "k:" ID ":output", "50"},
-        {"i", P "u:d:" DAY, "k:" ID ":requests", "1"},
-        TOT(P "u:h:" HOUR, "requests"),
-        MOD(P "u:h:" HOUR, "", "claude-x"),
-        MOD2(P "u:h:" HOUR, "k:" ID ":", "claude-x"),
-        {"s", P "u:days", DAY, "0"},
-        {"s", P "u:hours", HOUR, "0"},
-    };
-    assert_batch_exactly(b, want, sizeof(want) / sizeof(want[0]));
-    /* Every key is under the prefix. */
-    for (int i = b->nhead + 1; i < b->argc; i += 4)
-        assert_memory_equal(b->argv[i], P, strlen(P));
-    ap_batch_free(b);
-    ap_delta_free(d);
-}
-
-static void test_record_two_requests_merge(void **state)
-{
-    (void)state;
-    struct ap_delta *d = record("claude-x", 1, 100, 50, 10, 20);
     struct ap_usage_rec r = {0};
     r.key_id = ID;
-    r.model = "gpt-4o";
-    r.usage.input = 1;
-    r.usage.output = 2;
-    r.when_ms = WHEN_MS - 1000;
+    r.model = model;
+    r.usage.input = in;
+    r.usage.output = out;
+    r.usage.cache_creation = cc;
+    r.usage.cache_read = cr;
+    r.usage.seen = 1;
+    r.when_ms = WHEN_MS;
     r.tz_offset = 8 * 3600;
-    r.ok = 1;
-    assert_int_equal(ap_store_record(d, &r), 0);
-    struct ap_batch *b = take_all(d);
-    check_batch_shape(b);
-    assert_quad(b, "i", P "u:all", "requests", "2");
-    assert_quad(b, "i", P "u:all", "input", "101");
-    assert_quad(b, "i", P "u:all", "output", "52");
-    assert_quad(b, "i", P "u:all", "cache_read", "20");
-    assert_quad(b, "m", P "u:k:" ID, "last_used_ms", "1709224200000");
-    assert_quad(b, "i", P "u:d:" DAY, "m:claude-x:total", "150");
-    assert_quad(b, "i", P "u:d:" DAY, "m:gpt-4o:total", "3");
-    assert_quad(b, "i", P "u:d:" DAY, "k:" ID ":requests", "2");
-    assert_quad(b, "i", P "u:km:" ID, "m:gpt-4o:requests", "1");
-    ap_batch_free(b);
-    ap_delta_free(d);
+    r.ok = ok;
+    return r;
 }
 
-static void test_record_failed(void **state)
+static void test_line_ok(void **state)
 {
     (void)state;
-    struct ap_delta *d = record("claude-x", 0, 0, 0, 0, 0);
-    struct ap_batch *b = take_all(d);
-    const struct quad want[] = {
-        {"i", P "u:all", "errors", "1"},
-        {"i", P "u:k:" ID, "errors", "1"},
-        {"i", P "u:kd:" ID ":" DAY, "errors", "1"},
-        {"i", P "u:d:" DAY, "errors", "1"},
-    };
-    assert_batch_exactly(b, want, sizeof(want) / sizeof(want[0]));
-    /* Never counted as a request, never in a model breakdown or bucket set, never "last used". */
-    for (int i = b->nhead; i < b->argc; i += 4) {
-        assert_string_not_equal(b->argv[i + 2], "requests");
-        assert_null(strstr(b->argv[i + 2], "m:"));
-        assert_string_not_equal(b->argv[i], "s");
-    }
-    ap_batch_free(b);
-    ap_delta_free(d);
+    char out[AP_STORE_LINE_MAX];
+    struct ap_usage_rec r = rec("claude-x", AP_REC_OK, 100, 50, 10, 20);
+    r.cost_nano = 4500;
+    int n = ap_store_usage_line(out, sizeof(out), &r);
+    const char *want = ID "\t1\t" HOUR "\tclaude-x\t1\t100\t50\t10\t20\t4500\t1709224200000";
+    assert_string_equal(out, want);
+    assert_int_equal(n, (int)strlen(want));
 }
 
-static void test_record_cost(void **state)
+static void test_line_outcomes_and_count(void **state)
 {
     (void)state;
-    /* A priced request: its cost (nano-dollars) beside every token figure, per key, day, hour and model. */
-    struct ap_delta *d = ap_delta_new();
-    struct ap_usage_rec r = {.key_id = ID, .model = "m", .when_ms = WHEN_MS, .tz_offset = 8 * 3600, .ok = AP_REC_OK,
-                             .cost_nano = 4500};
-    r.usage.input = 1;
-    assert_int_equal(ap_store_record(d, &r), 0);
-    struct ap_batch *b = take_all(d);
-    check_batch_shape(b);
-    const char *const totals[] = {P "u:all", P "u:k:" ID, P "u:kd:" ID ":" DAY, P "u:kh:" ID ":" HOUR,
-                                  P "u:d:" DAY, P "u:h:" HOUR};
-    for (size_t i = 0; i < sizeof(totals) / sizeof(totals[0]); i++)
-        assert_quad(b, "i", totals[i], "cost", "4500");
-    const char *const models[] = {P "u:kd:" ID ":" DAY, P "u:kh:" ID ":" HOUR, P "u:km:" ID, P "u:d:" DAY,
-                                  P "u:h:" HOUR};
-    for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++)
-        assert_quad(b, "i", models[i], "m:m:cost", "4500");
-    assert_quad(b, "i", P "u:d:" DAY, "k:" ID ":cost", "4500");
-    assert_quad(b, "i", P "u:d:" DAY, "k:" ID ":m:m:cost", "4500");
-    assert_quad(b, "i", P "u:h:" HOUR, "k:" ID ":m:m:cost", "4500");
-    ap_batch_free(b);
-    ap_delta_free(d);
+    char out[AP_STORE_LINE_MAX];
+    struct ap_usage_rec r = rec("m", AP_REC_ERROR, 0, 0, 0, 0);
+    ap_store_usage_line(out, sizeof(out), &r);
+    assert_string_equal(out, ID "\t0\t" HOUR "\tm\t1\t0\t0\t0\t0\t0\t1709224200000");
+    r = rec("m", AP_REC_REFUSED, 0, 0, 0, 0);
+    r.count = 7; /* merged requests keep their number; 0 means one */
+    ap_store_usage_line(out, sizeof(out), &r);
+    assert_string_equal(out, ID "\t2\t" HOUR "\tm\t7\t0\t0\t0\t0\t0\t1709224200000");
 }
 
-static void test_record_refused(void **state)
+static void test_line_unknown_model_and_utc(void **state)
 {
     (void)state;
-    struct ap_delta *d = record("claude-x", AP_REC_REFUSED, 0, 0, 0, 0);
-    struct ap_batch *b = take_all(d);
-    const struct quad want[] = {
-        {"i", P "u:all", "refused", "1"},
-        {"i", P "u:k:" ID, "refused", "1"},
-        {"i", P "u:kd:" ID ":" DAY, "refused", "1"},
-        {"i", P "u:d:" DAY, "refused", "1"},
-    };
-    /* Neither a request nor an error. */
-    assert_batch_exactly(b, want, sizeof(want) / sizeof(want[0]));
-    ap_batch_free(b);
-    ap_delta_free(d);
+    char out[AP_STORE_LINE_MAX];
+    struct ap_usage_rec r = rec(NULL, AP_REC_OK, 1, 0, 0, 0);
+    r.tz_offset = 0; /* the hour follows USAGE_TZ: 16:30 UTC is 00:30 the next day at +08:00 */
+    ap_store_usage_line(out, sizeof(out), &r);
+    assert_string_equal(out, ID "\t1\t2024-02-29 16:00\tunknown\t1\t1\t0\t0\t0\t0\t1709224200000");
+}
+
+static void test_line_model_sanitized(void **state)
+{
+    (void)state;
+    char out[AP_STORE_LINE_MAX];
+    struct ap_usage_rec r = rec("evil\tmodel\n\x01\x7f", AP_REC_OK, 1, 1, 0, 0);
+    ap_store_usage_line(out, sizeof(out), &r);
+    /* Tabs and newlines would split the line: the model keeps its place as field 3. */
+    assert_string_equal(out, ID "\t1\t" HOUR "\tevil_model___\t1\t1\t1\t0\t0\t0\t1709224200000");
+    for (const char *c = out; *c; c++)
+        assert_true(*c == '\t' || ((unsigned char)*c >= 0x20 && *c != 0x7f));
+}
+
+static void test_line_longest_fits(void **state)
+{
+    (void)state;
+    char model[400], out[AP_STORE_LINE_MAX];
+    memset(model, 'm', sizeof(model) - 1);
+    model[sizeof(model) - 1] = '\0';
+    struct ap_usage_rec r = rec(model, AP_REC_REFUSED, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN);
+    r.count = INT64_MAX;
+    r.cost_nano = INT64_MIN;
+    r.when_ms = INT64_MAX / 1000 / 1000; /* a time gmtime can still place */
+    int n = ap_store_usage_line(out, sizeof(out), &r);
+    assert_true(n > 0 && n < AP_STORE_LINE_MAX);
+    /* A buffer too small is refused, not cut. */
+    assert_int_equal(ap_store_usage_line(out, (size_t)n, &r), -1);
 }
 
 static void test_delta_settle(void **state)
@@ -535,53 +473,6 @@ static void test_delta_settle(void **state)
     /* A batch put back keeps its settlements. */
     assert_int_equal(ap_delta_put_back(d, b), 0);
     assert_int_equal(ap_delta_count(d), 2);
-    ap_batch_free(b);
-    ap_delta_free(d);
-}
-
-static void test_record_zero_usage_ok(void **state)
-{
-    (void)state;
-    /* A 2xx without usage still counts as a request; zero token counters are omitted. */
-    struct ap_delta *d = record(NULL, 1, 0, 0, 0, 0);
-    struct ap_batch *b = take_all(d);
-    check_batch_shape(b);
-    assert_quad(b, "i", P "u:all", "requests", "1");
-    assert_int_equal(find_quad(b, "i", P "u:all", "input", NULL), 0);
-    assert_quad(b, "i", P "u:d:" DAY, "m:unknown:requests", "1");
-    assert_int_equal(find_quad(b, "i", P "u:d:" DAY, "m:unknown:total", NULL), 0);
-    assert_quad(b, "s", P "u:days", DAY, "0");
-    ap_batch_free(b);
-    ap_delta_free(d);
-}
-
-static void test_record_utc_buckets(void **state)
-{
-    (void)state;
-    struct ap_delta *d = ap_delta_new();
-    struct ap_usage_rec r = {.key_id = ID, .model = "m", .when_ms = WHEN_MS, .tz_offset = 0, .ok = 1};
-    r.usage.input = 1;
-    assert_int_equal(ap_store_record(d, &r), 0);
-    struct ap_batch *b = take_all(d);
-    assert_quad(b, "s", P "u:days", "2024-02-29", "0");
-    assert_quad(b, "s", P "u:hours", "2024-02-29 16:00", "0");
-    assert_quad(b, "i", P "u:kh:" ID ":2024-02-29 16:00", "requests", "1");
-    assert_int_equal(find_quad(b, "s", P "u:days", DAY, NULL), 0);
-    ap_batch_free(b);
-    ap_delta_free(d);
-}
-
-static void test_record_model_sanitized(void **state)
-{
-    (void)state;
-    struct ap_delta *d = record("evil\nmodel\x01\x7f", 1, 1, 1, 0, 0);
-    struct ap_batch *b = take_all(d);
-    check_batch_shape(b);
-    assert_quad(b, "i", P "u:d:" DAY, "m:evil_model__:total", "2");
-    assert_quad(b, "i", P "u:km:" ID, "m:evil_model__:requests", "1");
-    for (int i = b->nhead; i < b->argc; i++)
-        for (const char *s = b->argv[i]; *s; s++)
-            assert_true((unsigned char)*s >= 0x20 && *s != 0x7f);
     ap_batch_free(b);
     ap_delta_free(d);
 }
@@ -709,16 +600,14 @@ static const struct CMUnitTest tests[] = {
     {"delta: take_flush head, NULL when empty", test_delta_take_flush, NULL, NULL, NULL},
     {"delta: put_back merges a batch back", test_delta_put_back, NULL, NULL, NULL},
     {"delta: free NULL and free with entries", test_delta_free_null, NULL, NULL, NULL},
-    {"record: one ok request, exact counters", test_record_ok, store_setup, store_teardown, NULL},
-    {"record: two requests merge", test_record_two_requests_merge, store_setup, store_teardown, NULL},
-    {"record: failed request counts only errors", test_record_failed, store_setup, store_teardown, NULL},
-    {"record: refused request counts only refused", test_record_refused, store_setup, store_teardown, NULL},
-    {"record: cost beside every token figure", test_record_cost, store_setup, store_teardown, NULL},
-    {"delta: policy settlements, last word wins", test_delta_settle, NULL, NULL, NULL},
-    {"record: ok without usage, no model -> unknown", test_record_zero_usage_ok, store_setup, store_teardown, NULL},
-    {"record: buckets follow tz_offset (UTC)", test_record_utc_buckets, store_setup, store_teardown, NULL},
-    {"record: control characters in the model sanitized", test_record_model_sanitized, store_setup, store_teardown,
+    {"line: one ok request, every field", test_line_ok, store_setup, store_teardown, NULL},
+    {"line: errors, refusals and merged counts", test_line_outcomes_and_count, store_setup, store_teardown, NULL},
+    {"line: no model -> unknown; hour in USAGE_TZ", test_line_unknown_model_and_utc, store_setup, store_teardown,
      NULL},
+    {"line: tab, newline and control bytes in the model", test_line_model_sanitized, store_setup, store_teardown,
+     NULL},
+    {"line: the longest line fits AP_STORE_LINE_MAX", test_line_longest_fits, store_setup, store_teardown, NULL},
+    {"delta: policy settlements, last word wins", test_delta_settle, NULL, NULL, NULL},
     MODEL("plain", "claude-sonnet-4-5", AP_MODEL_MAX, "claude-sonnet-4-5"),
     MODEL("NULL -> unknown", NULL, AP_MODEL_MAX, "unknown"),
     MODEL("empty -> unknown", "", AP_MODEL_MAX, "unknown"),
