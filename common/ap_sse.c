@@ -65,12 +65,9 @@ static int sse_dispatch(struct ap_sse *p, ap_sse_event_cb cb, void *arg)
     return rc < 0 ? -1 : 0;
 }
 
-/* Processes one complete line held in p->line (not NUL-terminated). */
-static int sse_line(struct ap_sse *p, ap_sse_event_cb cb, void *arg)
+/* Processes one complete line (not NUL-terminated): in the caller's slice, or assembled in p->line. */
+static int sse_line(struct ap_sse *p, const char *l, size_t n, ap_sse_event_cb cb, void *arg)
 {
-    const char *l = p->line;
-    size_t n = p->line_len;
-
     if (n == 0)
         return sse_dispatch(p, cb, arg);
     if (l[0] == ':')
@@ -103,6 +100,18 @@ static int sse_line(struct ap_sse *p, ap_sse_event_cb cb, void *arg)
     return 0;
 }
 
+/*
+ * The first CR or LF in s[0..n), or NULL. Two memchr passes (vectorised in
+ * libc) instead of a byte loop: streams are mostly long data lines, and CR is
+ * rare, so the second pass stops at the LF the first one found.
+ */
+static const char *sse_eol(const char *s, size_t n)
+{
+    const char *lf = memchr(s, '\n', n);
+    const char *cr = memchr(s, '\r', lf != NULL ? (size_t)(lf - s) : n);
+    return cr != NULL ? cr : lf;
+}
+
 int ap_sse_feed(struct ap_sse *p, const char *buf, size_t len, ap_sse_event_cb cb, void *arg)
 {
     size_t i = 0;
@@ -114,22 +123,25 @@ int ap_sse_feed(struct ap_sse *p, const char *buf, size_t len, ap_sse_event_cb c
     p->last_cr = 0;
 
     while (i < len) {
-        /* Find the next line terminator. */
-        size_t j = i;
-        while (j < len && buf[j] != '\n' && buf[j] != '\r')
-            j++;
+        const char *eol = sse_eol(buf + i, len - i);
+        size_t j = eol != NULL ? (size_t)(eol - buf) : len;
         size_t chunk = j - i;
-        if (chunk > 0) {
-            if (p->line_len + chunk + p->data_len > p->max_event)
-                return -1;
-            if (sse_reserve(&p->line, &p->line_cap, p->line_len + chunk) < 0)
-                return -1;
-            memcpy(p->line + p->line_len, buf + i, chunk);
-            p->line_len += chunk;
+        if (p->line_len + chunk + p->data_len > p->max_event)
+            return -1;
+        if (eol == NULL || p->line_len > 0) {
+            /* The line started in an earlier slice, or continues in the next one: assemble it. */
+            if (chunk > 0) {
+                if (sse_reserve(&p->line, &p->line_cap, p->line_len + chunk) < 0)
+                    return -1;
+                memcpy(p->line + p->line_len, buf + i, chunk);
+                p->line_len += chunk;
+            }
+            if (eol == NULL)
+                break;
         }
-        if (j == len)
-            break; /* line continues in the next slice */
 
+        const char *line = p->line_len > 0 ? p->line : buf + i;
+        size_t line_len = p->line_len > 0 ? p->line_len : chunk;
         if (buf[j] == '\r') {
             if (j + 1 < len) {
                 if (buf[j + 1] == '\n')
@@ -139,7 +151,7 @@ int ap_sse_feed(struct ap_sse *p, const char *buf, size_t len, ap_sse_event_cb c
             }
         }
         i = j + 1;
-        int rc = sse_line(p, cb, arg);
+        int rc = sse_line(p, line, line_len, cb, arg);
         p->line_len = 0;
         if (rc < 0)
             return -1;
