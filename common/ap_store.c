@@ -9,7 +9,6 @@
  */
 #include "ap_store.h"
 
-#include "ap_delta.h"
 #include "ap_keys.h"
 #include "ap_policy_redis.h"
 #include "ap_time.h"
@@ -147,6 +146,9 @@ void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65])
 #define STORE_STR(x) #x
 #define STORE_XSTR(x) STORE_STR(x)
 
+/* The first step of every script that reads usage counters: the journal goes into them (ARGV[1]: prefix). */
+#define LUA_FOLD_FIRST AP_LUA_USAGE_FOLD "ap_fold(ARGV[1])\n"
+
 /*
  * ARGV: dedupe key, ttl, prefix, n, n usage lines (ap_store_usage_line), then
  * op/key/field/value quads. Returns 1 if applied, 0 if this batch was applied
@@ -234,8 +236,7 @@ const char ap_script_key_delete[] =
 
 /* ARGV: prefix. Returns {{record, totals}, ...} in creation order. */
 const char ap_script_keys_list[] =
-    AP_LUA_USAGE_FOLD
-    "ap_fold(ARGV[1])\n"
+    LUA_FOLD_FIRST
     "local p = ARGV[1]\n"
     "local out = {}\n"
     "for _, id in ipairs(redis.call('ZRANGE', p..'keys', 0, -1)) do\n"
@@ -248,8 +249,7 @@ const char ap_script_keys_list[] =
 
 /* ARGV: prefix, id, sha256. Returns {record, totals, {day, hash, ...}, {hour, hash, ...}, by_model} or nil. */
 const char ap_script_key_usage[] =
-    AP_LUA_USAGE_FOLD
-    "ap_fold(ARGV[1])\n"
+    LUA_FOLD_FIRST
     LUA_RESOLVE
     "local id = redis.call('HGET', rk, 'id')\n"
     "local function buckets(set, pre)\n"
@@ -269,8 +269,7 @@ const char ap_script_key_usage[] =
  * {{sha256, record, totals, {day, hash, ...}, {hour, hash, ...}, by_model}, ...}.
  */
 const char ap_script_export[] =
-    AP_LUA_USAGE_FOLD
-    "ap_fold(ARGV[1])\n"
+    LUA_FOLD_FIRST
     "local p = ARGV[1]\n"
     "local out = {}\n"
     "local function buckets(id, set, pre)\n"
@@ -293,8 +292,7 @@ const char ap_script_export[] =
 
 /* ARGV: prefix. Returns {totals, number of keys, number of enabled keys}. */
 const char ap_script_usage_total[] =
-    AP_LUA_USAGE_FOLD
-    "ap_fold(ARGV[1])\n"
+    LUA_FOLD_FIRST
     "local p = ARGV[1]\n"
     "local ids = redis.call('ZRANGE', p..'keys', 0, -1)\n"
     "local active = 0\n"
@@ -306,8 +304,7 @@ const char ap_script_usage_total[] =
 
 /* ARGV: prefix, day or ''. Returns {id->name, {day, hash, ...}}. */
 const char ap_script_usage_daily[] =
-    AP_LUA_USAGE_FOLD
-    "ap_fold(ARGV[1])\n"
+    LUA_FOLD_FIRST
     "local p = ARGV[1]\n"
     "local days = ARGV[2] ~= '' and {ARGV[2]} or redis.call('SMEMBERS', p..'u:days')\n"
     "local out = {}\n"
@@ -319,8 +316,7 @@ const char ap_script_usage_daily[] =
 
 /* ARGV: prefix, day prefix or ''. Returns {id->name, {hour, hash, ...}}. */
 const char ap_script_usage_hourly[] =
-    AP_LUA_USAGE_FOLD
-    "ap_fold(ARGV[1])\n"
+    LUA_FOLD_FIRST
     "local p, want = ARGV[1], ARGV[2]\n"
     "local out = {}\n"
     "for _, h in ipairs(redis.call('SMEMBERS', p..'u:hours')) do\n"
@@ -336,8 +332,7 @@ const char ap_script_usage_hourly[] =
  * the buckets that hold data.
  */
 const char ap_script_usage_buckets[] =
-    AP_LUA_USAGE_FOLD
-    "ap_fold(ARGV[1])\n"
+    LUA_FOLD_FIRST
     "local p = ARGV[1]\n"
     "local pre = p..(ARGV[2] == 'h' and 'u:h:' or 'u:d:')\n"
     "local out = {}\n"

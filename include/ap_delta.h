@@ -1,7 +1,8 @@
 /*
- * ap_delta: usage deltas waiting to be written to Redis, merged by
- * (operation, key, field) so memory grows with the number of distinct
- * counters touched, not with the number of requests.
+ * ap_delta: Redis updates waiting to be written (policy settlements of the
+ * usage batches, an import's counters), merged by (operation, key, field) so
+ * memory grows with the number of distinct counters touched, not with the
+ * number of requests.
  *
  * A batch taken out of the accumulator is immutable and carries its own
  * idempotency key: re-sending it after a lost reply is applied at most once

@@ -48,8 +48,6 @@
 
 #include "ap_usage.h"
 
-struct ap_delta;
-
 #define AP_STORE_KEY_MAX 512
 #define AP_MODEL_MAX 128
 

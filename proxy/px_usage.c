@@ -153,14 +153,15 @@ static void usage_tuple_free(void *p)
     free(t);
 }
 
-struct usage_lines {
-    struct usage_tuple **items; /* owned array, borrowed tuples */
+/* The tuples a batch takes, collected by a tree walk. */
+struct usage_pick {
+    struct usage_tuple **items; /* borrowed: the caller's array of `cap`; the tuples stay the tree's */
     size_t n, cap;
 };
 
 static void usage_collect(const void *node, VISIT which, void *arg)
 {
-    struct usage_lines *l = arg;
+    struct usage_pick *l = arg;
     if ((which == postorder || which == leaf) && l->n < l->cap)
         l->items[l->n++] = *(struct usage_tuple *const *)node;
 }
@@ -172,7 +173,7 @@ static void usage_collect(const void *node, VISIT which, void *arg)
  */
 static size_t usage_lines(struct px_usage *u, char *buf, const char **lines, struct usage_tuple **taken)
 {
-    struct usage_lines l = {taken, 0, USAGE_BATCH_MAX_LINES};
+    struct usage_pick l = {taken, 0, USAGE_BATCH_MAX_LINES};
     if (u->ntuples == 0)
         return 0;
     twalk_r(u->tuples, usage_collect, &l);
@@ -281,9 +282,7 @@ static int usage_take(struct px_usage *u)
     size_t max_ops = u->ntuples > nlines ? 0 : USAGE_BATCH_MAX_OPS;
     struct ap_batch *b = ap_delta_take_flush(u->pending, max_ops, id, USAGE_DEDUPE_TTL_S, ap_store_prefix(), lines,
                                              nlines);
-    if (b != NULL)
-        usage_drop(u, taken, nlines);
-    else if (nlines > 0)
+    if (b == NULL && nlines > 0)
         return -1; /* out of memory: everything stays pending for the next try */
     if (b == NULL) {
         struct usage_waiter *w = u->w_next;
@@ -291,6 +290,7 @@ static int usage_take(struct px_usage *u)
         usage_attach(u, w); /* their usage is already in a batch */
         return -1;
     }
+    usage_drop(u, taken, nlines);
     u->seq++;
     /* Waiters ride on the batch that holds everything recorded before they asked. */
     struct usage_waiter *w = NULL;

@@ -65,7 +65,7 @@ class PolicyScriptProperties(h.TestCase):
         super().setUpClass()
         cls.redis = cls.start_redis()
         cls.rc = cls.redis.client()
-        cls.sha = {n: cls.rc.cmd("SCRIPT", "LOAD", h.admin_script(n)) for n in ("admit", "flush", "renew")}
+        cls.sha = h.load_admin_scripts(cls.rc, ("admit", "flush", "renew"))
 
     # ---- Redis views -----------------------------------------------------------------
     def now(self):

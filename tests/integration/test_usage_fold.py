@@ -41,7 +41,7 @@ class UsageJournalTest(h.TestCase):
         super().setUpClass()
         cls.redis = cls.start_redis()
         cls.rc = cls.redis.client()
-        cls.sha = {n: cls.rc.cmd("SCRIPT", "LOAD", h.admin_script(n)) for n in ("flush", "fold")}
+        cls.sha = h.load_admin_scripts(cls.rc, ("flush", "fold"))
 
     def setUp(self):
         self.rc.cmd("FLUSHDB")

@@ -58,6 +58,11 @@ def admin_script(name):
     return r.stdout
 
 
+def load_admin_scripts(rc, names):
+    """SCRIPT LOAD each of the named scripts into the Redis behind client rc -> {name: sha}."""
+    return {n: rc.cmd("SCRIPT", "LOAD", admin_script(n)) for n in names}
+
+
 def under_valgrind():
     return os.environ.get("AP_VALGRIND") == "1"
 
