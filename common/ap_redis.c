@@ -17,11 +17,12 @@
 #include "ap_redis.h"
 
 #include "ap_log.h"
+#include "ap_redis_ev.h"
 #include "ap_resolve.h"
 
 #include <event2/event.h>
 #include <event2/util.h>
-#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,7 +166,11 @@ redisAsyncContext *ap_redis_dial(struct event_base *base, const char *addr, int 
         return NULL;
     }
     ac->data = data;
-    redisLibeventAttach(ac, base);
+    if (ap_redis_ev_attach(ac, base) < 0) {
+        ap_warn(NULL, "redis: out of memory connecting to %s:%d", addr, port);
+        redisAsyncFree(ac);
+        return NULL;
+    }
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     return ac;

@@ -178,21 +178,3 @@ int ap_sse_write(struct evbuffer *out, const char *event, const char *data, size
     }
     return evbuffer_add(out, "\n", 1);
 }
-
-size_t ap_sse_last_event(const char *buf, size_t len)
-{
-    size_t e = len;
-    while (e > 0 && (buf[e - 1] == '\n' || buf[e - 1] == '\r'))
-        e--;
-    for (size_t i = e; i > 0; i--) {
-        if (buf[i - 1] == '\n') {
-            if (i >= 2 && buf[i - 2] == '\n')
-                return i;
-            if (i >= 3 && buf[i - 2] == '\r' && buf[i - 3] == '\n')
-                return i;
-        } else if (buf[i - 1] == '\r' && i >= 2 && buf[i - 2] == '\r') {
-            return i;
-        }
-    }
-    return 0;
-}

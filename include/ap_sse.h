@@ -52,11 +52,4 @@ int ap_sse_feed(struct ap_sse *p, const char *buf, size_t len, ap_sse_event_cb c
 /* Appends one event ("event: E\n" when E is non-empty, one "data:" line per line of data, "\n"). */
 int ap_sse_write(struct evbuffer *out, const char *event, const char *data, size_t data_len);
 
-/*
- * Where the last event of a run of complete events starts: the offset just
- * after the blank line that ends the event before it (0 when there is only
- * one). Used to hold a stream's final event back until its usage is safe.
- */
-size_t ap_sse_last_event(const char *buf, size_t len);
-
 #endif

@@ -100,6 +100,8 @@ struct px_ctx {
     struct px_server *server;       /* owned: the listener */
     struct px_conn *conns;          /* every client connection (each frees itself) */
     size_t nconns;
+    int cork;                       /* depth of px_conn_cork: replies are queued, written at the end */
+    struct px_conn *corked;         /* connections with replies queued while corked (each held) */
     /* Answers a request read whole (px_router_dispatch; a pointer so the connection layer
      * stays below the handlers). */
     void (*dispatch)(struct px_ctx *ctx, struct px_hreq *h);

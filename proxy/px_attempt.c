@@ -137,24 +137,31 @@ static struct evbuffer *attempt_tail(struct px_attempt *a)
 }
 
 /*
- * Sends the client bytes produced so far, except the stream's end: once the
- * upstream's final event was seen, that event (and anything after it) is
- * held in the request's tail until the usage is durable.
+ * The stream's end was seen in what the upstream just sent: from here on,
+ * the client's bytes wait in the request's tail until the usage is durable.
+ * The whole read that carried the end waits with it, not only the final
+ * event: its events reached us at the same moment, so holding them costs the
+ * client nothing, and the reply then ends in one write instead of two (on a
+ * short answer that arrives whole, head and all, in one). Anything the reply
+ * queued and had not written yet (the head, in the same read) is held too.
  */
+static struct evbuffer *attempt_hold(struct px_attempt *a)
+{
+    struct evbuffer *tail = attempt_tail(a);
+    if (tail != NULL && !a->final_held) {
+        a->final_held = 1;
+        px_hreq_hold(a->s.hreq);
+    }
+    return tail;
+}
+
+/* Sends the client bytes produced so far; from the stream's end on, they go to the tail. */
 static void attempt_relay(struct px_attempt *a, int end)
 {
-    size_t len = evbuffer_get_length(a->chunk);
     struct evbuffer *tail = NULL;
-    if (len == 0)
+    if (evbuffer_get_length(a->chunk) == 0)
         return;
-    if ((a->final_held || end || ap_stream_done(a->sse)) && (tail = attempt_tail(a)) != NULL) {
-        if (!a->final_held) {
-            const char *p = (const char *)evbuffer_pullup(a->chunk, -1);
-            size_t keep = ap_sse_last_event(p, len);
-            px_hreq_chunk(a->s.hreq, p, keep);
-            evbuffer_drain(a->chunk, keep);
-            a->final_held = 1;
-        }
+    if ((a->final_held || end || ap_stream_done(a->sse)) && (tail = attempt_hold(a)) != NULL) {
         evbuffer_add_buffer(tail, a->chunk);
         return;
     }
@@ -273,8 +280,9 @@ static size_t attempt_on_body(void *arg, const char *data, size_t len)
         if (!a->s.hold)
             attempt_start_stream(a);
     }
-    /* Back-pressure: decide before consuming, the same bytes come back on resume. */
-    if (a->started && px_hreq_backlog(a->s.hreq) > (size_t)a->ctx->cfg.stream_buffer) {
+    /* Back-pressure: decide before consuming, the same bytes come back on resume. Once the
+     * end is held, nothing more goes to the client before the reply ends: no pause. */
+    if (a->started && !a->final_held && px_hreq_backlog(a->s.hreq) > (size_t)a->ctx->cfg.stream_buffer) {
         a->paused = 1;
         return PX_XFER_PAUSE;
     }
@@ -282,16 +290,11 @@ static size_t attempt_on_body(void *arg, const char *data, size_t len)
         /* The usual case: the client gets these very bytes; tap them and send them, no copy. */
         if (ap_stream_tap(a->sse, data, len) < 0)
             ap_warn(a->s.rid, "upstream stream is not valid SSE; ending it");
-        size_t keep = len;
-        if (ap_stream_done(a->sse)) {
-            struct evbuffer *tail = attempt_tail(a);
-            if (tail != NULL) {
-                keep = ap_sse_last_event(data, len);
-                evbuffer_add(tail, data + keep, len - keep);
-                a->final_held = 1;
-            }
-        }
-        px_hreq_chunk(a->s.hreq, data, keep);
+        struct evbuffer *tail = ap_stream_done(a->sse) ? attempt_hold(a) : NULL;
+        if (tail != NULL)
+            evbuffer_add(tail, data, len);
+        else
+            px_hreq_chunk(a->s.hreq, data, len);
         return len;
     }
     if (ap_stream_feed(a->sse, data, len, a->chunk) < 0)

@@ -10,7 +10,8 @@
  * per request, unlike evhttp); while a handler works, bytes still arriving
  * are kept (bounded) so that a client that leaves is noticed at once, before
  * any byte of the answer exists. Replies are written as soon as they are
- * queued; the write event is added only when the socket is full.
+ * queued, or at the end of the callback when it corked them (px_conn_cork);
+ * the write event is added only when the socket is full.
  *
  * One timer per connection follows the current state's deadline lazily: a
  * later deadline leaves the timer alone (it re-arms when it fires early), so
@@ -42,6 +43,8 @@
 #define CONN_READAHEAD_MAX (64 * 1024)   /* bytes kept while a request is answered */
 #define CONN_LINGER_MS 2000
 #define CONN_LINGER_BYTES (1 << 20)
+/* Corked writes up to this size are copied into the output buffer; larger ones go out at once. */
+#define CONN_CORK_COPY_MAX (16 * 1024)
 
 /* ---- the embedded request ---- */
 
@@ -71,7 +74,7 @@ static void conn_req_reset(struct px_hreq *h)
     h->rh_len = 0;
     h->on_close = h->on_drain = NULL;
     h->close_arg = h->drain_arg = NULL;
-    h->started = h->chunked_reply = h->eof_reply = h->head_only = h->close_after = 0;
+    h->started = h->chunked_reply = h->eof_reply = h->head_only = h->close_after = h->held = 0;
     h->h1.target = NULL;
 }
 
@@ -311,12 +314,55 @@ static void conn_linger(struct px_conn *c)
     }
 }
 
+/* Queues the connection for px_conn_uncork (which holds it until then). */
+static void conn_cork_add(struct px_conn *c)
+{
+    if (c->corked)
+        return;
+    c->corked = 1;
+    conn_hold(c);
+    c->cnext = c->ctx->corked;
+    c->ctx->corked = c;
+}
+
+void px_conn_cork(struct px_ctx *ctx)
+{
+    ctx->cork++;
+}
+
+void px_conn_uncork(struct px_ctx *ctx)
+{
+    if (--ctx->cork > 0)
+        return;
+    while (ctx->corked != NULL) {
+        struct px_conn *c = ctx->corked;
+        ctx->corked = c->cnext;
+        c->cnext = NULL;
+        c->corked = 0;
+        px_conn_flush(c);
+        /*
+         * A handler that paused on a backlog of bytes that were only queued
+         * learns they left, as from conn_on_write (no write event comes when
+         * the socket took them all).
+         */
+        if (!c->dead && !c->writing && c->state == PX_CONN_BUSY && c->req.on_drain != NULL)
+            c->req.on_drain(c->req.drain_arg);
+        conn_unhold(c);
+    }
+}
+
 void px_conn_flush(struct px_conn *c)
 {
     if (c->dead) {
         evbuffer_drain(c->out, evbuffer_get_length(c->out));
         return;
     }
+    if (c->ctx->cork > 0) {
+        conn_cork_add(c);
+        return;
+    }
+    if (c->req.held && c->state == PX_CONN_BUSY)
+        return; /* px_hreq_hold: written when the reply ends */
     if (evbuffer_get_length(c->out) > 0) {
         int n = evbuffer_write(c->out, c->fd);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -348,6 +394,18 @@ void px_conn_writev(struct px_conn *c, const struct iovec *iov, int n)
 {
     if (c->dead)
         return;
+    if (c->ctx->cork > 0) {
+        size_t total = 0;
+        for (int i = 0; i < n; i++)
+            total += iov[i].iov_len;
+        if (total <= CONN_CORK_COPY_MAX) {
+            for (int i = 0; i < n; i++)
+                evbuffer_add(c->out, iov[i].iov_base, iov[i].iov_len);
+            conn_cork_add(c);
+            return;
+        }
+        /* A large piece is not copied: it goes out now, after what was queued. */
+    }
     size_t skip = 0;
     if (evbuffer_get_length(c->out) == 0) {
         /* Nothing queued: straight to the socket, no copy; only a remainder is buffered. */
@@ -384,6 +442,10 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
 
 void px_conn_request_done(struct px_conn *c)
 {
+    if (c->req.held) {
+        c->req.held = 0; /* a reply completed without px_hreq_end: what it held goes now */
+        px_conn_flush(c);
+    }
     if (c->dead) {
         c->state = PX_CONN_HEAD;
         conn_maybe_free(c);

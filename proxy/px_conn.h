@@ -48,6 +48,7 @@ struct px_hreq {
     unsigned eof_reply:1;               /* streamed to an HTTP/1.0 client: ends with the connection */
     unsigned head_only:1;               /* a HEAD request: no body bytes */
     unsigned close_after:1;             /* Connection: close */
+    unsigned held:1;                    /* reply bytes wait in the output until px_hreq_end */
 };
 
 enum px_conn_state {
@@ -73,12 +74,14 @@ struct px_conn {
     int64_t deadline;                   /* monotonic ms of the current state's limit (0: none) */
     int64_t armed;                      /* when the timer fires (0: not armed) */
     struct px_conn *prev, *next;        /* all connections of the server */
+    struct px_conn *cnext;              /* in ctx->corked */
     int holds;                          /* our own calls still using it: frees wait */
     unsigned reading:1;                 /* rev is added */
     unsigned writing:1;                 /* wev is added */
     unsigned timing_request:1;          /* a request has begun: its read deadline runs */
     unsigned dead:1;                    /* socket closed; freed once the request completes */
     unsigned idle_close:1;              /* the server is draining: close when idle */
+    unsigned corked:1;                  /* in ctx->corked: its output waits for px_conn_uncork */
 };
 
 /* px_conn.c */

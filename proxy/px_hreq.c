@@ -280,11 +280,16 @@ void px_hreq_chunk_buf(struct px_hreq *h, struct evbuffer *b)
 void px_hreq_end(struct px_hreq *h)
 {
     struct px_conn *c = h->conn;
-    if (!c->dead && h->started && h->chunked_reply && !h->head_only) {
+    h->held = 0;
+    if (!c->dead && h->started && h->chunked_reply && !h->head_only)
         evbuffer_add(c->out, "0\r\n\r\n", 5);
-        px_conn_flush(c);
-    }
+    px_conn_flush(c);
     px_conn_request_done(c);
+}
+
+void px_hreq_hold(struct px_hreq *h)
+{
+    h->held = 1;
 }
 
 size_t px_hreq_backlog(const struct px_hreq *h)

@@ -78,8 +78,10 @@ void px_hreq_start(struct px_hreq *h, int status);
 void px_hreq_chunk(struct px_hreq *h, const char *data, size_t len);
 /* Moves the bytes of b into the reply (b is left empty). */
 void px_hreq_chunk_buf(struct px_hreq *h, struct evbuffer *b);
-/* Ends a streamed reply. Completes the request. */
+/* Ends a streamed reply (writing what px_hreq_hold kept). Completes the request. */
 void px_hreq_end(struct px_hreq *h);
+/* What the reply queued and queues from now waits in its output until it ends (or completes). */
+void px_hreq_hold(struct px_hreq *h);
 /* Reply bytes not yet taken by the client's socket. */
 size_t px_hreq_backlog(const struct px_hreq *h);
 
@@ -88,6 +90,18 @@ typedef void (*px_hreq_fn)(void *arg);
 void px_hreq_on_drain(struct px_hreq *h, px_hreq_fn fn, void *arg);
 /* fn(arg) once if the client leaves before the request completes (NULL: stop). */
 void px_hreq_on_close(struct px_hreq *h, px_hreq_fn fn, void *arg);
+
+/*
+ * Corking, around a callback that may write to clients several times (an
+ * upstream's read, a usage batch's acknowledgement): while corked, replies
+ * are queued, and each connection is written once at px_conn_uncork. A
+ * streamed reply then costs one writev for its head and first events and one
+ * for its last event and end, instead of one per piece. On loopback the
+ * receiver's TCP work runs inside the sender's writev, so each write saved is
+ * several microseconds. Only top-level event callbacks cork; calls nest.
+ */
+void px_conn_cork(struct px_ctx *ctx);
+void px_conn_uncork(struct px_ctx *ctx);
 
 /* ---- JSON replies and error formats (px_reply.c) ---- */
 

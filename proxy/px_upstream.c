@@ -464,11 +464,9 @@ static void up_process(struct up_xfer *x)
     }
 }
 
-static void up_on_read(evutil_socket_t fd, short what, void *arg)
+static void up_read(struct up_conn *c, evutil_socket_t fd)
 {
-    struct up_conn *c = arg;
     struct up_xfer *x = c->x;
-    (void)what;
     if (x == NULL) {
         /* Idle: the upstream closed it (or sent what nobody asked for). */
         up_idle_remove(c);
@@ -495,6 +493,17 @@ static void up_on_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     up_process(x);
+}
+
+static void up_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct up_conn *c = arg;
+    struct px_ctx *ctx = c->ctx; /* c may be gone when up_read returns */
+    (void)what;
+    /* What one read brings (head, events, end) reaches the client in one write. */
+    px_conn_cork(ctx);
+    up_read(c, fd);
+    px_conn_uncork(ctx);
 }
 
 /* ---- px_xfer ---- */

@@ -101,6 +101,7 @@ struct px_usage {
     int64_t next_wait_ms;       /* degraded: when to try a WAIT again (monotonic) */
     struct event *timer;        /* owned */
     struct event *commit;       /* owned: the end of the commit window (USAGE_COMMIT_WINDOW_US) */
+    struct event *soon;         /* owned: made active by hand to send at the end of this loop turn */
     int64_t last_take_us;       /* monotonic: when the last batch was taken */
     unsigned urgent:1;          /* pending settlements free concurrency slots: send without waiting for the timer */
     unsigned unfolded:1;        /* journal lines written since the last fold this replica asked for */
@@ -398,12 +399,9 @@ static void usage_let_go(struct px_usage *u)
                  "no longer kept for a rewrite (more than %d held)", dropped, USAGE_RETAIN_MAX_OPS);
 }
 
-static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void usage_reply(struct px_usage *u, redisReply *rep)
 {
-    struct px_usage *u = priv;
-    redisReply *rep = reply;
     struct ap_ackq_item *it = u->sent;
-    (void)ac;
     u->sending = 0;
     u->sent = NULL;
     if (rep == NULL) {
@@ -436,11 +434,22 @@ static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
     usage_continue(u);
 }
 
-static void usage_on_wait(redisAsyncContext *ac, void *reply, void *priv)
+/*
+ * The replies a batch releases (each request's last event and end) are corked:
+ * each client gets them in one write.
+ */
+static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct px_usage *u = priv;
-    redisReply *rep = reply;
+    struct px_ctx *ctx = u->ctx;
     (void)ac;
+    px_conn_cork(ctx);
+    usage_reply(u, reply);
+    px_conn_uncork(ctx);
+}
+
+static void usage_wait_reply(struct px_usage *u, redisReply *rep)
+{
     u->sending = 0;
     if (rep == NULL) {
         usage_release_all(u); /* lost with the connection: the batches are written again on the next one */
@@ -465,6 +474,16 @@ static void usage_on_wait(redisAsyncContext *ac, void *reply, void *priv)
         usage_let_go(u);
     }
     usage_continue(u);
+}
+
+static void usage_on_wait(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct px_usage *u = priv;
+    struct px_ctx *ctx = u->ctx;
+    (void)ac;
+    px_conn_cork(ctx);
+    usage_wait_reply(u, reply);
+    px_conn_uncork(ctx);
 }
 
 static void usage_on_fold(redisAsyncContext *ac, void *reply, void *priv)
@@ -502,6 +521,22 @@ static void usage_on_timer(evutil_socket_t fd, short what, void *arg)
     usage_send(arg, 1);
 }
 
+/*
+ * A reply that waits for its usage sends the batch from here, at the end of
+ * the loop turn it completed in, not from its own completion: the other
+ * replies that complete in the same turn (one poll returns several upstream
+ * answers under load) then go in the same batch, and Redis runs one script
+ * for all of them instead of one for the first and one for the rest.
+ */
+static void usage_on_soon(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_usage *u = arg;
+    (void)fd;
+    (void)what;
+    if (u->w_next != NULL)
+        usage_send(u, !usage_commit_later(u));
+}
+
 static void usage_on_commit(evutil_socket_t fd, short what, void *arg)
 {
     struct px_usage *u = arg;
@@ -526,7 +561,8 @@ struct px_usage *px_usage_new(struct px_ctx *ctx)
     u->pending = ap_delta_new();
     u->timer = event_new(ctx->base, -1, EV_PERSIST, usage_on_timer, u);
     u->commit = evtimer_new(ctx->base, usage_on_commit, u);
-    if (u->pending == NULL || u->timer == NULL || u->commit == NULL) {
+    u->soon = event_new(ctx->base, -1, 0, usage_on_soon, u);
+    if (u->pending == NULL || u->timer == NULL || u->commit == NULL || u->soon == NULL) {
         px_usage_free(u);
         return NULL;
     }
@@ -565,6 +601,8 @@ void px_usage_free(struct px_usage *u)
         event_free(u->timer);
     if (u->commit != NULL)
         event_free(u->commit);
+    if (u->soon != NULL)
+        event_free(u->soon);
     tdestroy(u->tuples, usage_tuple_free);
     usage_free_waiters(u->w_next);
     ap_ackq_clear(&u->q, usage_free_waiters_cb, NULL);
@@ -648,7 +686,7 @@ void px_usage_wait(struct px_usage *u, px_usage_done_fn fn, void *arg)
     /* Prepended: a burst of completions must not walk the list each time; they all go together anyway. */
     w->next = u->w_next;
     u->w_next = w;
-    usage_send(u, !usage_commit_later(u));
+    event_active(u->soon, EV_TIMEOUT, 1);
 }
 
 static void usage_cancel_in(struct usage_waiter **l, void *arg)

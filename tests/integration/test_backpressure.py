@@ -179,5 +179,39 @@ class BackPressureTest(h.TestCase):
         self.assertTrue(self.proxy.alive())
 
 
+class SmallBufferTest(h.TestCase):
+    """STREAM_BUFFER_BYTES at its minimum (4 KB), below what one upstream read brings
+    (16 KB): each read leaves more queued for the client than the limit, so the relay
+    pauses the upstream on bytes that were only queued (replies are corked until the end of
+    the read's callback, then written at once). The socket takes them all, so no write event
+    ever comes: the relay must be resumed when the corked bytes leave, or the stream stalls
+    after its first read until the client gives up."""
+
+    WORDS = 3000  # ~360 KB: some 20 reads
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.redis = cls.start_redis()
+        cls.mock = cls.start_mock()
+        cls.proxy = cls.start_proxy(cls.mock, cls.redis, env={"STREAM_BUFFER_BYTES": 4096})
+        cls.key = cls.proxy.create_key("fast-reader")
+
+    def test_a_stream_larger_than_the_buffer_arrives_whole_at_once(self):
+        self.mock.behaviour("*", mode="big_stream", words=self.WORDS)
+        body = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 10, "stream": True,
+                           "messages": [{"role": "user", "content": "big"}]}).encode()
+        t0 = time.monotonic()
+        r = h.request("POST", self.proxy.url + "/v1/messages", body=body,
+                      headers={"x-api-key": self.key}, timeout=10)
+        self.assertEqual(r.status, 200)
+        events = sse_events(r.body)
+        self.assertEqual(events[-1][0], "message_stop")
+        deltas = [json.loads(d)["delta"]["text"] for e, d in events if e == "content_block_delta"]
+        self.assertEqual("".join(deltas), " ".join("word%d" % i for i in range(self.WORDS)))
+        # Generous: it takes well under a second; a stall lasts until a timeout.
+        self.assertLess(time.monotonic() - t0, 8)
+
+
 if __name__ == "__main__":
     unittest.main()

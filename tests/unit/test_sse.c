@@ -474,20 +474,6 @@ static void run_fixture(void **state)
 #define FIXTURE(file) {"fixture " file, run_fixture, NULL, NULL, (void *)file}
 
 /* One group, so that TAP output has a single plan. */
-static void test_last_event(void **state)
-{
-    (void)state;
-    static const struct { const char *buf; size_t want; } cases[] = {
-        {"event: a\ndata: 1\n\nevent: b\ndata: 2\n\n", 18},
-        {"data: 1\r\n\r\ndata: [DONE]\r\n\r\n", 11},
-        {"data: 1\r\rdata: 2\r\r", 9},
-        {"data: only\n\n", 0},
-        {"data: 1\n\ndata: 2\n\ndata: [DONE]\n\n", 18},
-        {"", 0},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        assert_int_equal(ap_sse_last_event(cases[i].buf, strlen(cases[i].buf)), cases[i].want);
-}
 
 static const struct CMUnitTest tests[] = {
     STREAM("anthropic stream (LF)",
@@ -581,7 +567,6 @@ static const struct CMUnitTest tests[] = {
     WRITE("write: data ending in a newline round-trips", "e", "a\n", NULL),
     WRITE("write: data that is one newline round-trips", "e", "\n", NULL),
     {"write: several events append", test_write_appends, NULL, NULL, NULL},
-    {"last event of a run of events", test_last_event, NULL, NULL, NULL},
     FIXTURE("anthropic_text.in.sse"),
     FIXTURE("anthropic_tool_thinking.in.sse"),
     FIXTURE("anthropic_error.in.sse"),
