@@ -155,10 +155,10 @@ static void conn_free(struct px_conn *c)
     free(c);
 }
 
-/* Frees the connection if nobody holds it any more. */
+/* Frees the connection if nobody holds it any more (nor the cork list). */
 static void conn_maybe_free(struct px_conn *c)
 {
-    if (c->dead && c->state != PX_CONN_BUSY && c->holds == 0)
+    if (c->dead && c->state != PX_CONN_BUSY && c->holds == 0 && !c->corked)
         conn_free(c);
 }
 
@@ -314,13 +314,16 @@ static void conn_linger(struct px_conn *c)
     }
 }
 
-/* Queues the connection for px_conn_uncork (which holds it until then). */
+/*
+ * Queues the connection for px_conn_uncork; `corked` keeps it from being
+ * freed until then. Not a hold: a hold also means "my loop goes on with the
+ * next pipelined request", which the cork list does not do.
+ */
 static void conn_cork_add(struct px_conn *c)
 {
     if (c->corked)
         return;
     c->corked = 1;
-    conn_hold(c);
     c->cnext = c->ctx->corked;
     c->ctx->corked = c;
 }
@@ -338,6 +341,7 @@ void px_conn_uncork(struct px_ctx *ctx)
         struct px_conn *c = ctx->corked;
         ctx->corked = c->cnext;
         c->cnext = NULL;
+        conn_hold(c);
         c->corked = 0;
         px_conn_flush(c);
         /*

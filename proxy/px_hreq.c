@@ -8,6 +8,8 @@
 
 #include "px.h"
 
+#include "ap_put.h"
+
 #include <event2/buffer.h>
 #include <sys/uio.h>
 #include <stdio.h>
@@ -155,21 +157,33 @@ static size_t hreq_head(struct px_hreq *h, int status, long long length, char *b
         h->close_after = 1;
     h->started = 1;
     h->chunked_reply = length < 0 && !h->eof_reply;
-    size_t o = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, px_status_reason(status), hreq_date());
+    (void)cap; /* HREQ_HEAD_ROOM covers everything but rh */
+    size_t o = AP_PUT_LIT(buf, 0, "HTTP/1.1 ");
+    o = ap_put_dec(buf, o, (unsigned)status);
+    buf[o++] = ' ';
+    o = ap_put_str(buf, o, px_status_reason(status));
+    o = AP_PUT_LIT(buf, o, "\r\nDate: ");
+    o = ap_put_str(buf, o, hreq_date());
+    o = AP_PUT_LIT(buf, o, "\r\n");
     if (h->rh_len > 0)
-        memcpy(buf + o, h->rh, h->rh_len);
-    o += h->rh_len;
+        o = ap_put(buf, o, h->rh, h->rh_len);
     int bodiless = status == 204 || status == 304 || status < 200;
     if (!bodiless && !px_hreq_has_reply_header(h, "content-type"))
-        o += (size_t)snprintf(buf + o, cap - o, "Content-Type: application/json\r\n");
-    if (bodiless)
+        o = AP_PUT_LIT(buf, o, "Content-Type: application/json\r\n");
+    if (bodiless) {
         ; /* no body, no length (RFC 9110 8.6) */
-    else if (length >= 0)
-        o += (size_t)snprintf(buf + o, cap - o, "Content-Length: %lld\r\n", length);
-    else if (h->chunked_reply)
-        o += (size_t)snprintf(buf + o, cap - o, "Transfer-Encoding: chunked\r\n");
-    o += (size_t)snprintf(buf + o, cap - o, "%s\r\n", !keep ? "Connection: close\r\n"
-                                                   : h->h1.minor == 0 ? "Connection: keep-alive\r\n" : "");
+    } else if (length >= 0) {
+        o = AP_PUT_LIT(buf, o, "Content-Length: ");
+        o = ap_put_dec(buf, o, (unsigned long long)length);
+        o = AP_PUT_LIT(buf, o, "\r\n");
+    } else if (h->chunked_reply) {
+        o = AP_PUT_LIT(buf, o, "Transfer-Encoding: chunked\r\n");
+    }
+    if (!keep)
+        o = AP_PUT_LIT(buf, o, "Connection: close\r\n");
+    else if (h->h1.minor == 0)
+        o = AP_PUT_LIT(buf, o, "Connection: keep-alive\r\n");
+    o = AP_PUT_LIT(buf, o, "\r\n");
     return o;
 }
 
@@ -226,11 +240,17 @@ void px_hreq_start(struct px_hreq *h, int status)
     hreq_write(h, status, -1, NULL, 0);
 }
 
+/* "<hex length>\r\n" into sz (24 bytes): the chunk-size line of chunked framing. */
+static size_t hreq_size_line(char *sz, size_t len)
+{
+    size_t n = ap_put_hex(sz, 0, len);
+    return AP_PUT_LIT(sz, n, "\r\n");
+}
+
 static void hreq_chunk_size(struct px_hreq *h, size_t len)
 {
     char sz[24];
-    int n = snprintf(sz, sizeof(sz), "%zx\r\n", len);
-    evbuffer_add(h->conn->out, sz, (size_t)n);
+    evbuffer_add(h->conn->out, sz, hreq_size_line(sz, len));
 }
 
 void px_hreq_chunk(struct px_hreq *h, const char *data, size_t len)
@@ -241,7 +261,7 @@ void px_hreq_chunk(struct px_hreq *h, const char *data, size_t len)
     char sz[24];
     struct iovec iov[3] = {{sz, 0}, {(void *)data, len}, {(void *)"\r\n", 2}};
     if (h->chunked_reply) {
-        iov[0].iov_len = (size_t)snprintf(sz, sizeof(sz), "%zx\r\n", len);
+        iov[0].iov_len = hreq_size_line(sz, len);
         px_conn_writev(c, iov, 3);
     } else {
         px_conn_writev(c, iov + 1, 1);

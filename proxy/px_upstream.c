@@ -24,6 +24,7 @@
 
 #include "ap_h1resp.h"
 #include "ap_log.h"
+#include "ap_put.h"
 #include "ap_resolve.h"
 #include "ap_time.h"
 
@@ -569,16 +570,23 @@ static int up_parse_url(const char *url, char *host, size_t hn, int *port, const
 static char *up_build_head(const struct px_xfer_req *req, const char *host, int port, const char *path,
                            size_t *len)
 {
-    size_t cap = 256 + strlen(host) + (path ? strlen(path) : 1);
+    size_t cap = 256 + strlen(req->method) + strlen(host) + (path ? strlen(path) : 1);
     for (size_t i = 0; i < req->nheaders; i++)
         cap += strlen(req->headers[i]) + 2;
     char *h = malloc(cap);
     if (h == NULL)
         return NULL;
-    size_t o = (size_t)snprintf(h, cap, "%s %s HTTP/1.1\r\nHost: %s", req->method, path ? path : "/", host);
-    if (port != 80)
-        o += (size_t)snprintf(h + o, cap - o, ":%d", port);
-    o += (size_t)snprintf(h + o, cap - o, "\r\n");
+    /* cap bounds it all: the fixed parts fit in its 256 spare bytes. */
+    size_t o = ap_put_str(h, 0, req->method);
+    h[o++] = ' ';
+    o = ap_put_str(h, o, path ? path : "/");
+    o = AP_PUT_LIT(h, o, " HTTP/1.1\r\nHost: ");
+    o = ap_put_str(h, o, host);
+    if (port != 80) {
+        h[o++] = ':';
+        o = ap_put_dec(h, o, (unsigned)port);
+    }
+    o = AP_PUT_LIT(h, o, "\r\n");
     for (size_t i = 0; i < req->nheaders; i++) {
         const char *line = req->headers[i];
         const char *colon = strchr(line, ':');
@@ -591,9 +599,12 @@ static char *up_build_head(const struct px_xfer_req *req, const char *host, int 
         h[o++] = '\r';
         h[o++] = '\n';
     }
-    if (req->has_body)
-        o += (size_t)snprintf(h + o, cap - o, "Content-Length: %zu\r\n", req->body_len);
-    o += (size_t)snprintf(h + o, cap - o, "\r\n");
+    if (req->has_body) {
+        o = AP_PUT_LIT(h, o, "Content-Length: ");
+        o = ap_put_dec(h, o, req->body_len);
+        o = AP_PUT_LIT(h, o, "\r\n");
+    }
+    o = AP_PUT_LIT(h, o, "\r\n");
     *len = o;
     return h;
 }
