@@ -193,22 +193,23 @@ static int http1_semantics(struct ap_http1_req *r, struct ap_http1_err *err)
     r->keep_alive = r->minor == 1;
     for (size_t i = 0; i < r->nhdr; i++) {
         const char *n = r->hdr[i].name, *v = r->hdr[i].value;
-        if (strcasecmp(n, "content-length") == 0) {
+        size_t nl = strlen(n);
+        if (AP_HTTP1_IS(n, nl, "content-length")) {
             if (cl != NULL && strcmp(cl, v) != 0)
                 return http1_fail(err, 400, "conflicting Content-Length headers");
             cl = v;
-        } else if (strcasecmp(n, "transfer-encoding") == 0) {
+        } else if (AP_HTTP1_IS(n, nl, "transfer-encoding")) {
             if (te != NULL)
                 return http1_fail(err, 501, "unsupported Transfer-Encoding");
             te = v;
-        } else if (strcasecmp(n, "host") == 0) {
+        } else if (AP_HTTP1_IS(n, nl, "host")) {
             hosts++;
-        } else if (strcasecmp(n, "connection") == 0) {
+        } else if (AP_HTTP1_IS(n, nl, "connection")) {
             if (http1_has_token(v, "close"))
                 r->keep_alive = 0;
             else if (r->minor == 0 && http1_has_token(v, "keep-alive"))
                 r->keep_alive = 1;
-        } else if (strcasecmp(n, "expect") == 0) {
+        } else if (AP_HTTP1_IS(n, nl, "expect")) {
             if (strcasecmp(v, "100-continue") != 0)
                 return http1_fail(err, 417, "unsupported expectation");
             r->expect_continue = r->minor == 1;
@@ -255,6 +256,14 @@ int ap_http1_parse(char *head, size_t len, struct ap_http1_req *r, struct ap_htt
         p = eol + 2;
     }
     return http1_fail(err, 400, "malformed request head");
+}
+
+int ap_http1_name_in(const char *name, size_t len, const struct ap_http1_name *tab, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tab[i].len == len && strcasecmp(name, tab[i].s) == 0)
+            return 1;
+    return 0;
 }
 
 const char *ap_http1_header(const struct ap_http1_req *r, const char *name)

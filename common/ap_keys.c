@@ -16,8 +16,15 @@ void ap_sha256(const void *data, size_t len, unsigned char out[32])
      * hashing the key itself (a key is hashed on every request).
      */
     static EVP_MD *md;
+    /* One context, reused (single-threaded): EVP_Digest allocates and frees one per call. */
+    static EVP_MD_CTX *ctx;
     if (md == NULL)
         md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (ctx == NULL)
+        ctx = EVP_MD_CTX_new();
+    if (md != NULL && ctx != NULL && EVP_DigestInit_ex2(ctx, md, NULL) == 1 && EVP_DigestUpdate(ctx, data, len) == 1 &&
+        EVP_DigestFinal_ex(ctx, out, &olen) == 1)
+        return;
     EVP_Digest(data, len, out, &olen, md ? md : EVP_sha256(), NULL);
 }
 

@@ -151,11 +151,21 @@ static struct metrics_series *metrics_get(struct ap_metrics *m, const char *name
     return s;
 }
 
-void ap_metrics_add(struct ap_metrics *m, const char *name, const char *labels, double v)
+struct ap_metrics_series *ap_metrics_series(struct ap_metrics *m, const char *name, const char *labels)
 {
-    struct metrics_series *s = metrics_get(m, name, labels);
+    return (struct ap_metrics_series *)metrics_get(m, name, labels);
+}
+
+void ap_metrics_series_add(struct ap_metrics_series *as, double v)
+{
+    struct metrics_series *s = (struct metrics_series *)as;
     if (s != NULL)
         s->value += v;
+}
+
+void ap_metrics_add(struct ap_metrics *m, const char *name, const char *labels, double v)
+{
+    ap_metrics_series_add(ap_metrics_series(m, name, labels), v);
 }
 
 void ap_metrics_set(struct ap_metrics *m, const char *name, const char *labels, double v)
@@ -165,9 +175,9 @@ void ap_metrics_set(struct ap_metrics *m, const char *name, const char *labels, 
         s->value = v;
 }
 
-void ap_metrics_observe(struct ap_metrics *m, const char *name, const char *labels, double v)
+void ap_metrics_series_observe(struct ap_metrics_series *as, double v)
 {
-    struct metrics_series *s = metrics_get(m, name, labels);
+    struct metrics_series *s = (struct metrics_series *)as;
     if (s == NULL)
         return;
     s->value += v;
@@ -175,6 +185,11 @@ void ap_metrics_observe(struct ap_metrics *m, const char *name, const char *labe
     for (size_t i = 0; i < METRICS_NB; i++)
         if (v <= metrics_buckets[i])
             s->buckets[i]++;
+}
+
+void ap_metrics_observe(struct ap_metrics *m, const char *name, const char *labels, double v)
+{
+    ap_metrics_series_observe(ap_metrics_series(m, name, labels), v);
 }
 
 char *ap_metrics_label(char *out, size_t n, const char *value)

@@ -16,6 +16,7 @@
 #define AP_HTTP1_H
 
 #include <stddef.h>
+#include <strings.h>
 #include <stdint.h>
 
 #define AP_HTTP1_MAX_HEADERS 100
@@ -63,6 +64,21 @@ long ap_http1_head_end(const char *buf, size_t len, size_t *scan, struct ap_http
  * 417 for an expectation, 431 for too many header lines).
  */
 int ap_http1_parse(char *head, size_t len, struct ap_http1_req *r, struct ap_http1_err *err);
+
+/*
+ * Header names compared with their length first: every header of every
+ * request passes through such checks, and most names differ in length from
+ * the one looked for, which then costs no strcasecmp.
+ */
+struct ap_http1_name {
+    const char *s;
+    size_t len;
+};
+#define AP_HTTP1_NAME(lit) {lit, sizeof(lit) - 1}
+/* name (len bytes, NUL-terminated) equals the literal `lit`, ignoring case. */
+#define AP_HTTP1_IS(name, len, lit) ((len) == sizeof(lit) - 1 && strcasecmp((name), (lit)) == 0)
+/* 1 when name (len bytes, NUL-terminated) is one of the n names of tab, ignoring case. */
+int ap_http1_name_in(const char *name, size_t len, const struct ap_http1_name *tab, size_t n);
 
 /* The value of the first header called `name` (case-insensitive), or NULL. */
 const char *ap_http1_header(const struct ap_http1_req *r, const char *name);

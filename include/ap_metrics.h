@@ -28,6 +28,18 @@ void ap_metrics_set(struct ap_metrics *m, const char *name, const char *labels, 
 /* Records one observation in a histogram (seconds). */
 void ap_metrics_observe(struct ap_metrics *m, const char *name, const char *labels, double v);
 
+/*
+ * The same, through a handle: the series of a family and a label string,
+ * created on first use (NULL for an unknown family, or out of memory; the
+ * calls below then do nothing). A handle stays valid until ap_metrics_free,
+ * so a caller that sees the same labels again and again keeps it instead of
+ * building and looking up the label string each time.
+ */
+struct ap_metrics_series;
+struct ap_metrics_series *ap_metrics_series(struct ap_metrics *m, const char *name, const char *labels);
+void ap_metrics_series_add(struct ap_metrics_series *s, double v);
+void ap_metrics_series_observe(struct ap_metrics_series *s, double v);
+
 /* Writes the exposition text. 0 or -1. */
 int ap_metrics_render(const struct ap_metrics *m, struct evbuffer *out);
 

@@ -292,7 +292,8 @@ void px_lark_authorize(struct px_ctx *ctx, struct px_hreq *req);
 
 int px_metrics_init(void);
 void px_metrics_free(void);
-/* tier and model: "" when there is none (e.g. the key was refused); the caller bounds them. */
+/* route: a string literal (remembered by address); tier and model: "" when there is none
+ * (e.g. the key was refused); the caller bounds them. */
 void px_metrics_request(const char *route, int status, const char *tier, const char *model);
 /* ttfb_s < 0: unknown. */
 void px_metrics_upstream(const char *tier, double total_s, double ttfb_s);

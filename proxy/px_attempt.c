@@ -66,17 +66,16 @@ struct px_attempt {
     int64_t t_sent, t_headers;          /* monotonic ms */
 };
 
-static const char *const attempt_hop_by_hop[] = {
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
-    "transfer-encoding", "upgrade", "content-length", "date", NULL,
+static const struct ap_http1_name attempt_hop_by_hop[] = {
+    AP_HTTP1_NAME("connection"), AP_HTTP1_NAME("keep-alive"), AP_HTTP1_NAME("proxy-connection"),
+    AP_HTTP1_NAME("proxy-authenticate"), AP_HTTP1_NAME("te"), AP_HTTP1_NAME("trailer"),
+    AP_HTTP1_NAME("transfer-encoding"), AP_HTTP1_NAME("upgrade"), AP_HTTP1_NAME("content-length"),
+    AP_HTTP1_NAME("date"),
 };
 
-static int attempt_is_hop(const char *name)
+static int attempt_is_hop(const char *name, size_t len)
 {
-    for (int i = 0; attempt_hop_by_hop[i] != NULL; i++)
-        if (strcasecmp(name, attempt_hop_by_hop[i]) == 0)
-            return 1;
-    return 0;
+    return ap_http1_name_in(name, len, attempt_hop_by_hop, sizeof(attempt_hop_by_hop) / sizeof(attempt_hop_by_hop[0]));
 }
 
 /* ---- relaying the answer ---- */
@@ -252,9 +251,9 @@ static int attempt_on_header(void *arg, const char *name, size_t nl, const char 
         return 0; /* dropped, not relayed */
     memcpy(n, name, nl);
     n[nl] = '\0';
-    if (attempt_is_hop(n))
+    if (attempt_is_hop(n, nl))
         return 0;
-    if (strcasecmp(n, "content-type") == 0 && vl >= 17 && strncasecmp(value, "text/event-stream", 17) == 0)
+    if (AP_HTTP1_IS(n, nl, "content-type") && vl >= 17 && strncasecmp(value, "text/event-stream", 17) == 0)
         a->is_sse = 1;
     return attempt_keep_header(a, n, nl, value, vl);
 }

@@ -9,8 +9,30 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <stdio.h>
+#include <string.h>
 
 static struct ap_metrics *metrics;
+
+/*
+ * The series each request feeds, remembered for the labels they had last: a
+ * replica answers the same route, status, tier and model most of the time,
+ * so the label string is built and looked up only when one of them changes.
+ */
+struct metrics_memo_req {
+    const char *route;              /* a literal of the caller's */
+    int status;
+    char tier[160], model[256];
+    struct ap_metrics_series *s;    /* NULL: nothing remembered */
+};
+
+static struct metrics_memo_req memo_req;
+
+static struct {
+    char tier[160];
+    struct ap_metrics_series *total, *ttfb; /* total NULL: nothing remembered */
+} memo_up;
+
+static struct ap_metrics_series *memo_tokens[4];
 
 int px_metrics_init(void)
 {
@@ -60,31 +82,75 @@ void px_metrics_free(void)
 {
     ap_metrics_free(metrics);
     metrics = NULL;
+    /* The handles went with the registry. */
+    memset(&memo_req, 0, sizeof(memo_req));
+    memset(&memo_up, 0, sizeof(memo_up));
+    memset(memo_tokens, 0, sizeof(memo_tokens));
+}
+
+/* Copies `v` into a memo field of size n; 0 when it did not fit (then it is not remembered). */
+static int metrics_memo_copy(char *dst, size_t n, const char *v)
+{
+    size_t l = strlen(v);
+    if (l >= n)
+        return 0;
+    memcpy(dst, v, l + 1);
+    return 1;
 }
 
 void px_metrics_request(const char *route, int status, const char *tier, const char *model)
 {
-    char labels[512], t[160], m[256];
-    snprintf(labels, sizeof(labels), "route=\"%s\",status=\"%d\",tier=\"%s\",model=\"%s\"", route, status,
-             ap_metrics_label(t, sizeof(t), tier), ap_metrics_label(m, sizeof(m), model));
-    ap_metrics_add(metrics, "ap_requests_total", labels, 1);
+    struct metrics_memo_req *c = &memo_req;
+    tier = tier ? tier : "";
+    model = model ? model : "";
+    if (c->s == NULL || c->route != route || c->status != status || strcmp(c->tier, tier) != 0 ||
+        strcmp(c->model, model) != 0) {
+        char labels[512], t[160], m[256];
+        snprintf(labels, sizeof(labels), "route=\"%s\",status=\"%d\",tier=\"%s\",model=\"%s\"", route, status,
+                 ap_metrics_label(t, sizeof(t), tier), ap_metrics_label(m, sizeof(m), model));
+        c->s = ap_metrics_series(metrics, "ap_requests_total", labels);
+        c->route = route;
+        c->status = status;
+        if (!metrics_memo_copy(c->tier, sizeof(c->tier), tier) || !metrics_memo_copy(c->model, sizeof(c->model), model)) {
+            ap_metrics_series_add(c->s, 1);
+            c->s = NULL;
+            return;
+        }
+    }
+    ap_metrics_series_add(c->s, 1);
 }
 
 void px_metrics_upstream(const char *tier, double total_s, double ttfb_s)
 {
-    char labels[200], t[160];
-    snprintf(labels, sizeof(labels), "tier=\"%s\"", ap_metrics_label(t, sizeof(t), tier));
-    ap_metrics_observe(metrics, "ap_upstream_seconds", labels, total_s);
+    tier = tier ? tier : "";
+    if (memo_up.total == NULL || strcmp(memo_up.tier, tier) != 0) {
+        char labels[200], t[160];
+        snprintf(labels, sizeof(labels), "tier=\"%s\"", ap_metrics_label(t, sizeof(t), tier));
+        memo_up.total = ap_metrics_series(metrics, "ap_upstream_seconds", labels);
+        memo_up.ttfb = ap_metrics_series(metrics, "ap_upstream_ttfb_seconds", labels);
+        if (!metrics_memo_copy(memo_up.tier, sizeof(memo_up.tier), tier)) {
+            ap_metrics_series_observe(memo_up.total, total_s);
+            if (ttfb_s >= 0)
+                ap_metrics_series_observe(memo_up.ttfb, ttfb_s);
+            memo_up.total = NULL;
+            return;
+        }
+    }
+    ap_metrics_series_observe(memo_up.total, total_s);
     if (ttfb_s >= 0)
-        ap_metrics_observe(metrics, "ap_upstream_ttfb_seconds", labels, ttfb_s);
+        ap_metrics_series_observe(memo_up.ttfb, ttfb_s);
 }
 
 void px_metrics_tokens(const struct ap_usage *u)
 {
-    ap_metrics_add(metrics, "ap_tokens_total", "kind=\"input\"", (double)u->input);
-    ap_metrics_add(metrics, "ap_tokens_total", "kind=\"output\"", (double)u->output);
-    ap_metrics_add(metrics, "ap_tokens_total", "kind=\"cache_read\"", (double)u->cache_read);
-    ap_metrics_add(metrics, "ap_tokens_total", "kind=\"cache_creation\"", (double)u->cache_creation);
+    static const char *const kinds[4] = {"kind=\"input\"", "kind=\"output\"", "kind=\"cache_read\"",
+                                         "kind=\"cache_creation\""};
+    const double v[4] = {(double)u->input, (double)u->output, (double)u->cache_read, (double)u->cache_creation};
+    for (int i = 0; i < 4; i++) {
+        if (memo_tokens[i] == NULL)
+            memo_tokens[i] = ap_metrics_series(metrics, "ap_tokens_total", kinds[i]);
+        ap_metrics_series_add(memo_tokens[i], v[i]);
+    }
 }
 
 void px_metrics_switch(const char *kind)

@@ -2,6 +2,7 @@
 #include "px_outbound.h"
 
 #include "ap_fallback.h"
+#include "ap_http1.h"
 #include "ap_json.h"
 
 #include <cJSON.h>
@@ -43,30 +44,22 @@ int px_target_for(const struct px_target_in *in, const struct ap_tier *tier, str
 
 /* ---- headers ---- */
 
-struct outbound_name {
-    const char *name;
-    size_t len;
-};
-#define OUTBOUND_NAME(s) {s, sizeof(s) - 1}
-
-static const struct outbound_name outbound_dropped[] = {
+static const struct ap_http1_name outbound_dropped[] = {
     /* Hop-by-hop, or framing that is ours to set. */
-    OUTBOUND_NAME("connection"), OUTBOUND_NAME("keep-alive"), OUTBOUND_NAME("proxy-connection"),
-    OUTBOUND_NAME("proxy-authorization"), OUTBOUND_NAME("proxy-authenticate"), OUTBOUND_NAME("te"),
-    OUTBOUND_NAME("trailer"), OUTBOUND_NAME("trailers"), OUTBOUND_NAME("transfer-encoding"),
-    OUTBOUND_NAME("upgrade"), OUTBOUND_NAME("content-length"), OUTBOUND_NAME("host"), OUTBOUND_NAME("expect"),
+    AP_HTTP1_NAME("connection"), AP_HTTP1_NAME("keep-alive"), AP_HTTP1_NAME("proxy-connection"),
+    AP_HTTP1_NAME("proxy-authorization"), AP_HTTP1_NAME("proxy-authenticate"), AP_HTTP1_NAME("te"),
+    AP_HTTP1_NAME("trailer"), AP_HTTP1_NAME("trailers"), AP_HTTP1_NAME("transfer-encoding"),
+    AP_HTTP1_NAME("upgrade"), AP_HTTP1_NAME("content-length"), AP_HTTP1_NAME("host"), AP_HTTP1_NAME("expect"),
     /* Credentials are ours to send, encodings ours to choose, ids ours to give. */
-    OUTBOUND_NAME("x-api-key"), OUTBOUND_NAME("authorization"), OUTBOUND_NAME("accept-encoding"),
-    OUTBOUND_NAME("x-request-id"), OUTBOUND_NAME("content-type"), OUTBOUND_NAME("cookie"),
+    AP_HTTP1_NAME("x-api-key"), AP_HTTP1_NAME("authorization"), AP_HTTP1_NAME("accept-encoding"),
+    AP_HTTP1_NAME("x-request-id"), AP_HTTP1_NAME("content-type"), AP_HTTP1_NAME("cookie"),
 };
 
 int px_outbound_drop_header(const char *name, const char *connection)
 {
     size_t n = strlen(name);
-    /* Compared only with names of the same length: every header of every request passes here. */
-    for (size_t i = 0; i < sizeof(outbound_dropped) / sizeof(outbound_dropped[0]); i++)
-        if (outbound_dropped[i].len == n && strcasecmp(name, outbound_dropped[i].name) == 0)
-            return 1;
+    if (ap_http1_name_in(name, n, outbound_dropped, sizeof(outbound_dropped) / sizeof(outbound_dropped[0])))
+        return 1;
     /* Headers the client named in Connection are hop-by-hop too (RFC 9110 7.6.1). */
     if (connection != NULL) {
         for (const char *p = connection; (p = strcasestr(p, name)) != NULL; p += n) {

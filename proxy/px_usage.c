@@ -46,6 +46,7 @@
 #include "ap_keys.h"
 #include "ap_log.h"
 #include "ap_prices.h"
+#include "ap_put.h"
 #include "ap_store.h"
 #include "ap_time.h"
 
@@ -616,7 +617,21 @@ void px_usage_record(struct px_usage *u, const char *key_id, const char *model,
     int64_t now = ap_now_ms();
     long long hour = (long long)((now / 1000 + u->ctx->cfg.tz_offset) / 3600);
     char idbuf[AP_MODEL_MAX + 64];
-    snprintf(idbuf, sizeof(idbuf), "%s|%d|%lld|%s", key_id, ok, hour, model && model[0] ? model : "unknown");
+    const char *mname = model && model[0] ? model : "unknown";
+    size_t kl = strlen(key_id), ml = strlen(mname);
+    /* "<key>|<ok>|<hour>|<model>", without snprintf on the common path (every request passes here). */
+    if (hour >= 0 && ok >= 0 && kl + ml + 46 <= sizeof(idbuf)) {
+        size_t o = ap_put(idbuf, 0, key_id, kl);
+        idbuf[o++] = '|';
+        o = ap_put_dec(idbuf, o, (unsigned)ok); /* AP_REC_OK, _ERROR or _REFUSED */
+        idbuf[o++] = '|';
+        o = ap_put_dec(idbuf, o, (unsigned long long)hour);
+        idbuf[o++] = '|';
+        o = ap_put(idbuf, o, mname, ml);
+        idbuf[o] = '\0';
+    } else {
+        snprintf(idbuf, sizeof(idbuf), "%s|%d|%lld|%s", key_id, ok, hour, mname);
+    }
     struct usage_tuple probe = {.id = idbuf}, *t;
     struct usage_tuple **slot = tfind(&probe, &u->tuples, usage_tuple_cmp);
     if (slot != NULL) {

@@ -266,10 +266,30 @@ static void test_path_decode(void **state)
     assert_int_equal(ap_http1_path_decode(big, sizeof(big), out, sizeof(out)), -1);
 }
 
+/* Names matched against a table: any case, whole names only (a prefix or extension is not a match). */
+static void test_name_in_a_table(void **state)
+{
+    (void)state;
+    static const struct ap_http1_name tab[] = {AP_HTTP1_NAME("te"), AP_HTTP1_NAME("content-length")};
+    static const struct { const char *name; int want; } cases[] = {
+        {"te", 1},           {"TE", 1},         {"Content-Length", 1}, {"content-length", 1},
+        {"t", 0},            {"tee", 0},        {"content-lengths", 0}, {"content-lengt", 0},
+        {"", 0},             {"host", 0},       {"Content_Length", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *n = cases[i].name;
+        assert_int_equal(ap_http1_name_in(n, strlen(n), tab, 2), cases[i].want);
+        assert_int_equal(AP_HTTP1_IS(n, strlen(n), "content-length") || AP_HTTP1_IS(n, strlen(n), "te"),
+                         cases[i].want);
+    }
+    assert_int_equal(ap_http1_name_in("te", 2, tab, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_heads),     cmocka_unit_test(test_refused_heads),
+        cmocka_unit_test(test_name_in_a_table),
         cmocka_unit_test(test_nul_in_head),     cmocka_unit_test(test_too_many_headers),
         cmocka_unit_test(test_bad_method_whatever_the_slicing),
         cmocka_unit_test(test_head_end_any_split), cmocka_unit_test(test_chunked),

@@ -78,6 +78,36 @@ static void test_counter(void **state)
     ap_metrics_free(m);
 }
 
+/* A handle feeds the same series as the name and labels it was taken for, and stays valid. */
+static void test_series_handles(void **state)
+{
+    (void)state;
+    struct ap_metrics *m = ap_metrics_new();
+    assert_non_null(m);
+    assert_int_equal(ap_metrics_define(m, "ap_requests_total", AP_COUNTER, "Requests answered."), 0);
+    assert_int_equal(ap_metrics_define(m, "ap_upstream_seconds", AP_HISTOGRAM, "Upstream duration."), 0);
+    struct ap_metrics_series *ok = ap_metrics_series(m, "ap_requests_total", "status=\"200\"");
+    assert_non_null(ok);
+    assert_ptr_equal(ap_metrics_series(m, "ap_requests_total", "status=\"200\""), ok);
+    ap_metrics_series_add(ok, 2);
+    ap_metrics_add(m, "ap_requests_total", "status=\"200\"", 1);
+    ap_metrics_add(m, "ap_requests_total", "status=\"500\"", 1); /* new series: the handle stays good */
+    ap_metrics_series_add(ok, 4);
+    struct ap_metrics_series *up = ap_metrics_series(m, "ap_upstream_seconds", "");
+    ap_metrics_series_observe(up, 0.2);
+    ap_metrics_observe(m, "ap_upstream_seconds", "", 0.3);
+    assert_null(ap_metrics_series(m, "no_such_family", ""));
+    ap_metrics_series_add(NULL, 1); /* ignored, as an unknown family is */
+    ap_metrics_series_observe(NULL, 1);
+    char *s = render(m);
+    assert_int_equal(count_of(s, "ap_requests_total{status=\"200\"} 7\n"), 1);
+    assert_int_equal(count_of(s, "ap_requests_total{status=\"500\"} 1\n"), 1);
+    assert_int_equal(count_of(s, "ap_upstream_seconds_count 2\n"), 1);
+    assert_int_equal(count_of(s, "ap_upstream_seconds_sum 0.5\n"), 1);
+    free(s);
+    ap_metrics_free(m);
+}
+
 static void test_gauge(void **state)
 {
     (void)state;
@@ -502,6 +532,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counter),
+        cmocka_unit_test(test_series_handles),
         cmocka_unit_test(test_gauge),
         cmocka_unit_test(test_families_sorted),
         cmocka_unit_test(test_empty_and_unknown),
