@@ -80,7 +80,7 @@ int px_config_load(struct px_config *c)
     bad |= ap_env_long("STREAM_BUFFER_BYTES", 256L << 10, 4096, 1L << 30, &c->stream_buffer);
     bad |= ap_env_long("USAGE_FLUSH_MS", 100, 1, 60000, &c->usage_flush_ms);
     bad |= ap_env_long("USAGE_DURABLE", 1, 0, 1, &c->usage_durable);
-    bad |= ap_env_long("USAGE_COMMIT_WINDOW_US", 0, 0, 100000, &c->usage_commit_us);
+    bad |= ap_env_long("USAGE_COMMIT_WINDOW_US", 500, 0, 100000, &c->usage_commit_us);
     bad |= ap_env_long("SHUTDOWN_GRACE_SECONDS", 30, 0, 3600, &c->shutdown_grace_s);
     bad |= ap_env_long("MAX_CONNECTIONS", 16384, 1, 1L << 22, &c->max_connections);
     const char *pt = ap_env_str("PASSTHROUGH", "GET /v1/models,GET /v1/models/*,POST /v1/messages/count_tokens");

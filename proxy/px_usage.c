@@ -86,6 +86,7 @@ struct usage_waiter {
 struct px_usage {
     struct px_ctx *ctx;         /* borrowed */
     struct usage_waiter *w_next; /* owned: their usage is not in a batch yet */
+    size_t nwait;               /* waiters alive: in w_next and in batches not yet acknowledged */
     void *tuples;               /* owned: tsearch tree of usage_tuple */
     size_t ntuples;
     struct ap_delta *pending;   /* owned: policy settlements */
@@ -117,17 +118,23 @@ static int64_t usage_now_us(void)
 }
 
 /*
- * Group commit with a window: a reply waiting for its usage goes out with the
- * next batch, and while batches follow each other closer than the window,
- * the next one is taken only when the window has passed since the last.
- * Under load, batches grow (each holds what the window gathered) and Redis
- * does the same counter updates once for many requests; when the replica is
- * quiet, a lone request is written at once and waits for nothing.
+ * Group commit with a window (USAGE_COMMIT_WINDOW_US): a reply waiting for
+ * its usage goes out with the next batch, and while batches follow each
+ * other closer than the window, the next one is taken only when the window
+ * has passed since the last, or as soon as every request in flight waits for
+ * its usage (none left that could join the batch). Under load, batches grow
+ * (each holds what the window gathered) and Redis runs one script for many
+ * requests; a quiet replica, or a client that sends one request at a time,
+ * writes at once and waits for nothing. The window's timer needs libevent's
+ * precise timers (main.c): epoll's own timeout has millisecond steps.
  */
 static int usage_commit_later(struct px_usage *u)
 {
     long win = u->ctx->cfg.usage_commit_us;
     if (win <= 0)
+        return 0;
+    /* Every request in flight waits already: none could join, waiting would gain nothing. */
+    if (u->ctx->stats.active <= 0 || u->nwait >= (size_t)u->ctx->stats.active)
         return 0;
     int64_t since = usage_now_us() - u->last_take_us;
     if (since >= win)
@@ -210,29 +217,29 @@ static void usage_drop(struct px_usage *u, struct usage_tuple **taken, size_t n)
 }
 
 /* Runs and frees a list of waiters (detached first: a callback may add new ones). */
-static void usage_release(struct usage_waiter *w)
+static void usage_release(struct px_usage *u, struct usage_waiter *w)
 {
     while (w != NULL) {
         struct usage_waiter *next = w->next;
+        u->nwait--;
         w->fn(w->arg);
         free(w);
         w = next;
     }
 }
 
-/* ap_ackq's release callback. */
+/* ap_ackq's release callback (arg: the px_usage). */
 static void usage_release_cb(void *waiters, void *arg)
 {
-    (void)arg;
-    usage_release(waiters);
+    usage_release(arg, waiters);
 }
 
 static void usage_release_all(struct px_usage *u)
 {
     struct usage_waiter *w = u->w_next;
     u->w_next = NULL;
-    usage_release(w);
-    ap_ackq_release_all(&u->q, usage_release_cb, NULL);
+    usage_release(u, w);
+    ap_ackq_release_all(&u->q, usage_release_cb, u);
 }
 
 /* Appends list b to list *a. */
@@ -262,7 +269,7 @@ static void usage_attach(struct px_usage *u, struct usage_waiter *w)
 {
     struct ap_ackq_item *tail = u->q.tail;
     if (tail == NULL || (!usage_waits_for_replicas(u) && tail->gen == usage_gen(u))) {
-        usage_release(w);
+        usage_release(u, w);
         return;
     }
     struct usage_waiter *l = tail->waiters;
@@ -302,7 +309,7 @@ static int usage_take(struct px_usage *u)
     }
     if (ap_ackq_push(&u->q, b, id, w) < 0) {
         ap_error(NULL, "usage: out of memory queueing batch %s", id);
-        usage_release(w);
+        usage_release(u, w);
         return -1;
     }
     return 0;
@@ -393,8 +400,8 @@ static void usage_continue(struct px_usage *u)
 static void usage_let_go(struct px_usage *u)
 {
     uint64_t gen = usage_gen(u);
-    ap_ackq_release_written(&u->q, gen, usage_release_cb, NULL);
-    size_t dropped = ap_ackq_trim(&u->q, gen, USAGE_RETAIN_MAX_OPS, usage_release_cb, NULL);
+    ap_ackq_release_written(&u->q, gen, usage_release_cb, u);
+    size_t dropped = ap_ackq_trim(&u->q, gen, USAGE_RETAIN_MAX_OPS, usage_release_cb, u);
     if (dropped > 0)
         ap_error(NULL, "usage: %zu counter updates written to the master but never acknowledged by a replica are "
                  "no longer kept for a rewrite (more than %d held)", dropped, USAGE_RETAIN_MAX_OPS);
@@ -429,7 +436,7 @@ static void usage_reply(struct px_usage *u, redisReply *rep)
              it->batch->nops);
     ap_ackq_written(it, gen);
     if (u->ctx->cfg.redis_min_acks == 0)
-        ap_ackq_ack(&u->q, gen, usage_release_cb, NULL);
+        ap_ackq_ack(&u->q, gen, usage_release_cb, u);
     else if (u->degraded)
         usage_let_go(u);
     usage_continue(u);
@@ -461,7 +468,7 @@ static void usage_wait_reply(struct px_usage *u, redisReply *rep)
         if (u->degraded)
             ap_info(NULL, "usage: %lld Redis replicas acknowledge usage batches again: replies wait for them", acks);
         u->degraded = 0;
-        ap_ackq_ack(&u->q, u->wait_gen, usage_release_cb, NULL);
+        ap_ackq_ack(&u->q, u->wait_gen, usage_release_cb, u);
     } else {
         if (!u->degraded) {
             if (acks < 0)
@@ -701,15 +708,17 @@ void px_usage_wait(struct px_usage *u, px_usage_done_fn fn, void *arg)
     /* Prepended: a burst of completions must not walk the list each time; they all go together anyway. */
     w->next = u->w_next;
     u->w_next = w;
+    u->nwait++;
     event_active(u->soon, EV_TIMEOUT, 1);
 }
 
-static void usage_cancel_in(struct usage_waiter **l, void *arg)
+static void usage_cancel_in(struct px_usage *u, struct usage_waiter **l, void *arg)
 {
     while (*l != NULL) {
         if ((*l)->arg == arg) {
             struct usage_waiter *w = *l;
             *l = w->next;
+            u->nwait--;
             free(w);
         } else {
             l = &(*l)->next;
@@ -719,10 +728,10 @@ static void usage_cancel_in(struct usage_waiter **l, void *arg)
 
 void px_usage_cancel(struct px_usage *u, void *arg)
 {
-    usage_cancel_in(&u->w_next, arg);
+    usage_cancel_in(u, &u->w_next, arg);
     for (struct ap_ackq_item *it = u->q.head; it != NULL; it = it->next) {
         struct usage_waiter *l = it->waiters;
-        usage_cancel_in(&l, arg);
+        usage_cancel_in(u, &l, arg);
         it->waiters = l;
     }
 }

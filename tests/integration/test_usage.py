@@ -9,6 +9,7 @@ errors are not requests; a 2xx without usage is one request with no tokens.
 import collections
 import json
 import random
+import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
@@ -333,6 +334,90 @@ class UsageCasesTest(h.TestCase):
         self.assertEqual(model_totals(u["total_by_model"]), expect)
         (day,) = u["daily"].values()
         self.assertEqual(model_totals(day["by_model"]), expect)
+
+
+class GroupCommitTest(h.TestCase):
+    """The commit window (USAGE_COMMIT_WINDOW_US, here 100 ms so timing cannot blur it):
+    replies that finish close together share one usage batch, the window ends early once
+    every request in flight waits for its usage, and a client alone is never held by it."""
+
+    WINDOW_MS = 100
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.redis = cls.start_redis()
+        cls.mock = cls.start_mock()
+        # The periodic flush (USAGE_FLUSH_MS) sends what is pending whatever the window:
+        # slowed down here so that only the window decides.
+        cls.proxy = cls.start_proxy(cls.mock, cls.redis,
+                                    env={"USAGE_COMMIT_WINDOW_US": cls.WINDOW_MS * 1000,
+                                         "USAGE_FLUSH_MS": 5000})
+        cls.key = cls.proxy.create_key("group-commit")
+        cls.rc = cls.redis.client()
+
+    def batches(self):
+        """Usage batches written so far (the flush script runs by its SHA once loaded)."""
+        info = self.rc.cmd("INFO", "commandstats")
+        for line in (info.decode() if isinstance(info, bytes) else info).splitlines():
+            if line.startswith("cmdstat_evalsha:"):
+                return int(line.split("calls=")[1].split(",")[0])
+        return 0
+
+    def send(self, model="claude-sonnet-4-5", text="hi"):
+        r = h.request("POST", self.proxy.url + "/v1/messages", headers={"x-api-key": self.key},
+                      body=body_for("/v1/messages", model, False, text))
+        self.assertEqual(r.status, 200, r.body)
+        return time.monotonic()
+
+    def settle(self):
+        """One request, then a pause longer than the window: the next take starts afresh."""
+        self.send(text="warm")
+        time.sleep(2 * self.WINDOW_MS / 1000)
+
+    def test_a_client_alone_is_not_held_by_the_window(self):
+        self.settle()
+        t0 = time.monotonic()
+        for i in range(5):
+            self.send(text="alone %d" % i)
+        took = time.monotonic() - t0
+        # Each of these follows the last batch by less than the window, but nothing else is
+        # in flight to share a batch with: held, five would take at least 5 windows.
+        self.assertLess(took, 2.5 * self.WINDOW_MS / 1000,
+                        "sequential replies waited for the commit window (%.0f ms)" % (took * 1000))
+
+    def test_replies_that_finish_together_share_a_batch(self):
+        self.settle()
+        self.mock.behaviour("slow-model", delay_ms=1500)
+        self.addCleanup(self.mock.behaviour, "slow-model")
+        before = self.batches()
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            slow = pool.submit(self.send, "slow-model", "slow")
+            time.sleep(0.05)  # the slow one is in flight first
+            fast = [pool.submit(self.send, "claude-sonnet-4-5", "fast %d" % i) for i in range(5)]
+            fast_done = [f.result() - t0 for f in fast]
+            slow_done = slow.result() - t0
+        # The fast five finished upstream within a few ms of each other while the slow one
+        # was still in flight: the first went at once (the window had passed since the
+        # last batch), the others waited for the window and went together.
+        self.assertEqual(self.batches() - before, 3,
+                         "fast replies %s, slow %.0f ms" % (["%.0f" % (x * 1000) for x in fast_done],
+                                                            slow_done * 1000))
+        self.assertGreater(max(fast_done), 0.05 + 0.8 * self.WINDOW_MS / 1000)
+        self.assertLess(max(fast_done), slow_done - 0.5)
+
+    def test_the_window_ends_when_every_request_in_flight_waits(self):
+        self.settle()
+        before = self.batches()
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            done = [f.result() - t0 for f in [pool.submit(self.send, "claude-sonnet-4-5", "together %d" % i)
+                                              for i in range(4)]]
+        # Nothing else is in flight: once the four wait, their batch goes without the window.
+        self.assertLess(max(done), 0.8 * self.WINDOW_MS / 1000,
+                        "replies %s ms" % ["%.0f" % (x * 1000) for x in done])
+        self.assertLessEqual(self.batches() - before, 4)
 
 
 if __name__ == "__main__":
