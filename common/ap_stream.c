@@ -71,10 +71,11 @@ static void stream_take_error(struct ap_stream *s, const cJSON *err)
 /* Anthropic event: usage, content, end, error. */
 static void stream_tap_anthropic(struct ap_stream *s, const char *event, const char *data, size_t len)
 {
-    if (ap_usage_anthropic_event(&s->usage, event, data, len)) {
-        s->done = 1;
-    } else if (strcmp(event, "content_block_delta") == 0) {
+    /* The deltas first: they are nearly every event of a stream. */
+    if (strcmp(event, "content_block_delta") == 0) {
         s->started = 1;
+    } else if (ap_usage_anthropic_event(&s->usage, event, data, len)) {
+        s->done = 1;
     } else if (strcmp(event, "content_block_start") == 0) {
         /* A tool call announces itself before any delta: that is content too. */
         if (memmem(data, len, "\"tool_use\"", 10) != NULL)

@@ -69,6 +69,11 @@ void px_hreq_request_id(const struct px_hreq *h, char *out)
     static uint64_t state;
     if (state == 0 && (ap_random_bytes(&state, sizeof(state)) < 0 || state == 0))
         state = (uint64_t)(uintptr_t)h ^ 0x9e3779b97f4a7c15ULL;
-    uint64_t a = ap_splitmix64(&state), b = ap_splitmix64(&state);
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
+    uint64_t v[2] = {ap_splitmix64(&state), ap_splitmix64(&state)};
+    static const char hx[] = "0123456789abcdef";
+    /* 32 lowercase hex digits, as "%016llx%016llx" wrote them (without its format parsing). */
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 16; i++)
+            out[16 * k + i] = hx[(v[k] >> (60 - 4 * i)) & 15];
+    out[32] = '\0';
 }
