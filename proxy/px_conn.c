@@ -398,17 +398,18 @@ void px_conn_writev(struct px_conn *c, const struct iovec *iov, int n)
 {
     if (c->dead)
         return;
-    if (c->ctx->cork > 0) {
+    int held = c->req.held && c->state == PX_CONN_BUSY;
+    if (c->ctx->cork > 0 || held) {
         size_t total = 0;
         for (int i = 0; i < n; i++)
             total += iov[i].iov_len;
-        if (total <= CONN_CORK_COPY_MAX) {
+        if (total <= CONN_CORK_COPY_MAX || held) {
             for (int i = 0; i < n; i++)
                 evbuffer_add(c->out, iov[i].iov_base, iov[i].iov_len);
-            conn_cork_add(c);
+            px_conn_flush(c); /* corked: listed for px_conn_uncork; held: nothing */
             return;
         }
-        /* A large piece is not copied: it goes out now, after what was queued. */
+        /* A large corked piece is not copied: it goes out now, after what was queued. */
     }
     size_t skip = 0;
     if (evbuffer_get_length(c->out) == 0) {
