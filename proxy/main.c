@@ -125,14 +125,11 @@ static int main_setup(struct main_state *m)
     /*
      * The changelist merges the del/add pairs that curl and bufferevents make on
      * the same descriptor within one loop turn into one epoll_ctl (or none).
-     * Precise timers (a timerfd): the usage commit window is a few hundred
-     * microseconds, and epoll's own timeout counts in whole milliseconds.
      */
     struct event_config *ec = event_config_new();
     if (ec == NULL)
         return -1;
     event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-    event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
     ctx->base = event_base_new_with_config(ec);
     event_config_free(ec);
     if (ctx->base == NULL || px_metrics_init() < 0)
