@@ -101,6 +101,7 @@ static int metrics_memo_copy(char *dst, size_t n, const char *v)
 void px_metrics_request(const char *route, int status, const char *tier, const char *model)
 {
     struct metrics_memo_req *c = &memo_req;
+    int keep = 1;
     tier = tier ? tier : "";
     model = model ? model : "";
     if (c->s == NULL || c->route != route || c->status != status || strcmp(c->tier, tier) != 0 ||
@@ -111,34 +112,29 @@ void px_metrics_request(const char *route, int status, const char *tier, const c
         c->s = ap_metrics_series(metrics, "ap_requests_total", labels);
         c->route = route;
         c->status = status;
-        if (!metrics_memo_copy(c->tier, sizeof(c->tier), tier) || !metrics_memo_copy(c->model, sizeof(c->model), model)) {
-            ap_metrics_series_add(c->s, 1);
-            c->s = NULL;
-            return;
-        }
+        keep = metrics_memo_copy(c->tier, sizeof(c->tier), tier) && metrics_memo_copy(c->model, sizeof(c->model), model);
     }
     ap_metrics_series_add(c->s, 1);
+    if (!keep)
+        c->s = NULL; /* too long to remember: looked up again next time */
 }
 
 void px_metrics_upstream(const char *tier, double total_s, double ttfb_s)
 {
+    int keep = 1;
     tier = tier ? tier : "";
     if (memo_up.total == NULL || strcmp(memo_up.tier, tier) != 0) {
         char labels[200], t[160];
         snprintf(labels, sizeof(labels), "tier=\"%s\"", ap_metrics_label(t, sizeof(t), tier));
         memo_up.total = ap_metrics_series(metrics, "ap_upstream_seconds", labels);
         memo_up.ttfb = ap_metrics_series(metrics, "ap_upstream_ttfb_seconds", labels);
-        if (!metrics_memo_copy(memo_up.tier, sizeof(memo_up.tier), tier)) {
-            ap_metrics_series_observe(memo_up.total, total_s);
-            if (ttfb_s >= 0)
-                ap_metrics_series_observe(memo_up.ttfb, ttfb_s);
-            memo_up.total = NULL;
-            return;
-        }
+        keep = metrics_memo_copy(memo_up.tier, sizeof(memo_up.tier), tier);
     }
     ap_metrics_series_observe(memo_up.total, total_s);
     if (ttfb_s >= 0)
         ap_metrics_series_observe(memo_up.ttfb, ttfb_s);
+    if (!keep)
+        memo_up.total = NULL; /* too long to remember: looked up again next time */
 }
 
 void px_metrics_tokens(const struct ap_usage *u)

@@ -449,14 +449,18 @@ static void usage_reply(struct px_usage *u, redisReply *rep)
  * The replies a batch releases (each request's last event and end) are corked:
  * each client gets them in one write.
  */
+static void usage_corked(struct px_usage *u, void (*fn)(struct px_usage *, redisReply *), redisReply *rep)
+{
+    struct px_ctx *ctx = u->ctx;
+    px_conn_cork(ctx);
+    fn(u, rep);
+    px_conn_uncork(ctx);
+}
+
 static void usage_on_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
-    struct px_usage *u = priv;
-    struct px_ctx *ctx = u->ctx;
     (void)ac;
-    px_conn_cork(ctx);
-    usage_reply(u, reply);
-    px_conn_uncork(ctx);
+    usage_corked(priv, usage_reply, reply);
 }
 
 static void usage_wait_reply(struct px_usage *u, redisReply *rep)
@@ -489,12 +493,8 @@ static void usage_wait_reply(struct px_usage *u, redisReply *rep)
 
 static void usage_on_wait(redisAsyncContext *ac, void *reply, void *priv)
 {
-    struct px_usage *u = priv;
-    struct px_ctx *ctx = u->ctx;
     (void)ac;
-    px_conn_cork(ctx);
-    usage_wait_reply(u, reply);
-    px_conn_uncork(ctx);
+    usage_corked(priv, usage_wait_reply, reply);
 }
 
 static void usage_on_fold(redisAsyncContext *ac, void *reply, void *priv)
