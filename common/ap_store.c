@@ -400,18 +400,11 @@ const char ap_script_fleet_list[] =
 
 /* ---- poller and fallback ---- */
 
-/* ARGV: lease key, owner, ttl ms. Returns 1 if still ours (and extended), else 0. */
-const char ap_script_lease_renew[] =
-    "if redis.call('GET', ARGV[1]) == ARGV[2] then\n"
-    "  redis.call('PEXPIRE', ARGV[1], ARGV[3])\n"
-    "  return 1\n"
-    "end\n"
-    "return 0\n";
-
 /*
- * ARGV: lease key, owner, ttl ms. Takes a free lease, or keeps one that is already
+ * ARGV: lease key, owner, ttl ms. Takes a free lease, or extends one that is already
  * ours (a poller back from a Redis failover resumes its own lease at once instead
- * of waiting for it to lapse). Returns 1 if the lease is ours now, else 0.
+ * of waiting for it to lapse; a leader keeps a lease that lapsed if nobody took it).
+ * Returns 1 if the lease is ours now, else 0.
  */
 const char ap_script_lease_acquire[] =
     "local v = redis.call('GET', ARGV[1])\n"

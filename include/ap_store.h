@@ -212,7 +212,6 @@ extern const char ap_script_usage_daily[];
 extern const char ap_script_usage_hourly[];
 extern const char ap_script_usage_buckets[];
 extern const char ap_script_import_key[];
-extern const char ap_script_lease_renew[];
 extern const char ap_script_lease_acquire[];
 extern const char ap_script_lease_release[];
 extern const char ap_script_set_publish[];

@@ -1,8 +1,10 @@
 /*
- * Leadership: one active poller at a time, through a lease in Redis
- * (a take-if-free-or-ours script, a compare-and-extend script to keep it). A poller
- * that cannot reach Redis is not the leader: it cannot publish anyway, and
- * its lease will lapse for a standby to take.
+ * Leadership: one active poller at a time, through a lease in Redis. Every tick, leader
+ * or not, runs the same take-if-free-or-ours script. A leader whose lease lapsed (Redis
+ * or this process stalled past the TTL) and that nobody else took therefore keeps leading
+ * without a step down and a second start; it steps down only when another poller holds
+ * the lease. A poller that cannot reach Redis is not the leader: it cannot publish anyway,
+ * and its lease will lapse for a standby to take.
  */
 #include "pl.h"
 
@@ -42,7 +44,7 @@ static void lease_on_reply(redisAsyncContext *ac, void *reply, void *priv)
         lease_became(ctx, 0);
         return;
     }
-    /* The acquire and renew scripts answer 1 (ours) or 0. */
+    /* The script answers 1 (ours) or 0 (another poller's). */
     int ok = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
     lease_became(ctx, ok);
     if (ok && !ctx->draining)
@@ -58,8 +60,7 @@ void pl_lease_tick(struct pl_ctx *ctx)
     }
     ap_store_key(key, sizeof(key), "poller:leader");
     snprintf(ttl, sizeof(ttl), "%ld", lease_ttl_ms(ctx));
-    const char *argv[] = {"EVAL", ctx->leader ? ap_script_lease_renew : ap_script_lease_acquire, "0", key,
-                          ctx->cfg.instance_id, ttl};
+    const char *argv[] = {"EVAL", ap_script_lease_acquire, "0", key, ctx->cfg.instance_id, ttl};
     ap_redis_argv(ctx->redis, lease_on_reply, ctx, 6, argv, NULL);
 }
 

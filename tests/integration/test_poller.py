@@ -125,6 +125,31 @@ class LeadershipTest(PollerBase):
         self.assertEqual(q["interval"], self.INTERVAL)
         self.assertEqual(q["models"][OPUS]["f"], 1.0)
 
+    def test_lapsed_lease_is_kept_unless_another_poller_took_it(self):
+        # A Redis (or poller) stall longer than the TTL lets the lease lapse. Nobody else
+        # took it, so the leader keeps leading: no step down and no second start. Only a
+        # lease held by another poller makes it step down.
+        p = self.poller("poller-lapse")
+        h.wait_until(lambda: self.leader() == "poller-lapse", 5, interval=0.01, message="a leader")
+        h.wait_until(lambda: self.quota() and self.quota()["ok"], 5, message="first poll")
+        self.rc.cmd("DEL", LEADER_KEY)  # the lapse
+        h.wait_until(lambda: self.leader() == "poller-lapse", 2 * self.INTERVAL, interval=0.005,
+                     message="the leader's lease back")
+        time.sleep(self.INTERVAL)
+        self.assertNotIn("no longer the active poller", p.log())
+        self.assertEqual(p.log().count("now the active poller"), 1, p.log_tail())
+        # Another poller's lease: step down, stop polling, take it back once it lapses.
+        self.rc.cmd("SET", LEADER_KEY, "poller-x", "PX", str(int(3 * self.INTERVAL * 1000)))
+        h.wait_until(lambda: "no longer the active poller" in p.log(), 2 * self.INTERVAL,
+                     interval=0.01, message="the step down")
+        t0 = time.time()
+        time.sleep(self.INTERVAL)
+        self.assertEqual([x for x in self.health_polls(t0) if x[1] == "poller-lapse"], [],
+                         "a poller that is not the leader polled")
+        h.wait_until(lambda: self.leader() == "poller-lapse", 4 * self.INTERVAL, interval=0.01,
+                     message="the lease taken back after poller-x's lapsed")
+        self.assertEqual(p.stop(), 0)
+
     def test_interval_from_env_wins(self):
         p = self.poller("poller-env", config=chain(self.mock, 30),
                         env={"POLL_INTERVAL_SECONDS": "0.2"})
