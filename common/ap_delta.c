@@ -203,12 +203,44 @@ fail:
     return NULL;
 }
 
+/* Lines only: RPUSH {prefix}u:journal "#<dedupe_key>\t<ttl>\t<n>" <line 1> ... <line n>. */
+static struct ap_batch *delta_take_journal(struct ap_delta *d, const char *dedupe_key, long ttl, const char *prefix,
+                                           const char *const *lines, size_t nlines)
+{
+    size_t klen = strlen(prefix) + sizeof("u:journal");
+    size_t hlen = strlen(dedupe_key) + 2 * DELTA_NUM_MAX + 3;
+    char *key = malloc(klen), *header = malloc(hlen);
+    const char **head = malloc((3 + nlines) * sizeof(*head));
+    struct ap_batch *b = NULL;
+    if (key != NULL && header != NULL && head != NULL) {
+        snprintf(key, klen, "%su:journal", prefix);
+        snprintf(header, hlen, "#%s\t%ld\t%zu", dedupe_key, ttl, nlines);
+        head[0] = "RPUSH";
+        head[1] = key;
+        head[2] = header;
+        memcpy(head + 3, lines, nlines * sizeof(*head));
+        b = ap_delta_take(d, 0, head, (int)(3 + nlines));
+    }
+    if (b != NULL) {
+        b->nops = nlines;
+        b->nlines = nlines;
+        b->journal = 1;
+    }
+    free(head);
+    free(header);
+    free(key);
+    return b;
+}
+
 struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *dedupe_key, long ttl,
                                      const char *prefix, const char *const *lines, size_t nlines)
 {
     char ttls[24], nls[24];
     if (d->count == 0 && nlines == 0)
         return NULL;
+    /* A key with a tab or newline could not be read back from its header: such a batch goes as the script. */
+    if (nlines > 0 && (d->count == 0 || max_ops == 0) && strpbrk(dedupe_key, "\t\n") == NULL)
+        return delta_take_journal(d, dedupe_key, ttl, prefix, lines, nlines);
     snprintf(ttls, sizeof(ttls), "%ld", ttl);
     snprintf(nls, sizeof(nls), "%zu", nlines);
     const char **head = malloc((7 + nlines) * sizeof(*head));

@@ -24,6 +24,7 @@ struct ap_batch {
     int nhead;     /* arguments before the first quad */
     size_t nops;   /* updates it carries: quads, and the flush batch's journal lines */
     size_t nlines; /* of which journal lines (in the head arguments) */
+    int journal;   /* 1: a plain RPUSH of journal lines (ap_delta_take_flush); its reply is the journal's length */
 };
 
 struct ap_delta *ap_delta_new(void);
@@ -54,10 +55,15 @@ size_t ap_delta_count(const struct ap_delta *d);
 struct ap_batch *ap_delta_take(struct ap_delta *d, size_t max_ops, const char *const *head, int nhead);
 
 /*
- * The usage flush batch: ap_script_flush with `dedupe_key` kept `ttl` seconds,
- * the `nlines` usage journal lines (copied; ap_store_usage_line) under key
- * prefix `prefix`, then up to max_ops pending operations. `nops` counts lines
- * and operations. NULL when there is neither (or no memory).
+ * The usage flush batch: the `nlines` usage journal lines (copied;
+ * ap_store_usage_line) under key prefix `prefix`, applied once by
+ * `dedupe_key` (kept `ttl` seconds), and up to max_ops pending operations.
+ * With operations, it is ap_script_flush, which checks the key as it
+ * appends. With lines only (no settlements: the common case), it is a plain
+ * RPUSH of a header "#<dedupe_key>\t<ttl>\t<nlines>" and the lines to
+ * {prefix}u:journal (`journal` set), and the fold checks the key
+ * (AP_LUA_USAGE_FOLD): Redis then runs no script per batch. `nops` counts
+ * lines and operations. NULL when there is neither (or no memory).
  */
 struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *dedupe_key, long ttl,
                                      const char *prefix, const char *const *lines, size_t nlines);

@@ -87,9 +87,10 @@ int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r);
 #define AP_STORE_LINE_MAX (16 + 2 + 17 + AP_MODEL_MAX + 7 * 21 + 16)
 
 /*
- * Journal lines a usage batch appends before the script folds the journal
- * into the counters (ap_fold): the cost of a fold (~45 counter updates per
- * distinct key/model/outcome/hour) is shared by up to this many requests.
+ * Journal entries (lines and batch headers) after which the batch that
+ * appended them has the journal folded into the counters (ap_fold): the cost
+ * of a fold (~45 counter updates per distinct key/model/outcome/hour) is
+ * shared by up to this many requests.
  */
 #define AP_USAGE_FOLD_LINES 128
 
@@ -107,6 +108,11 @@ int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r);
  *     u:h (with totals); k:<id>:m:<model>:{total,requests,cost} in u:d and
  *     u:h; k:<id>:{input,output,requests,cost} in u:d; the bucket sets.
  * Increments of 0 are not written.
+ * A batch written with a plain RPUSH (ap_delta_take_flush) starts with a header
+ * "#<batch key>\t<ttl s>\t<n lines>": the fold sets the batch key with NX, and
+ * skips the n lines after a header whose key was set before (the batch was
+ * rewritten after a lost reply), renewing the key's expiry. Lines that come
+ * without a header were deduplicated by the flush script that appended them.
  */
 #define AP_LUA_USAGE_FOLD                                                      \
     "local function ap_expand(p, a)\n"                                         \
@@ -150,10 +156,18 @@ int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r);
     "  local lines = redis.call('LRANGE', j, 0, -1)\n"                         \
     "  if #lines == 0 then return 0 end\n"                                     \
     "  redis.call('DEL', j)\n"                                                 \
-    "  local acc, order = {}, {}\n"                                            \
+    "  local acc, order, skip = {}, {}, 0\n"                                   \
     "  for _, l in ipairs(lines) do\n"                                         \
-    "    local id, ok, hour, model, n, i, o, cc, cr, c, w = string.match(l,\n" \
+    "    local id, ok, hour, model, n, i, o, cc, cr, c, w\n"                  \
+    "    if skip > 0 then skip = skip - 1\n"                                   \
+    "    elseif string.byte(l, 1) == 35 then\n"                                \
+    "      local bk, ttl, nb = string.match(l, '^#([^\t]+)\t(%d+)\t(%d+)$')\n"    \
+    "      if bk and not redis.call('SET', bk, '1', 'NX', 'EX', tonumber(ttl)) then\n" \
+    "        redis.call('EXPIRE', bk, tonumber(ttl)); skip = tonumber(nb)\n"   \
+    "      end\n"                                                              \
+    "    else id, ok, hour, model, n, i, o, cc, cr, c, w = string.match(l,\n"  \
     "      '^([^\t]+)\t([^\t]+)\t([^\t]+)\t([^\t]+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)$')\n" \
+    "    end\n"                                                                \
     "    if id then\n"                                                         \
     "      local k = id..'\t'..ok..'\t'..hour..'\t'..model\n"                 \
     "      local a = acc[k]\n"                                                 \

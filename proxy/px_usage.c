@@ -9,17 +9,20 @@
  *
  * A request costs one tree lookup: it is merged into a tuple per (key,
  * model, outcome, hour). A batch carries each tuple as one usage line, which
- * the flush script appends to the usage journal in Redis ({p}u:journal);
+ * it appends to the usage journal in Redis ({p}u:journal): a plain RPUSH
+ * behind a header naming the batch, or the flush script when the batch
+ * also settles policy admissions (ap_delta_take_flush);
  * Redis folds the journal into the ~45 counters of each line once it holds
  * AP_USAGE_FOLD_LINES lines, summing the lines of the same tuple first, and
  * every script that reads usage folds it before reading (ap_store.h). So a
- * batch costs Redis two writes whatever it carries, and the counter updates
+ * batch costs Redis one append whatever it carries, and the counter updates
  * are made once for many batches: with one client, a request is a batch.
  * A replica that wrote lines folds the journal within USAGE_FOLD_MS, so the
  * counters in Redis itself are never further behind.
  *
- * A batch keeps its id until it is acknowledged, and the flush script
- * applies a given id at most once, so a batch can be written again after a
+ * A batch keeps its id until it is acknowledged, and a given id is applied
+ * at most once (by the fold for an append, by the flush script for a batch
+ * with settlements), so a batch can be written again after a
  * lost reply, a reconnect or a failover without counting twice. While Redis
  * is down tuples keep merging; nothing counted is dropped.
  *
@@ -323,7 +326,7 @@ static void usage_write(struct px_usage *u, struct ap_ackq_item *it)
     struct ap_batch *b = it->batch;
     const char *argv[2] = {b->argv[0], b->argv[1]};
     size_t lens[2] = {b->lens[0], b->lens[1]};
-    if (!u->use_eval) {
+    if (!b->journal && !u->use_eval) {
         /* The same batch naming the script by its SHA-1 instead of sending its text
          * (hiredis copies the command before returning, so the swap is brief). */
         b->argv[0] = (char *)"EVALSHA";
@@ -410,6 +413,8 @@ static void usage_let_go(struct px_usage *u)
                  "no longer kept for a rewrite (more than %d held)", dropped, USAGE_RETAIN_MAX_OPS);
 }
 
+static void usage_fold(struct px_usage *u, int force);
+
 static void usage_reply(struct px_usage *u, redisReply *rep)
 {
     struct ap_ackq_item *it = u->sent;
@@ -420,7 +425,7 @@ static void usage_reply(struct px_usage *u, redisReply *rep)
         usage_release_all(u);
         return;
     }
-    if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 && !u->use_eval) {
+    if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 && !u->use_eval && !it->batch->journal) {
         /* Redis restarted, failed over or flushed its script cache: send it in full (which loads it again). */
         u->use_eval = 1;
         usage_send(u, 0);
@@ -431,12 +436,19 @@ static void usage_reply(struct px_usage *u, redisReply *rep)
         usage_release_all(u);
         return;
     }
-    u->use_eval = 0;
     if (it->batch->nlines > 0)
         u->unfolded = 1;
     uint64_t gen = usage_gen(u);
-    ap_debug(NULL, "usage: batch %s %s (%zu updates)", it->id, rep->integer == 1 ? "applied" : "was already applied",
-             it->batch->nops);
+    if (it->batch->journal) {
+        /* The reply is the journal's length: past the fold size, fold it now (the script would have). */
+        ap_debug(NULL, "usage: batch %s appended (%zu lines)", it->id, it->batch->nlines);
+        if (rep->type == REDIS_REPLY_INTEGER && rep->integer >= AP_USAGE_FOLD_LINES)
+            usage_fold(u, 1);
+    } else {
+        u->use_eval = 0;
+        ap_debug(NULL, "usage: batch %s %s (%zu updates)", it->id,
+                 rep->integer == 1 ? "applied" : "was already applied", it->batch->nops);
+    }
     ap_ackq_written(it, gen);
     if (u->ctx->cfg.redis_min_acks == 0)
         ap_ackq_ack(&u->q, gen, usage_release_cb, u);
@@ -507,14 +519,16 @@ static void usage_on_fold(redisAsyncContext *ac, void *reply, void *priv)
 }
 
 /*
- * Batches fold the journal once it is long enough, and every reader folds it
- * first; this keeps the counters in Redis itself within USAGE_FOLD_MS of the
- * journal when traffic stops short of that, for whoever reads them directly.
+ * A batch that leaves the journal long enough folds it (the flush script in
+ * the same step; a plain append asks right after its reply, `force`), and
+ * every reader folds it first; the timer's call keeps the counters in Redis
+ * itself within USAGE_FOLD_MS of the journal when traffic stops short of
+ * that, for whoever reads them directly.
  */
-static void usage_fold(struct px_usage *u)
+static void usage_fold(struct px_usage *u, int force)
 {
     int64_t now = ap_mono_ms();
-    if (!u->unfolded || now - u->last_fold_ms < USAGE_FOLD_MS || !ap_redis_up(u->ctx->redis))
+    if (!u->unfolded || (!force && now - u->last_fold_ms < USAGE_FOLD_MS) || !ap_redis_up(u->ctx->redis))
         return;
     const char *argv[] = {"EVAL", ap_script_usage_fold, "0", ap_store_prefix()};
     /* No private pointer: the reply may come after this struct is gone. */
@@ -528,7 +542,7 @@ static void usage_on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    usage_fold(arg);
+    usage_fold(arg, 0);
     usage_send(arg, 1);
 }
 

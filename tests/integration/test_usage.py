@@ -9,6 +9,9 @@ errors are not requests; a 2xx without usage is one request with no tokens.
 import collections
 import json
 import random
+import re
+import socket
+import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
@@ -357,12 +360,14 @@ class GroupCommitTest(h.TestCase):
         cls.rc = cls.redis.client()
 
     def batches(self):
-        """Usage batches written so far (the flush script runs by its SHA once loaded)."""
+        """Usage batches written so far: appends to the journal (a batch with settlements would
+        be the flush script, by its SHA; these keys have no policy)."""
         info = self.rc.cmd("INFO", "commandstats")
+        n = 0
         for line in (info.decode() if isinstance(info, bytes) else info).splitlines():
-            if line.startswith("cmdstat_evalsha:"):
-                return int(line.split("calls=")[1].split(",")[0])
-        return 0
+            if line.startswith(("cmdstat_rpush:", "cmdstat_evalsha:")):
+                n += int(line.split("calls=")[1].split(",")[0])
+        return n
 
     def send(self, model="claude-sonnet-4-5", text="hi"):
         r = h.request("POST", self.proxy.url + "/v1/messages", headers={"x-api-key": self.key},
@@ -418,6 +423,112 @@ class GroupCommitTest(h.TestCase):
         self.assertLess(max(done), 0.8 * self.WINDOW_MS / 1000,
                         "replies %s ms" % ["%.0f" % (x * 1000) for x in done])
         self.assertLessEqual(self.batches() - before, 4)
+
+
+class DropOneReply:
+    """A TCP relay to Redis that forwards everything, except that once armed it lets the
+    first usage append (RPUSH ... u:journal) reach Redis, then closes that connection
+    before Redis's reply gets back: a reply lost after the write was applied."""
+
+    def __init__(self, redis_port):
+        self.redis_port = redis_port
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.port = self.srv.getsockname()[1]
+        self.armed = False
+        self.sent = b""  # every byte the proxy sent
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            r = socket.create_connection(("127.0.0.1", self.redis_port))
+            state = {"drop": False}
+            threading.Thread(target=self.up, args=(c, r, state), daemon=True).start()
+            threading.Thread(target=self.down, args=(r, c, state), daemon=True).start()
+
+    def up(self, c, r, state):
+        try:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    self.sent += data
+                    hit = self.armed and b"RPUSH" in data and b"u:journal" in data
+                    if hit:
+                        self.armed = False
+                        state["drop"] = True  # before Redis can answer
+                r.sendall(data)
+                if hit:
+                    time.sleep(0.3)  # Redis applies it
+                    break
+        except OSError:
+            pass
+        for s in (c, r):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def down(self, r, c, state):
+        try:
+            while True:
+                data = r.recv(65536)
+                if not data:
+                    break
+                if not state["drop"]:
+                    c.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        self.srv.close()
+
+
+class LostReplyTest(h.TestCase):
+    """A usage batch is appended to the journal with a plain RPUSH behind a header naming it.
+    When the reply is lost after Redis applied it, the replica writes the same batch again
+    on its next connection, and the fold counts it once."""
+
+    def test_a_batch_rewritten_after_a_lost_reply_counts_once(self):
+        redis = self.start_redis()
+        mock = self.start_mock()
+        relay = DropOneReply(redis.port)
+        self.addCleanup(relay.close)
+        proxy = self.start_proxy(mock, relay.url, log_level="info")
+        key = proxy.create_key("lost-reply")
+        relay.armed = True
+        r = h.request("POST", proxy.url + "/v1/messages", headers={"x-api-key": key},
+                      body=body_for("/v1/messages", MODELS[0], False, "lost reply"))
+        self.assertEqual(r.status, 200, r.body)
+        inp, out = client_usage("/v1/messages", False, r.body)
+        h.wait_until(lambda: h.request("GET", proxy.url + "/health").json().get("usage_pending") == 0, 10,
+                     message="the batch acknowledged")
+        with relay.lock:
+            headers = re.findall(rb"#[^\t\r\n]*flush:[^\t\r\n]+\t\d+\t\d+", relay.sent)
+        self.assertFalse(relay.armed, "no usage append went through the relay")
+        self.assertEqual(len(headers), 2, "the batch was not written again: %r" % headers)
+        self.assertEqual(headers[0], headers[1], "a rewrite keeps the batch's id")
+        stats = redis.client().cmd("INFO", "commandstats")
+        stats = stats.decode() if isinstance(stats, bytes) else stats
+        self.assertIn("cmdstat_rpush:calls=2,", stats, "Redis applied both copies")
+        doc = proxy.admin("GET", "/admin/usage")[1]
+        self.assertEqual((doc["total_requests"], doc["total_input_tokens"], doc["total_output_tokens"]),
+                         (1, inp, out), doc)
+        use = proxy.admin("GET", "/admin/keys/%s/usage" % key)[1]["usage"]
+        self.assertEqual(use["total_requests"], 1, use)
 
 
 if __name__ == "__main__":

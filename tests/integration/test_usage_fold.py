@@ -1,5 +1,6 @@
 """The usage journal, against a real redis-server, with the scripts the proxies run
-(`api-proxy-admin script flush|fold`): a usage batch appends its lines to {p}u:journal, and
+(`api-proxy-admin script flush|fold`): a usage batch appends its lines to {p}u:journal (a
+plain RPUSH behind a header naming the batch, or the flush script with settlements), and
 the fold turns them into exactly the counters docs/redis.md lists, summing the lines of one
 key, model, outcome and hour first. Batches are applied once; a full journal folds itself;
 every reader (the views) folds before reading, so what they show is exact at once.
@@ -54,6 +55,11 @@ class UsageJournalTest(h.TestCase):
         for q in quads:
             argv += list(q)
         return self.rc.cmd("EVALSHA", self.sha["flush"], 0, *argv)
+
+    def append(self, lines, batch_id, ttl=3600):
+        """A batch of lines only, as replicas write it: a plain RPUSH behind its header."""
+        header = "#%s\t%d\t%d" % (batch_id, ttl, len(lines))
+        return self.rc.cmd("RPUSH", P + "u:journal", header, *lines)
 
     def fold(self):
         return self.rc.cmd("EVALSHA", self.sha["fold"], 0, P)
@@ -133,6 +139,27 @@ class UsageJournalTest(h.TestCase):
         self.fold()
         self.assertEqual(self.rc.cmd("HGET", P + "u:all", "requests"), "1")
 
+    def test_an_appended_batch_is_applied_once_by_the_fold(self):
+        a = P + "flush:replica:nonce:7"
+        two = [line(inp=10, out=1, cc=0, cr=0), line(model="gpt-4o", inp=5, out=2, cc=0, cr=0)]
+        self.append(two, a)
+        self.append(two, a)  # written again after a lost reply
+        self.flush([line(inp=1, out=1, cc=0, cr=0)])  # the script's lines come without a header
+        self.assertEqual(self.rc.cmd("LLEN", P + "u:journal"), 7)
+        self.fold()
+        hs, _ = self.hashes()
+        self.assertEqual(hs["u:all"], totals("requests", 3, 16, 4, 0, 0))
+        ttl = self.rc.cmd("TTL", a)
+        self.assertTrue(3500 < ttl <= 3600, ttl)
+        # A copy that arrives after the fold is skipped too, and renews the mark.
+        self.rc.cmd("EXPIRE", a, 5)
+        self.append(two, a)
+        self.append([line(inp=100, out=0, cc=0, cr=0)], P + "flush:replica:nonce:8")
+        self.fold()
+        hs, _ = self.hashes()
+        self.assertEqual(hs["u:all"], totals("requests", 4, 116, 4, 0, 0))
+        self.assertGreater(self.rc.cmd("TTL", a), 3500)
+
     def test_the_batch_that_fills_the_journal_folds_it(self):
         for i in range(FOLD_LINES - 1):
             self.flush([line(n=1, inp=1, out=1, cc=0, cr=0)])
@@ -159,6 +186,10 @@ class UsageJournalTest(h.TestCase):
         self.rc.cmd("RPUSH", P + "u:journal", "garbage", line(), "a\tb\tc")
         self.assertEqual(self.fold(), 3)
         self.assertEqual(self.rc.cmd("HGET", P + "u:all", "requests"), "1")
+        # A header that cannot be read names no batch: the lines after it are counted.
+        self.rc.cmd("RPUSH", P + "u:journal", "#", line(), "#x\tsoon\t1", line())
+        self.fold()
+        self.assertEqual(self.rc.cmd("HGET", P + "u:all", "requests"), "3")
 
 
 if __name__ == "__main__":

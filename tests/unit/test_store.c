@@ -296,15 +296,32 @@ static void test_delta_take_flush(void **state)
     assert_null(ap_delta_take_flush(d, 100, "ap:flush:def", 86400, "ap:", NULL, 0));
     ap_batch_free(b);
 
-    /* Lines alone make a batch; max_ops 0 leaves the settlements for the next one. */
+    /* Lines alone are a plain append behind a header naming the batch; max_ops 0 leaves the
+     * settlements for the next one. */
     ap_delta_settle(d, "ap:pl:k:", "a.2", 5);
-    b = ap_delta_take_flush(d, 0, "ap:flush:ghi", 60, "ap:", lines, 1);
+    b = ap_delta_take_flush(d, 0, "ap:flush:ghi", 60, "ap:", lines, 2);
     assert_non_null(b);
-    assert_int_equal(b->argc, 8);
-    assert_string_equal(b->argv[6], "1");
-    assert_int_equal(b->nops, 1);
+    assert_int_equal(b->journal, 1);
+    const char *plain[] = {"RPUSH", "ap:u:journal", "#ap:flush:ghi\t60\t2", "line one", "line two"};
+    assert_int_equal(b->argc, 5);
+    for (int i = 0; i < 5; i++) {
+        assert_string_equal(b->argv[i], plain[i]);
+        assert_int_equal(b->lens[i], strlen(plain[i]));
+    }
+    assert_int_equal(b->nops, 2);
+    assert_int_equal(b->nlines, 2);
     assert_int_equal(ap_delta_count(d), 1);
     ap_batch_free(b);
+
+    /* A batch key its header could not carry goes as the script. */
+    struct ap_delta *e = ap_delta_new();
+    b = ap_delta_take_flush(e, 100, "ap:flush:a\tb", 60, "ap:", lines, 1);
+    assert_non_null(b);
+    assert_int_equal(b->journal, 0);
+    assert_string_equal(b->argv[0], "EVAL");
+    assert_string_equal(b->argv[3], "ap:flush:a\tb");
+    ap_batch_free(b);
+    ap_delta_free(e);
     ap_delta_free(d);
 }
 
