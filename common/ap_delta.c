@@ -203,18 +203,18 @@ fail:
     return NULL;
 }
 
-/* Lines only: RPUSH {prefix}u:journal "#<dedupe_key>\t<ttl>\t<n>" <line 1> ... <line n>. */
-static struct ap_batch *delta_take_journal(struct ap_delta *d, const char *dedupe_key, long ttl, const char *prefix,
+/* Lines only: RPUSH {prefix}u:journal "#<mark>:j\t<seq>\t<n>" <line 1> ... <line n>. */
+static struct ap_batch *delta_take_journal(struct ap_delta *d, const char *mark, uint64_t seq, const char *prefix,
                                            const char *const *lines, size_t nlines)
 {
     size_t klen = strlen(prefix) + sizeof("u:journal");
-    size_t hlen = strlen(dedupe_key) + 2 * DELTA_NUM_MAX + 3;
+    size_t hlen = strlen(mark) + 2 * DELTA_NUM_MAX + 5;
     char *key = malloc(klen), *header = malloc(hlen);
     const char **head = malloc((3 + nlines) * sizeof(*head));
     struct ap_batch *b = NULL;
     if (key != NULL && header != NULL && head != NULL) {
         snprintf(key, klen, "%su:journal", prefix);
-        snprintf(header, hlen, "#%s\t%ld\t%zu", dedupe_key, ttl, nlines);
+        snprintf(header, hlen, "#%s:j\t%llu\t%zu", mark, (unsigned long long)seq, nlines);
         head[0] = "RPUSH";
         head[1] = key;
         head[2] = header;
@@ -232,26 +232,31 @@ static struct ap_batch *delta_take_journal(struct ap_delta *d, const char *dedup
     return b;
 }
 
-struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *dedupe_key, long ttl,
+struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *mark, uint64_t seq,
                                      const char *prefix, const char *const *lines, size_t nlines)
 {
-    char ttls[24], nls[24];
+    char seqs[24], nls[24], *skey;
     if (d->count == 0 && nlines == 0)
         return NULL;
-    /* A key with a tab or newline could not be read back from its header: such a batch goes as the script. */
-    if (nlines > 0 && (d->count == 0 || max_ops == 0) && strpbrk(dedupe_key, "\t\n") == NULL)
-        return delta_take_journal(d, dedupe_key, ttl, prefix, lines, nlines);
-    snprintf(ttls, sizeof(ttls), "%ld", ttl);
+    /* A mark its header could not carry (a tab or newline) goes as the script. */
+    if (nlines > 0 && (d->count == 0 || max_ops == 0) && strpbrk(mark, "\t\n") == NULL)
+        return delta_take_journal(d, mark, seq, prefix, lines, nlines);
+    snprintf(seqs, sizeof(seqs), "%llu", (unsigned long long)seq);
     snprintf(nls, sizeof(nls), "%zu", nlines);
+    size_t slen = strlen(mark) + sizeof(":s");
     const char **head = malloc((7 + nlines) * sizeof(*head));
-    if (head == NULL)
+    if (head == NULL || (skey = malloc(slen)) == NULL) {
+        free(head);
         return NULL;
-    const char *fixed[] = {"EVAL", ap_script_flush, "0", dedupe_key, ttls, prefix, nls};
+    }
+    snprintf(skey, slen, "%s:s", mark);
+    const char *fixed[] = {"EVAL", ap_script_flush, "0", skey, seqs, prefix, nls};
     memcpy(head, fixed, sizeof(fixed));
     if (nlines > 0)
         memcpy(head + 7, lines, nlines * sizeof(*head));
     struct ap_batch *b = ap_delta_take(d, max_ops, head, (int)(7 + nlines));
     free(head);
+    free(skey);
     if (b != NULL) {
         b->nops += nlines;
         b->nlines = nlines;

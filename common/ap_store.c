@@ -142,19 +142,17 @@ void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65])
     "id=rec[1], name=rec[2], enabled=(rec[3]=='1'), ver=tonumber(rec[4]), "    \
     "policy=(rec[5] or nil)" extra "}))\n"
 
-/* Turns a number into the decimal text AP_USAGE_FOLD_LINES is in C, for the script below. */
-#define STORE_STR(x) #x
-#define STORE_XSTR(x) STORE_STR(x)
-
 /* The first step of every script that reads usage counters: the journal goes into them (ARGV[1]: prefix). */
 #define LUA_FOLD_FIRST AP_LUA_USAGE_FOLD "ap_fold(ARGV[1])\n"
 
 /*
- * ARGV: dedupe key, ttl, prefix, n, n usage lines (ap_store_usage_line), then
- * op/key/field/value quads. Returns 1 if applied, 0 if this batch was applied
- * before. A batch applied before still writes (the mark's expiry): WAIT
- * vouches only for the writes of its own connection, and a rewrite on a new
- * connection must give it one.
+ * ARGV: mark key, batch number, prefix, n, n usage lines
+ * (ap_store_usage_line), then op/key/field/value quads. Returns 1 if applied,
+ * 0 if this batch was applied before: a replica process writes its batches in
+ * order, so the mark key holds the highest number applied (one key per
+ * replica process, not one per batch). A batch applied before still writes
+ * (the mark's expiry): WAIT vouches only for the writes of its own
+ * connection, and a rewrite on a new connection must give it one.
  * The lines are appended to the journal, which is folded into the counters
  * once it holds AP_USAGE_FOLD_LINES lines (and by every reader): one batch
  * costs Redis two writes, not the ~45 counter updates of each line.
@@ -166,13 +164,14 @@ void ap_store_key_ref(const char *key_or_id, char id[17], char hash[65])
 const char ap_script_flush[] =
     AP_LUA_POLICY_SETTLE
     AP_LUA_USAGE_FOLD
-    "if not redis.call('SET', ARGV[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then\n"
-    "  redis.call('EXPIRE', ARGV[1], tonumber(ARGV[2]))\n"
+    "if tonumber(ARGV[2]) <= (tonumber(redis.call('GET', ARGV[1]) or '0') or 0) then\n"
+    "  redis.call('EXPIRE', ARGV[1], " AP_STORE_XSTR(AP_USAGE_MARK_TTL_S) ")\n"
     "  return 0\n"
     "end\n"
+    "redis.call('SET', ARGV[1], ARGV[2], 'EX', " AP_STORE_XSTR(AP_USAGE_MARK_TTL_S) ")\n"
     "local nl = tonumber(ARGV[4])\n"
     "if nl > 0 and redis.call('RPUSH', ARGV[3]..'u:journal', unpack(ARGV, 5, 4 + nl)) >= "
-    STORE_XSTR(AP_USAGE_FOLD_LINES) " then\n"
+    AP_STORE_XSTR(AP_USAGE_FOLD_LINES) " then\n"
     "  ap_fold(ARGV[3])\n"
     "end\n"
     LUA_APPLY_OPS("5 + nl", "  elseif op == 'p' then pl_settle(k, f, v)\n")

@@ -4,8 +4,8 @@
  *
  *   push ─▶ unwritten ──written(gen)──▶ written on gen ──ack──▶ freed
  *              ▲                              │
- *              └── a new connection (gen) ◀───┘  rewritten with the same id:
- *                                                 the flush script applies an id once
+ *              └── a new connection (gen) ◀───┘  rewritten, oldest first, with the same
+ *                                                 number: applied once (ap_delta_take_flush)
  *
  * `gen` numbers the connection a batch was written on: WAIT only vouches for
  * the writes of the connection it is sent on, so after a reconnect (maybe to
@@ -26,7 +26,7 @@ struct ap_batch;
 
 struct ap_ackq_item {
     struct ap_batch *batch;     /* owned */
-    char id[160];               /* the batch's idempotency key */
+    char id[160];               /* the batch's name in the logs (its mark and number) */
     uint64_t gen;               /* connection it was last written on; 0: never written */
     void *waiters;              /* the caller's, handed to the release callback; NULL: none */
     struct ap_ackq_item *next;

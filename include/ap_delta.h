@@ -4,9 +4,9 @@
  * memory grows with the number of distinct counters touched, not with the
  * number of requests.
  *
- * A batch taken out of the accumulator is immutable and carries its own
- * idempotency key: re-sending it after a lost reply is applied at most once
- * (ap_script_flush). Pure data structure, no I/O.
+ * A batch taken out of the accumulator is immutable; a usage batch carries
+ * its replica's mark and its number, so re-sending it after a lost reply is
+ * applied at most once (ap_delta_take_flush). Pure data structure, no I/O.
  */
 #ifndef AP_DELTA_H
 #define AP_DELTA_H
@@ -55,17 +55,20 @@ size_t ap_delta_count(const struct ap_delta *d);
 struct ap_batch *ap_delta_take(struct ap_delta *d, size_t max_ops, const char *const *head, int nhead);
 
 /*
- * The usage flush batch: the `nlines` usage journal lines (copied;
- * ap_store_usage_line) under key prefix `prefix`, applied once by
- * `dedupe_key` (kept `ttl` seconds), and up to max_ops pending operations.
- * With operations, it is ap_script_flush, which checks the key as it
- * appends. With lines only (no settlements: the common case), it is a plain
- * RPUSH of a header "#<dedupe_key>\t<ttl>\t<nlines>" and the lines to
- * {prefix}u:journal (`journal` set), and the fold checks the key
- * (AP_LUA_USAGE_FOLD): Redis then runs no script per batch. `nops` counts
- * lines and operations. NULL when there is neither (or no memory).
+ * The usage flush batch of a replica process's batch number `seq` (numbered
+ * from 1, written in order): the `nlines` usage journal lines (copied;
+ * ap_store_usage_line) under key prefix `prefix`, and up to max_ops pending
+ * operations. A batch is applied once, by `seq` against a high-water mark
+ * under `mark` (one key per replica process, not one per batch).
+ * With lines only (no settlements: the common case), it is a plain RPUSH to
+ * {prefix}u:journal of a header "#<mark>:j\t<seq>\t<nlines>" and the lines
+ * (`journal` set), and the fold checks the mark (AP_LUA_USAGE_FOLD): Redis
+ * runs no script per batch. With operations, it is ap_script_flush, which
+ * checks the mark "<mark>:s" as it appends (the two kinds are applied at
+ * different times, so each keeps its own mark). `nops` counts lines and
+ * operations. NULL when there is neither (or no memory).
  */
-struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *dedupe_key, long ttl,
+struct ap_batch *ap_delta_take_flush(struct ap_delta *d, size_t max_ops, const char *mark, uint64_t seq,
                                      const char *prefix, const char *const *lines, size_t nlines);
 
 /* Adds a batch's operations back (used when a batch cannot be sent as is). */

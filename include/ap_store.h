@@ -94,6 +94,13 @@ int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r);
  */
 #define AP_USAGE_FOLD_LINES 128
 
+/* How long a replica process's batch mark outlives its last batch (a day: far beyond any rewrite). */
+#define AP_USAGE_MARK_TTL_S 86400
+
+/* Turns a number into its decimal text, for the scripts. */
+#define AP_STORE_STR(x) #x
+#define AP_STORE_XSTR(x) AP_STORE_STR(x)
+
 /*
  * Lua: `ap_fold(p)` folds the usage journal ({p}u:journal) into the usage
  * counters and returns the number of lines folded. Lines of the same key,
@@ -109,10 +116,14 @@ int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r);
  *     u:h; k:<id>:{input,output,requests,cost} in u:d; the bucket sets.
  * Increments of 0 are not written.
  * A batch written with a plain RPUSH (ap_delta_take_flush) starts with a header
- * "#<batch key>\t<ttl s>\t<n lines>": the fold sets the batch key with NX, and
- * skips the n lines after a header whose key was set before (the batch was
- * rewritten after a lost reply), renewing the key's expiry. Lines that come
- * without a header were deduplicated by the flush script that appended them.
+ * "#<mark key>\t<seq>\t<n lines>". A replica process numbers its batches and
+ * writes them in order (one in flight, rewrites oldest first), so its mark key
+ * holds the highest number applied: the fold skips the n lines after a header
+ * whose number is not above it (a copy written again after a lost reply), and
+ * stores each mark it moved, kept AP_USAGE_MARK_TTL_S. One key per replica
+ * process, read and written once per fold. Lines that come without a header
+ * were deduplicated by the flush script that appended them; a header that
+ * does not parse skips nothing.
  */
 #define AP_LUA_USAGE_FOLD                                                      \
     "local function ap_expand(p, a)\n"                                         \
@@ -156,14 +167,18 @@ int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r);
     "  local lines = redis.call('LRANGE', j, 0, -1)\n"                         \
     "  if #lines == 0 then return 0 end\n"                                     \
     "  redis.call('DEL', j)\n"                                                 \
-    "  local acc, order, skip = {}, {}, 0\n"                                   \
+    "  local acc, order, skip, hw, marks = {}, {}, 0, {}, {}\n"                \
     "  for _, l in ipairs(lines) do\n"                                         \
     "    local id, ok, hour, model, n, i, o, cc, cr, c, w\n"                  \
     "    if skip > 0 then skip = skip - 1\n"                                   \
     "    elseif string.byte(l, 1) == 35 then\n"                                \
-    "      local bk, ttl, nb = string.match(l, '^#([^\t]+)\t(%d+)\t(%d+)$')\n"    \
-    "      if bk and not redis.call('SET', bk, '1', 'NX', 'EX', tonumber(ttl)) then\n" \
-    "        redis.call('EXPIRE', bk, tonumber(ttl)); skip = tonumber(nb)\n"   \
+    "      local mk, sq, nb = string.match(l, '^#([^\t]+)\t(%d+)\t(%d+)$')\n"     \
+    "      if mk then\n"                                                       \
+    "        if hw[mk] == nil then\n"                                          \
+    "          hw[mk] = tonumber(redis.call('GET', mk) or '0') or 0; marks[#marks + 1] = mk\n" \
+    "        end\n"                                                            \
+    "        sq = tonumber(sq)\n"                                              \
+    "        if sq <= hw[mk] then skip = tonumber(nb) else hw[mk] = sq end\n"  \
     "      end\n"                                                              \
     "    else id, ok, hour, model, n, i, o, cc, cr, c, w = string.match(l,\n"  \
     "      '^([^\t]+)\t([^\t]+)\t([^\t]+)\t([^\t]+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)$')\n" \
@@ -181,6 +196,9 @@ int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r);
     "    end\n"                                                                \
     "  end\n"                                                                  \
     "  for _, a in ipairs(order) do ap_expand(p, a) end\n"                     \
+    "  for _, mk in ipairs(marks) do\n"                                        \
+    "    redis.call('SET', mk, string.format('%d', hw[mk]), 'EX', " AP_STORE_XSTR(AP_USAGE_MARK_TTL_S) ")\n" \
+    "  end\n"                                                                  \
     "  return #lines\n"                                                        \
     "end\n"
 

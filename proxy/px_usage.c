@@ -62,7 +62,6 @@
 #define USAGE_BATCH_MAX_OPS 4000
 /* Journal lines per batch: a fold's work stays bounded (each line may become ~45 counter updates). */
 #define USAGE_BATCH_MAX_LINES 64
-#define USAGE_DEDUPE_TTL_S 86400
 #define WAIT_RETRY_MS 1000
 /* A replica that appended to the usage journal folds it within this time, so the counters in Redis lag by no more. */
 #define USAGE_FOLD_MS 1000
@@ -96,6 +95,7 @@ struct px_usage {
     struct ap_ackq q;           /* owned: batches taken, not yet acknowledged (each with its waiters) */
     struct ap_ackq_item *sent;  /* borrowed from q: its EVAL awaits a reply */
     char boot[17];              /* random per process: batch ids never repeat across restarts */
+    char mark[AP_STORE_KEY_MAX]; /* {p}flush:<INSTANCE_ID>:<boot>: this process's batches, numbered by seq */
     char flush_sha[41];         /* SHA-1 of ap_script_flush: batches go as EVALSHA */
     unsigned use_eval:1;        /* Redis answered NOSCRIPT: send the next one in full */
     unsigned sending:1;         /* an EVAL or a WAIT awaits its reply */
@@ -291,11 +291,10 @@ static int usage_take(struct px_usage *u)
     const char *lines[USAGE_BATCH_MAX_LINES];
     struct usage_tuple *taken[USAGE_BATCH_MAX_LINES];
     size_t nlines = usage_lines(u, buf, lines, taken);
-    /* INSTANCE_ID may be reused by a restarted replica; the boot nonce keeps ids unique. */
-    ap_store_key(id, sizeof(id), "flush:%s:%s:%llu", u->ctx->cfg.instance_id, u->boot, (unsigned long long)(u->seq + 1));
+    snprintf(id, sizeof(id), "%.120s:%llu", u->mark, (unsigned long long)(u->seq + 1)); /* for the logs */
     /* A settlement never goes before the usage of the request it settles: none while tuples stay behind. */
     size_t max_ops = u->ntuples > nlines ? 0 : USAGE_BATCH_MAX_OPS;
-    struct ap_batch *b = ap_delta_take_flush(u->pending, max_ops, id, USAGE_DEDUPE_TTL_S, ap_store_prefix(), lines,
+    struct ap_batch *b = ap_delta_take_flush(u->pending, max_ops, u->mark, u->seq + 1, ap_store_prefix(), lines,
                                              nlines);
     if (b == NULL && nlines > 0)
         return -1; /* out of memory: everything stays pending for the next try */
@@ -582,6 +581,8 @@ struct px_usage *px_usage_new(struct px_ctx *ctx)
         free(u);
         return NULL;
     }
+    /* INSTANCE_ID may be reused by a restarted replica; the boot nonce keeps the mark its own. */
+    ap_store_key(u->mark, sizeof(u->mark), "flush:%s:%s", ctx->cfg.instance_id, u->boot);
     ap_sha1_hex(ap_script_flush, u->flush_sha);
     u->pending = ap_delta_new();
     u->timer = event_new(ctx->base, -1, EV_PERSIST, usage_on_timer, u);

@@ -112,7 +112,7 @@ class PolicyScriptProperties(h.TestCase):
     def batch(self, ops, lines=()):
         """One usage batch (the flush script): usage journal lines and settlements, applied once."""
         self.seq += 1
-        argv = [P + "flush:pt:%d" % self.seq, 3600, P, len(lines)] + list(lines)
+        argv = [P + "flush:pt:s", self.seq, P, len(lines)] + list(lines)
         for op in ops:
             argv += list(op)
         return self.rc.cmd("EVALSHA", self.sha["flush"], 0, *argv)

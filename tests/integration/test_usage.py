@@ -497,10 +497,27 @@ class DropOneReply:
         self.srv.close()
 
 
-class LostReplyTest(h.TestCase):
-    """A usage batch is appended to the journal with a plain RPUSH behind a header naming it.
-    When the reply is lost after Redis applied it, the replica writes the same batch again
-    on its next connection, and the fold counts it once."""
+class BatchMarkTest(h.TestCase):
+    """A usage batch is appended to the journal with a plain RPUSH behind a header naming it
+    (the replica process's mark and the batch's number). When the reply is lost after Redis
+    applied it, the replica writes the same batch again on its next connection, and the fold
+    counts it once. What marks the batches applied is one key per replica process, not one
+    per batch (a key per batch, kept a day, grew Redis by millions of keys a day under load)."""
+
+    def test_one_mark_per_replica_not_one_per_batch(self):
+        redis = self.start_redis()
+        mock = self.start_mock()
+        proxies = [self.start_proxy(mock, redis, name="proxy-%d" % i) for i in range(2)]
+        key = proxies[0].create_key("marks")
+        for i in range(20):  # one client: every request is a batch of its own
+            r = h.request("POST", proxies[i % 2].url + "/v1/messages", headers={"x-api-key": key},
+                          body=body_for("/v1/messages", MODELS[0], False, "mark %d" % i))
+            self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(proxies[0].admin("GET", "/admin/usage")[1]["total_requests"], 20)
+        rc = redis.client()
+        marks = rc.cmd("KEYS", "ap:flush:*")
+        self.assertEqual(len(marks), 2, marks)
+        self.assertEqual(sorted(int(rc.cmd("GET", m)) for m in marks), [10, 10])
 
     def test_a_batch_rewritten_after_a_lost_reply_counts_once(self):
         redis = self.start_redis()
@@ -517,10 +534,10 @@ class LostReplyTest(h.TestCase):
         h.wait_until(lambda: h.request("GET", proxy.url + "/health").json().get("usage_pending") == 0, 10,
                      message="the batch acknowledged")
         with relay.lock:
-            headers = re.findall(rb"#[^\t\r\n]*flush:[^\t\r\n]+\t\d+\t\d+", relay.sent)
+            headers = re.findall(rb"#[^\t\r\n]*flush:[^\t\r\n]+:j\t\d+\t\d+", relay.sent)
         self.assertFalse(relay.armed, "no usage append went through the relay")
         self.assertEqual(len(headers), 2, "the batch was not written again: %r" % headers)
-        self.assertEqual(headers[0], headers[1], "a rewrite keeps the batch's id")
+        self.assertEqual(headers[0], headers[1], "a rewrite keeps the batch's mark and number")
         stats = redis.client().cmd("INFO", "commandstats")
         stats = stats.decode() if isinstance(stats, bytes) else stats
         self.assertIn("cmdstat_rpush:calls=2,", stats, "Redis applied both copies")

@@ -48,17 +48,17 @@ class UsageJournalTest(h.TestCase):
         self.rc.cmd("FLUSHDB")
         self.seq = 0
 
-    def flush(self, lines, quads=(), batch_id=None):
+    def flush(self, lines, quads=(), seq=None, mark=P + "flush:t:s"):
+        """A batch with settlements, as replicas write it: the flush script, numbered."""
         self.seq += 1
-        bid = batch_id or P + "flush:t:%d" % self.seq
-        argv = [bid, 3600, P, len(lines)] + list(lines)
+        argv = [mark, seq or self.seq, P, len(lines)] + list(lines)
         for q in quads:
             argv += list(q)
         return self.rc.cmd("EVALSHA", self.sha["flush"], 0, *argv)
 
-    def append(self, lines, batch_id, ttl=3600):
+    def append(self, lines, seq, mark=P + "flush:t:j"):
         """A batch of lines only, as replicas write it: a plain RPUSH behind its header."""
-        header = "#%s\t%d\t%d" % (batch_id, ttl, len(lines))
+        header = "#%s\t%d\t%d" % (mark, seq, len(lines))
         return self.rc.cmd("RPUSH", P + "u:journal", header, *lines)
 
     def fold(self):
@@ -130,35 +130,45 @@ class UsageJournalTest(h.TestCase):
         self.assertEqual(hs["u:k:" + ID]["last_used_ms"], WHEN)
 
     def test_a_batch_is_applied_once(self):
-        bid = P + "flush:replica:nonce:1"
-        self.assertEqual(self.flush([line()], batch_id=bid), 1)
-        self.assertEqual(self.flush([line()], batch_id=bid), 0)  # resent after a lost reply
+        mark = P + "flush:replica:nonce:s"
+        self.assertEqual(self.flush([line()], seq=1, mark=mark), 1)
+        self.assertEqual(self.flush([line()], seq=1, mark=mark), 0)  # resent after a lost reply
         self.assertEqual(self.rc.cmd("LLEN", P + "u:journal"), 1)
         self.fold()
-        self.assertEqual(self.flush([line()], batch_id=bid), 0)  # even once folded
+        self.assertEqual(self.flush([line()], seq=1, mark=mark), 0)  # even once folded
+        self.assertEqual(self.flush([line()], seq=2, mark=mark), 1)  # the next one
+        self.assertEqual(self.flush([line()], seq=1, mark=mark), 0)  # an older one, written again
         self.fold()
-        self.assertEqual(self.rc.cmd("HGET", P + "u:all", "requests"), "1")
+        self.assertEqual(self.rc.cmd("HGET", P + "u:all", "requests"), "2")
+        # One key per replica process, however many batches: the highest number applied.
+        self.assertEqual(self.rc.cmd("GET", mark), "2")
+        self.assertTrue(86000 < self.rc.cmd("TTL", mark) <= 86400)
+        self.assertEqual(self.rc.cmd("KEYS", P + "flush:*"), [mark])
 
     def test_an_appended_batch_is_applied_once_by_the_fold(self):
-        a = P + "flush:replica:nonce:7"
+        a, b = P + "flush:replica-a:nonce:j", P + "flush:replica-b:nonce:j"
         two = [line(inp=10, out=1, cc=0, cr=0), line(model="gpt-4o", inp=5, out=2, cc=0, cr=0)]
-        self.append(two, a)
-        self.append(two, a)  # written again after a lost reply
+        self.append(two, 1, a)
+        self.append([line(inp=3, out=0, cc=0, cr=0)], 1, b)  # another replica's first batch
+        self.append(two, 1, a)  # written again after a lost reply
         self.flush([line(inp=1, out=1, cc=0, cr=0)])  # the script's lines come without a header
-        self.assertEqual(self.rc.cmd("LLEN", P + "u:journal"), 7)
+        self.append([line(inp=100, out=0, cc=0, cr=0)], 2, a)
+        self.assertEqual(self.rc.cmd("LLEN", P + "u:journal"), 11)
         self.fold()
         hs, _ = self.hashes()
-        self.assertEqual(hs["u:all"], totals("requests", 3, 16, 4, 0, 0))
-        ttl = self.rc.cmd("TTL", a)
-        self.assertTrue(3500 < ttl <= 3600, ttl)
-        # A copy that arrives after the fold is skipped too, and renews the mark.
+        self.assertEqual(hs["u:all"], totals("requests", 5, 119, 4, 0, 0))
+        self.assertEqual((self.rc.cmd("GET", a), self.rc.cmd("GET", b)), ("2", "1"))
+        # Copies that arrive after the fold are skipped too (rewrites go oldest first), and
+        # the mark's expiry is renewed by every fold that meets it.
         self.rc.cmd("EXPIRE", a, 5)
-        self.append(two, a)
-        self.append([line(inp=100, out=0, cc=0, cr=0)], P + "flush:replica:nonce:8")
+        self.append(two, 1, a)
+        self.append([line(inp=100, out=0, cc=0, cr=0)], 2, a)
+        self.append([line(inp=1000, out=0, cc=0, cr=0)], 3, a)
         self.fold()
         hs, _ = self.hashes()
-        self.assertEqual(hs["u:all"], totals("requests", 4, 116, 4, 0, 0))
-        self.assertGreater(self.rc.cmd("TTL", a), 3500)
+        self.assertEqual(hs["u:all"], totals("requests", 6, 1119, 4, 0, 0))
+        self.assertEqual(self.rc.cmd("GET", a), "3")
+        self.assertGreater(self.rc.cmd("TTL", a), 86000)
 
     def test_the_batch_that_fills_the_journal_folds_it(self):
         for i in range(FOLD_LINES - 1):

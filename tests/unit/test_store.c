@@ -276,15 +276,17 @@ static void test_delta_take_flush(void **state)
 {
     (void)state;
     struct ap_delta *d = ap_delta_new();
-    assert_null(ap_delta_take_flush(d, 100, "ap:flush:abc", 86400, "ap:", NULL, 0));
+    assert_null(ap_delta_take_flush(d, 100, "ap:flush:r:abc", 1, "ap:", NULL, 0));
 
+    /* With a settlement: the script, checking the replica's script mark. */
     ap_delta_settle(d, "ap:pl:k:", "a.1", 12);
     const char *lines[] = {"line one", "line two"};
-    struct ap_batch *b = ap_delta_take_flush(d, 100, "ap:flush:abc", 86400, "ap:", lines, 2);
+    struct ap_batch *b = ap_delta_take_flush(d, 100, "ap:flush:r:abc", 7, "ap:", lines, 2);
     assert_non_null(b);
     check_batch_shape(b);
+    assert_int_equal(b->journal, 0);
     assert_int_equal(b->nhead, 9);
-    const char *head[] = {"EVAL", ap_script_flush, "0", "ap:flush:abc", "86400", "ap:", "2", "line one", "line two"};
+    const char *head[] = {"EVAL", ap_script_flush, "0", "ap:flush:r:abc:s", "7", "ap:", "2", "line one", "line two"};
     for (int i = 0; i < 9; i++)
         assert_string_equal(b->argv[i], head[i]);
     assert_true(b->argv[7] != lines[0]); /* copied: the caller's buffer may go */
@@ -293,16 +295,17 @@ static void test_delta_take_flush(void **state)
     assert_int_equal(b->nops, 3); /* two lines and a settlement */
     assert_int_equal(b->nlines, 2);
     assert_int_equal(ap_delta_count(d), 0);
-    assert_null(ap_delta_take_flush(d, 100, "ap:flush:def", 86400, "ap:", NULL, 0));
+    assert_null(ap_delta_take_flush(d, 100, "ap:flush:r:abc", 8, "ap:", NULL, 0));
     ap_batch_free(b);
 
-    /* Lines alone are a plain append behind a header naming the batch; max_ops 0 leaves the
-     * settlements for the next one. */
+    /* Lines alone are a plain append behind a header (the journal mark, the number, the
+     * count); max_ops 0 leaves the settlements for the next one. */
     ap_delta_settle(d, "ap:pl:k:", "a.2", 5);
-    b = ap_delta_take_flush(d, 0, "ap:flush:ghi", 60, "ap:", lines, 2);
+    b = ap_delta_take_flush(d, 0, "ap:flush:r:abc", 18446744073709551615ULL, "ap:", lines, 2);
     assert_non_null(b);
     assert_int_equal(b->journal, 1);
-    const char *plain[] = {"RPUSH", "ap:u:journal", "#ap:flush:ghi\t60\t2", "line one", "line two"};
+    const char *plain[] = {"RPUSH", "ap:u:journal", "#ap:flush:r:abc:j\t18446744073709551615\t2", "line one",
+                           "line two"};
     assert_int_equal(b->argc, 5);
     for (int i = 0; i < 5; i++) {
         assert_string_equal(b->argv[i], plain[i]);
@@ -313,13 +316,13 @@ static void test_delta_take_flush(void **state)
     assert_int_equal(ap_delta_count(d), 1);
     ap_batch_free(b);
 
-    /* A batch key its header could not carry goes as the script. */
+    /* A mark its header could not carry goes as the script. */
     struct ap_delta *e = ap_delta_new();
-    b = ap_delta_take_flush(e, 100, "ap:flush:a\tb", 60, "ap:", lines, 1);
+    b = ap_delta_take_flush(e, 100, "ap:flush:a\tb", 1, "ap:", lines, 1);
     assert_non_null(b);
     assert_int_equal(b->journal, 0);
     assert_string_equal(b->argv[0], "EVAL");
-    assert_string_equal(b->argv[3], "ap:flush:a\tb");
+    assert_string_equal(b->argv[3], "ap:flush:a\tb:s");
     ap_batch_free(b);
     ap_delta_free(e);
     ap_delta_free(d);
