@@ -1,9 +1,10 @@
 /*
  * Usage accounting: finished requests are merged in memory and a timer
- * writes them to Redis in batches, one EVAL per batch, one command in flight
- * at a time.
+ * writes them to Redis in batches, one command per batch (an RPUSH, or the
+ * flush script when the batch settles policy admissions), one command in
+ * flight at a time.
  *
- *   record ─▶ tuples ──take──▶ queue (ap_ackq) ──EVAL──▶ master ──WAIT──▶ acknowledged: freed
+ *   record ─▶ tuples ──take──▶ queue (ap_ackq) ──write──▶ master ──WAIT──▶ acknowledged: freed
  *                                  ▲                         │ reply lost, reconnected,
  *                                  └──── rewritten ──────────┘ failover (same batch id)
  *
@@ -93,12 +94,12 @@ struct px_usage {
     size_t ntuples;
     struct ap_delta *pending;   /* owned: policy settlements */
     struct ap_ackq q;           /* owned: batches taken, not yet acknowledged (each with its waiters) */
-    struct ap_ackq_item *sent;  /* borrowed from q: its EVAL awaits a reply */
+    struct ap_ackq_item *sent;  /* borrowed from q: its write awaits a reply */
     char boot[17];              /* random per process: batch ids never repeat across restarts */
     char mark[AP_STORE_KEY_MAX]; /* {p}flush:<INSTANCE_ID>:<boot>: this process's batches, numbered by seq */
-    char flush_sha[41];         /* SHA-1 of ap_script_flush: batches go as EVALSHA */
+    char flush_sha[41];         /* SHA-1 of ap_script_flush: script batches go as EVALSHA */
     unsigned use_eval:1;        /* Redis answered NOSCRIPT: send the next one in full */
-    unsigned sending:1;         /* an EVAL or a WAIT awaits its reply */
+    unsigned sending:1;         /* a batch's write or a WAIT awaits its reply */
     unsigned degraded:1;        /* the last WAIT came back short: replies do not wait for replicas */
     int lane;                   /* Redis lane of writes and WAIT */
     uint64_t seq;
