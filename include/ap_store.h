@@ -169,7 +169,7 @@ int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r);
     "  redis.call('DEL', j)\n"                                                 \
     "  local acc, order, skip, hw, marks = {}, {}, 0, {}, {}\n"                \
     "  for _, l in ipairs(lines) do\n"                                         \
-    "    local id, ok, hour, model, n, i, o, cc, cr, c, w\n"                  \
+    "    local k, n, i, o, cc, cr, c, w\n"                                     \
     "    if skip > 0 then skip = skip - 1\n"                                   \
     "    elseif string.byte(l, 1) == 35 then\n"                                \
     "      local mk, sq, nb = string.match(l, '^#([^\t]+)\t(%d+)\t(%d+)$')\n"     \
@@ -180,19 +180,23 @@ int ap_store_usage_line(char *out, size_t n, const struct ap_usage_rec *r);
     "        sq = tonumber(sq)\n"                                              \
     "        if sq <= hw[mk] then skip = tonumber(nb) else hw[mk] = sq end\n"  \
     "      end\n"                                                              \
-    "    else id, ok, hour, model, n, i, o, cc, cr, c, w = string.match(l,\n"  \
-    "      '^([^\t]+)\t([^\t]+)\t([^\t]+)\t([^\t]+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)$')\n" \
+    "    else k, n, i, o, cc, cr, c, w = string.match(l,\n"                     \
+    "      '^([^\t]+\t[^\t]+\t[^\t]+\t[^\t]+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)\t(%-?%d+)$')\n" \
     "    end\n"                                                                \
-    "    if id then\n"                                                         \
-    "      local k = id..'\t'..ok..'\t'..hour..'\t'..model\n"                 \
+    "    if k then\n"                                                          \
     "      local a = acc[k]\n"                                                 \
     "      if not a then\n"                                                    \
+    "        local id, ok, hour, model = string.match(k, '^([^\t]+)\t([^\t]+)\t([^\t]+)\t(.+)$')\n" \
     "        a = {0, 0, 0, 0, 0, 0, 0, id = id, ok = ok, hour = hour, model = model}\n" \
     "        acc[k] = a; order[#order + 1] = a\n"                              \
     "      end\n"                                                              \
+    /* Text to number is most of a line's cost: the fields that are usually 0 are compared as text first. */ \
     "      a[1] = a[1] + tonumber(n); a[2] = a[2] + tonumber(i); a[3] = a[3] + tonumber(o)\n" \
-    "      a[4] = a[4] + tonumber(cc); a[5] = a[5] + tonumber(cr); a[6] = a[6] + tonumber(c)\n" \
-    "      if tonumber(w) > a[7] then a[7] = tonumber(w) end\n"                \
+    "      if cc ~= '0' then a[4] = a[4] + tonumber(cc) end\n"                \
+    "      if cr ~= '0' then a[5] = a[5] + tonumber(cr) end\n"                \
+    "      if c ~= '0' then a[6] = a[6] + tonumber(c) end\n"                  \
+    "      w = tonumber(w)\n"                                                  \
+    "      if w > a[7] then a[7] = w end\n"                                    \
     "    end\n"                                                                \
     "  end\n"                                                                  \
     "  for _, a in ipairs(order) do ap_expand(p, a) end\n"                     \
