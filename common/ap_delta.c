@@ -161,7 +161,8 @@ struct ap_batch *ap_delta_take(struct ap_delta *d, size_t max_ops, const char *c
     b->lens = calloc(argc, sizeof(size_t));
     if (b->argv == NULL || b->lens == NULL)
         goto fail;
-    twalk_r(d->root, delta_collect, &w);
+    if (take > 0) /* a journal batch takes no operation: no walk */
+        twalk_r(d->root, delta_collect, &w);
 
     /* An entry's id is "<op>\x1f<key>\x1f<field>": op, key and field with their NULs take its length + 1. */
     size_t size = 0;

@@ -28,9 +28,10 @@ void ap_sha256(const void *data, size_t len, unsigned char out[32])
     EVP_Digest(data, len, out, &olen, md ? md : EVP_sha256(), NULL);
 }
 
-static void keys_hex(const unsigned char *b, size_t n, char *out)
+void ap_hex(const void *bytes, size_t n, char *out)
 {
     static const char hx[] = "0123456789abcdef";
+    const unsigned char *b = bytes;
     for (size_t i = 0; i < n; i++) {
         out[2 * i] = hx[b[i] >> 4];
         out[2 * i + 1] = hx[b[i] & 15];
@@ -43,14 +44,14 @@ void ap_sha1_hex(const char *text, char out[41])
     unsigned char d[20];
     unsigned int olen = 20;
     EVP_Digest(text, strlen(text), d, &olen, EVP_sha1(), NULL);
-    keys_hex(d, 20, out);
+    ap_hex(d, 20, out);
 }
 
 void ap_sha256_hex(const void *data, size_t len, char *out)
 {
     unsigned char d[32];
     ap_sha256(data, len, d);
-    keys_hex(d, 32, out);
+    ap_hex(d, 32, out);
 }
 
 void ap_key_mask(const char *key, char *out, size_t n)
@@ -131,7 +132,7 @@ int ap_random_hex(char *out, size_t nbytes)
     unsigned char b[64];
     if (nbytes > sizeof(b) || RAND_bytes(b, (int)nbytes) != 1)
         return -1;
-    keys_hex(b, nbytes, out);
+    ap_hex(b, nbytes, out);
     return 0;
 }
 

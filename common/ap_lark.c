@@ -27,12 +27,7 @@ int ap_lark_signature_ok(const char *timestamp, const char *nonce, const char *e
     if (!ok)
         return 0;
     char hex[65], want[65];
-    static const char hx[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        hex[2 * i] = hx[d[i] >> 4];
-        hex[2 * i + 1] = hx[d[i] & 15];
-    }
-    hex[64] = '\0';
+    ap_hex(d, sizeof(d), hex);
     for (int i = 0; i < 64; i++)
         want[i] = (char)((signature[i] >= 'A' && signature[i] <= 'F') ? signature[i] + 32 : signature[i]);
     want[64] = '\0';

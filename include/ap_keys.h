@@ -50,6 +50,9 @@ int ap_random_bytes(void *out, size_t n);
 /* The splitmix64 generator: fast, not for secrets (ids, jitter). */
 uint64_t ap_splitmix64(uint64_t *state);
 
+/* n bytes as 2*n lowercase hex digits and a NUL (out >= 2*n+1). */
+void ap_hex(const void *bytes, size_t n, char *out);
+
 /* Random hex string of 2*nbytes digits (out >= 2*nbytes+1). */
 int ap_random_hex(char *out, size_t nbytes);
 

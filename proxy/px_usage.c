@@ -6,7 +6,7 @@
  *
  *   record ─▶ tuples ──take──▶ queue (ap_ackq) ──write──▶ master ──WAIT──▶ acknowledged: freed
  *                                  ▲                         │ reply lost, reconnected,
- *                                  └──── rewritten ──────────┘ failover (same batch id)
+ *                                  └──── rewritten ──────────┘ failover (same batch number)
  *
  * A request costs one tree lookup: it is merged into a tuple per (key,
  * model, outcome, hour). A batch carries each tuple as one usage line, which
@@ -21,10 +21,11 @@
  * A replica that wrote lines folds the journal within USAGE_FOLD_MS, so the
  * counters in Redis itself are never further behind.
  *
- * A batch keeps its id until it is acknowledged, and a given id is applied
- * at most once (by the fold for an append, by the flush script for a batch
- * with settlements), so a batch can be written again after a
- * lost reply, a reconnect or a failover without counting twice. While Redis
+ * A batch keeps its number until it is acknowledged, and each number is
+ * applied at most once (by the fold for an append, by the flush script for a
+ * batch with settlements: both against this process's mark), so a batch can
+ * be written again after a lost reply, a reconnect or a failover without
+ * counting twice. While Redis
  * is down tuples keep merging; nothing counted is dropped.
  *
  * Replica acknowledgement (REDIS_MIN_REPLICAS_ACK > 0, the default with
@@ -127,7 +128,7 @@ static int64_t usage_now_us(void)
  * other closer than the window, the next one is taken only when the window
  * has passed since the last, or as soon as every request in flight waits for
  * its usage (none left that could join the batch). Under load, batches grow
- * (each holds what the window gathered) and Redis runs one script for many
+ * (each holds what the window gathered) and Redis takes one append for many
  * requests; a quiet replica, or a client that sends one request at a time,
  * writes at once and waits for nothing. The window's timer is only an upper
  * bound: epoll's timeout counts whole milliseconds, so an idle loop may keep

@@ -104,6 +104,20 @@ static void test_key_id_and_random_hex(void **state)
     assert_int_equal(ap_random_hex(big, 65), -1);
 }
 
+/* Bytes in order, most significant nibble first, lowercase; nothing written past the NUL. */
+static void test_hex(void **state)
+{
+    (void)state;
+    const unsigned char b[] = {0x00, 0x01, 0x7f, 0x80, 0xab, 0xcd, 0xef, 0xff};
+    char out[20];
+    memset(out, 'x', sizeof(out));
+    ap_hex(b, sizeof(b), out);
+    assert_string_equal(out, "00017f80abcdefff");
+    assert_int_equal(out[17], 'x');
+    ap_hex(b, 0, out);
+    assert_string_equal(out, "");
+}
+
 /* ---- SHA-256 ---- */
 
 struct sha_case {
@@ -234,6 +248,7 @@ static const struct CMUnitTest tests[] = {
     {"generate: sk- + 48 lower hex, buffer checks", test_key_generate_format, NULL, NULL, NULL},
     {"generate: 200 keys all distinct", test_key_generate_unique, NULL, NULL, NULL},
     {"key id: 16 hex, distinct; random_hex bounds", test_key_id_and_random_hex, NULL, NULL, NULL},
+    {"hex: bytes in order, lowercase, NUL-terminated", test_hex, NULL, NULL, NULL},
     SHA("abc", "abc", 3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
     SHA("empty", "", 0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
     SHA("448-bit message", "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56,
